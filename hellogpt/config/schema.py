@@ -1,0 +1,131 @@
+"""The typed run configuration: one pydantic model per section, `RunConfig` holding them.
+
+Every default lives here and nowhere else. The base values follow the old
+Hello-GPT `train.yaml` (GPT-2-124M-sized), except that device and dtype are
+chosen automatically. No torch import: `--help` must stay instant.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Architecture of the GPT."""
+
+    n_layer: int = Field(12, gt=0, description="Transformer blocks.")
+    n_head: int = Field(12, gt=0, description="Attention heads per block.")
+    n_embd: int = Field(768, gt=0, description="Width of the residual stream.")
+    block_size: int = Field(1024, gt=0, description="Context length in tokens.")
+    vocab_size: Optional[int] = Field(
+        None, gt=0, description="Embedding rows; unset = the dataset tokenizer's size (50304 pads GPT-2's 50257 for speed)."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability.")
+    bias: bool = Field(False, description="Biases in Linear and LayerNorm layers (GPT-2 has them).")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelConfig":
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class DataConfig(_Section):
+    """Where the token bins come from."""
+
+    dataset: Optional[str] = Field(
+        None, description="A folder of bins from `hellogpt prepare`, or a name looked up as data/<name>."
+    )
+    source: Optional[str] = Field(
+        None, description="What `train` prepares by itself when the dataset is missing (a path or builtin:pydoc)."
+    )
+    tokenizer: Literal["gpt2", "char"] = Field("gpt2", description="Tokenizer used when preparing `source`.")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the text kept for validation.")
+
+
+class OptimConfig(_Section):
+    """AdamW and the learning-rate schedule."""
+
+    learning_rate: float = Field(6e-4, gt=0.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    grad_clip: float = Field(1.0, ge=0.0, description="Gradient-norm clip; 0 disables it.")
+    decay_lr: bool = Field(True, description="Cosine decay after warmup; false keeps the rate constant.")
+    warmup_iters: int = Field(2000, ge=0)
+    lr_decay_iters: int = Field(600000, gt=0)
+    min_lr: float = Field(6e-5, ge=0.0)
+
+
+class TrainConfig(_Section):
+    """The loop: batch, length, evaluation and checkpoints."""
+
+    batch_size: int = Field(12, gt=0, description="Sequences per micro-batch.")
+    gradient_accumulation_steps: int = Field(40, gt=0, description="Micro-batches per optimizer step (all ranks together).")
+    max_iters: int = Field(600000, gt=0, description="Optimizer steps to train for.")
+    eval_interval: int = Field(2000, gt=0)
+    eval_iters: int = Field(200, gt=0, description="Batches averaged per evaluation.")
+    log_interval: int = Field(1, gt=0)
+    always_save_checkpoint: bool = Field(True, description="Save at every eval; false saves only on a new best val loss.")
+    out_dir: str = Field("checkpoints", description="Where checkpoints are written.")
+    checkpoint_name: str = Field("checkpoint.pt", description="File name of this run's checkpoint in out_dir.")
+    seed: int = Field(1337)
+    runs_dir: str = Field("runs", description="Where run records (config, metrics, loss plot) are written.")
+
+    @field_validator("checkpoint_name")
+    @classmethod
+    def _with_pt_suffix(cls, name: str) -> str:
+        name = name.strip()
+        if not name:
+            raise ValueError("checkpoint_name must not be empty")
+        return name if name.endswith(".pt") else f"{name}.pt"
+
+
+class SampleConfig(_Section):
+    """Text generation: chat and the samples shown while training."""
+
+    max_new_tokens: int = Field(200, gt=0)
+    temperature: float = Field(0.8, ge=0.0, description="0 means greedy.")
+    top_k: Optional[int] = Field(256, gt=0, description="Keep the k most likely tokens; unset keeps all.")
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass; unset disables it.")
+    seed: Optional[int] = Field(None, description="Seed for reproducible samples; unset draws a fresh one.")
+
+
+class SystemConfig(_Section):
+    """Hardware choices."""
+
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto")
+    compile: Union[Literal["auto"], bool] = Field("auto", description="torch.compile: auto = on for CUDA, off on CPU.")
+    peak_flops: Optional[float] = Field(None, gt=0, description="Peak FLOP/s for MFU; unset = measured once and cached.")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        device = device.strip().lower()
+        if not _DEVICE_PATTERN.match(device):
+            raise ValueError(f"'{device}' is not a device: use auto, cpu, cuda, cuda:N or mps")
+        return device
+
+
+class RunConfig(_Section):
+    """Everything a run needs, by section."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    system: SystemConfig = Field(default_factory=SystemConfig)
+
+
+SECTION_NAMES: tuple[str, ...] = tuple(RunConfig.model_fields)

@@ -1,0 +1,200 @@
+"""The GPT-2 architecture as one torch module, with a preallocated KV cache for decoding.
+
+Module names follow GPT-2's (`transformer.h.0.attn.c_attn`, ...) so that Hugging Face
+weights map onto ours by name. Pure torch: imports nothing else of ours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+INIT_STD = 0.02
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """The architecture; `asdict` of it is what checkpoints store as `model_args`."""
+
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
+    vocab_size: int = 50304
+    dropout: float = 0.0
+    bias: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class KVCache:
+    """Keys and values of every layer for up to `max_length` positions, filled up to `length`.
+
+    Preallocated once so that each decoding step writes in place instead of
+    concatenating (which would copy the whole cache every token).
+    """
+
+    def __init__(
+        self, config: GPTConfig, batch_size: int, max_length: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
+        shape = (config.n_layer, batch_size, config.n_head, max_length, config.head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_length = max_length
+        self.length = 0
+
+    def store(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's keys/values for `layer`; return all keys/values so far."""
+        end = self.length + keys.size(2)
+        if end > self.max_length:
+            raise ValueError(f"KV cache holds {self.max_length} positions; {end} requested")
+        self.keys[layer, :, :, self.length : end] = keys
+        self.values[layer, :, :, self.length : end] = values
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, n_tokens: int) -> None:
+        self.length += n_tokens
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, layer: int, cache: Optional[KVCache]) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.c_attn(x).split(width, dim=2)
+        q, k, v = (t.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2) for t in (q, k, v))
+        mask, is_causal = None, True
+        if cache is not None:
+            past = cache.length
+            k, v = cache.store(layer, k, v)
+            if past > 0:
+                # New queries see every cached position and the causal part of their own block.
+                is_causal = False
+                if length > 1:
+                    mask = torch.ones(length, past + length, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+        )
+        y = y.transpose(1, 2).contiguous().view(batch, length, width)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, layer: int, cache: Optional[KVCache]) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), layer, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """GPT-2: learned positions, pre-LayerNorm blocks, GELU, tied token embedding and LM head."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: the output projection is the token embedding (GPT-2, and a third fewer parameters here).
+        self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections so the residual stream's variance does not grow with depth.
+        for name, parameter in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(parameter, mean=0.0, std=INIT_STD / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+
+    def num_parameters(self, exclude_position_embeddings: bool = True) -> int:
+        """Parameter count; position embeddings excluded by default (they do no matmul work)."""
+        total = sum(parameter.numel() for parameter in self.parameters())
+        return total - self.transformer.wpe.weight.numel() if exclude_position_embeddings else total
+
+    def flops_per_token(self, sequence_length: Optional[int] = None) -> float:
+        """Training FLOPs per token (forward and backward): 6N + 12·L·H·Q·T (PaLM appendix B)."""
+        config = self.config
+        length = sequence_length or config.block_size
+        return 6 * self.num_parameters() + 12 * config.n_layer * config.n_head * config.head_dim * length
+
+    def new_cache(self, batch_size: int = 1, max_length: Optional[int] = None) -> KVCache:
+        """An empty KV cache on the model's device and dtype."""
+        weight = self.transformer.wte.weight
+        return KVCache(self.config, batch_size, max_length or self.config.block_size, weight.device, weight.dtype)
+
+    def forward(
+        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Logits for every position; with `targets`, also the mean cross-entropy (-1 targets ignored)."""
+        logits = self.lm_head(self._hidden_states(idx, cache))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def next_token_logits(self, idx: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
+        """Logits of the last position only, shape (batch, vocab): decoding skips the LM head elsewhere."""
+        hidden = self._hidden_states(idx, cache)
+        return self.lm_head(hidden[:, -1, :])
+
+    def _hidden_states(self, idx: torch.Tensor, cache: Optional[KVCache]) -> torch.Tensor:
+        length = idx.size(1)
+        start = cache.length if cache is not None else 0
+        if start + length > self.config.block_size:
+            raise ValueError(f"sequence of {start + length} tokens exceeds block_size {self.config.block_size}")
+        positions = torch.arange(start, start + length, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, layer, cache)
+        if cache is not None:
+            cache.advance(length)
+        return self.transformer.ln_f(x)

@@ -1,0 +1,80 @@
+"""What the training loop reports, as small frozen dataclasses.
+
+The loop yields these and prints nothing; the live dashboard, the plain log,
+the run records and the tests all consume the same stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """Sent once, before the first step."""
+
+    run_name: str
+    profile: Optional[str]
+    device: str
+    dtype: str
+    n_params: int
+    dataset_tokens: int
+    start_step: int
+    max_iters: int
+    tokens_per_step: int
+    checkpoint_path: str
+    config: dict[str, Any] = field(default_factory=dict)
+    origin: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """Sent every `log_interval` optimizer steps."""
+
+    step: int
+    loss: float
+    learning_rate: float
+    grad_norm: float
+    ms_per_step: float
+    tokens_per_second: float
+    mfu: Optional[float]
+    tokens_seen: int
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
+class EvalEvent:
+    """Sent every `eval_interval` steps and at the end: losses averaged over `eval_iters` batches."""
+
+    step: int
+    train_loss: float
+    val_loss: float
+    best_val_loss: float
+    sample: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class CheckpointEvent:
+    """Sent after a checkpoint file is completely written."""
+
+    step: int
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """Sent last. `reason`: completed, time_budget, interrupted or diverged (NaN/inf loss)."""
+
+    step: int
+    reason: str
+    best_val_loss: Optional[float]
+    wall_seconds: float
+    tokens_seen: int
+    tokens_per_second: float
+    checkpoint_paths: tuple[str, ...] = ()
+    message: Optional[str] = None
+
+
+TrainingEvent = Union[RunStarted, StepEvent, EvalEvent, CheckpointEvent, RunFinished]
