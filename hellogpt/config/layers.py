@@ -161,7 +161,10 @@ def _sections_from_text(text: str, source: str) -> dict[str, dict[str, Any]]:
 def _to_sections(data: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
     """Sectioned YAML passes through; a flat old-style file is mapped through the legacy table."""
     keys = [str(key) for key in data]
-    if not any(key in SECTION_NAMES for key in keys) and all(is_legacy_key(key) for key in keys):
+    if not any(key in SECTION_NAMES for key in keys):
+        for key in keys:
+            if not is_legacy_key(key):
+                raise UserError(f"{source}: unknown key '{key}'{_suggest_key(key)}")
         return legacy_to_sections(data)
     for key in keys:
         if key not in SECTION_NAMES:
