@@ -1,0 +1,150 @@
+"""Memory-mapped token bins and random training windows cut from them.
+
+Only the windows of a batch are read and converted, never the whole file, so a dataset larger
+than RAM trains as well as a small one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hellogpt.data.tokenizer import Tokenizer, gpt2_tokenizer, tokenizer_from_description
+from hellogpt.errors import UserError
+
+META_FILE = "meta.json"
+SPLITS = ("train", "val")
+# The old Hello-GPT tool wrote these names, uint16 GPT-2 ids and no meta.json.
+LEGACY_SPLIT_FILES = {"train": "train.bin", "val": "validate.bin"}
+SUPPORTED_DTYPES = ("uint16", "uint32")
+
+
+def split_file_name(split: str) -> str:
+    """The bin of a split in a folder written by `hellogpt prepare`."""
+    return f"{split}.bin"
+
+
+@dataclass
+class TokenDataset:
+    """A prepared dataset folder: its meta, its tokenizer and its memory-mapped splits."""
+
+    path: Path
+    meta: dict[str, Any]
+    tokenizer: Tokenizer
+    split_paths: dict[str, Path]
+    dtype: np.dtype
+    _memmaps: dict[str, np.memmap] = field(default_factory=dict, repr=False)
+
+    def num_tokens(self, split: str) -> int:
+        """Tokens in `split`, from the file size (no reading)."""
+        return self._split_path(split).stat().st_size // self.dtype.itemsize
+
+    def tokens(self, split: str) -> np.ndarray:
+        """The read-only memory map of a split (empty array for an empty split)."""
+        if split not in self._memmaps:
+            if self.num_tokens(split) == 0:
+                return np.zeros(0, dtype=self.dtype)
+            self._memmaps[split] = np.memmap(self._split_path(split), dtype=self.dtype, mode="r")
+        return self._memmaps[split]
+
+    def sample_batch(
+        self, split: str, batch_size: int, block_size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Random windows: x is (batch_size, block_size) int64 ids, y the same windows shifted by one."""
+        available = self.num_tokens(split)
+        if available < block_size + 1:
+            raise UserError(
+                f"the {split} split of {self.path} has {available} tokens, fewer than block_size + 1 = "
+                f"{block_size + 1}: lower model.block_size (e.g. --set model.block_size={max(available - 1, 1)}) "
+                f"or give the {split} split more text (more sources or another --val-fraction in hellogpt prepare)"
+            )
+        starts = rng.integers(0, available - block_size, size=batch_size)
+        # Fancy indexing on the memmap reads only these windows; the file itself is never copied.
+        windows = self.tokens(split)[starts[:, None] + np.arange(block_size + 1)].astype(np.int64)
+        return windows[:, :-1], windows[:, 1:]
+
+    def _split_path(self, split: str) -> Path:
+        if split not in self.split_paths:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return self.split_paths[split]
+
+
+def open_dataset(path: Path) -> TokenDataset:
+    """Open a folder written by `hellogpt prepare`, or by the old Hello-GPT tool (read as GPT-2 BPE)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"dataset folder {path} does not exist: create it with hellogpt prepare SOURCE --out {path}")
+    if (path / META_FILE).is_file():
+        return _open_prepared(path)
+    if all((path / name).is_file() for name in LEGACY_SPLIT_FILES.values()):
+        return _open_legacy(path)
+    raise UserError(
+        f"{path} is not a dataset: it has no {META_FILE} (nor the old train.bin + validate.bin); "
+        f"create it with hellogpt prepare SOURCE --out {path}"
+    )
+
+
+def _open_prepared(path: Path) -> TokenDataset:
+    meta = read_meta(path)
+    try:
+        dtype_name = meta["dtype"]
+        tokenizer_desc = meta["tokenizer"]
+    except KeyError as missing:
+        raise UserError(f"{path / META_FILE} lacks the key {missing}; prepare the dataset again with --force") from None
+    if dtype_name not in SUPPORTED_DTYPES:
+        raise UserError(f"{path / META_FILE} names dtype {dtype_name!r}; expected one of {', '.join(SUPPORTED_DTYPES)}")
+    split_paths = {split: path / split_file_name(split) for split in SPLITS}
+    for split, split_path in split_paths.items():
+        if not split_path.is_file():
+            raise UserError(f"{split_path} is missing: prepare the dataset again with hellogpt prepare ... --force")
+    tokenizer = tokenizer_from_description(tokenizer_desc)
+    return TokenDataset(path, meta, tokenizer, split_paths, np.dtype(dtype_name))
+
+
+def _open_legacy(path: Path) -> TokenDataset:
+    tokenizer = gpt2_tokenizer()
+    split_paths = {split: path / name for split, name in LEGACY_SPLIT_FILES.items()}
+    meta = {
+        "format": "hello-gpt-legacy",
+        "tokenizer": tokenizer.description(),
+        "vocab_size": tokenizer.vocab_size,
+        "dtype": "uint16",
+    }
+    return TokenDataset(path, meta, tokenizer, split_paths, np.dtype("uint16"))
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The meta.json of a dataset folder, or a UserError saying why it cannot be read."""
+    meta_path = Path(path) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read {meta_path} ({error}); prepare the dataset again with --force") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_path} is not a JSON object; prepare the dataset again with --force")
+    return meta
+
+
+def describe_dataset(path: Path) -> dict[str, Any]:
+    """What `hellogpt info DIR` shows: tokenizer, vocabulary, tokens per split, dtype, sources, version."""
+    dataset = open_dataset(Path(path))
+    meta = dataset.meta
+    sources = meta.get("sources", [])
+    return {
+        "path": str(dataset.path),
+        "format": meta.get("format", "hellogpt"),
+        "tokenizer": dataset.tokenizer.name,
+        "vocab_size": dataset.tokenizer.vocab_size,
+        "dtype": dataset.dtype.name,
+        "train_tokens": dataset.num_tokens("train"),
+        "val_tokens": dataset.num_tokens("val"),
+        "documents": meta.get("documents"),
+        "source_bytes": meta.get("source_bytes"),
+        "sources": [source.get("path", "?") if isinstance(source, dict) else str(source) for source in sources],
+        "created_by": meta.get("hellogpt_version", "Hello-GPT (old tool)" if "format" in meta else None),
+        "created_at": meta.get("created_at"),
+    }

