@@ -1,0 +1,330 @@
+"""Checkpoints: atomic save, safe load, and the resume state (RNGs) that makes `--resume` exact.
+
+A checkpoint is one `torch.save`d dict of tensors and plain Python values only, so that
+`torch.load(weights_only=True)` can read it: opening a checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from dataclasses import fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
+
+import numpy as np
+import torch
+
+from hellogpt import __version__
+from hellogpt.errors import UserError
+from hellogpt.model.gpt import GPT, GPTConfig
+
+if TYPE_CHECKING:
+    from hellogpt.data.tokenizer import Tokenizer
+
+CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_SUFFIX = ".pt"
+REQUIRED_KEYS = ("format_version", "model_args", "model")
+# Prefixes that torch.compile (`_orig_mod.`) and DDP/DataParallel (`module.`) put on parameter names.
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+# Types that torch.load(weights_only=True) rebuilds; checked by exact type (np.float64 subclasses float).
+_PLAIN_TYPES = (type(None), bool, int, float, str, bytes, torch.dtype, torch.Size, torch.device)
+_MAX_NAMES_IN_ERROR = 3
+# mkstemp creates files as 0600; a checkpoint should get the mode any other new file would.
+_DEFAULT_FILE_MODE = 0o666
+_FALLBACK_UMASK = 0o022
+
+
+def resolve_checkpoint_path(name_or_path: str, checkpoints_dir: Path = Path("checkpoints")) -> Path:
+    """A bare name means `checkpoints/<name>.pt`; a path (with a separator, or one that exists) is kept."""
+    expanded = Path(name_or_path).expanduser()
+    has_separator = os.sep in name_or_path or (os.altsep is not None and os.altsep in name_or_path)
+    if has_separator or expanded.exists():
+        return expanded
+    file_name = name_or_path if name_or_path.endswith(CHECKPOINT_SUFFIX) else name_or_path + CHECKPOINT_SUFFIX
+    return Path(checkpoints_dir) / file_name
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write `payload` to a temporary file beside `path`, fsync it, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    payload = {"format_version": CHECKPOINT_FORMAT_VERSION, "hellogpt_version": __version__, **payload}
+    _check_weights_only_safe(payload, "payload")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp_file:
+            torch.save(payload, temp_file)
+            temp_file.flush()
+            os.fsync(temp_file.fileno())
+        os.chmod(temp_name, _DEFAULT_FILE_MODE & ~_current_umask())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (no code runs) onto the CPU; UserError if it is missing, corrupt or not ours."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a checkpoint file: give the .pt file inside it")
+    if not path.exists():
+        raise UserError(_not_found_message(path))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower():
+            raise UserError(
+                f"{path} was not written by hellogpt: it holds Python objects that a safe load refuses to run"
+            ) from None
+        raise UserError(_corrupt_message(path)) from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError, TypeError):
+        raise UserError(_corrupt_message(path)) from None
+    _check_is_ours(path, payload)
+    return payload
+
+
+def model_from_checkpoint(payload: Mapping[str, Any], device: Optional[Union[str, torch.device]] = None) -> GPT:
+    """Rebuild the GPT of a loaded checkpoint (fp32, eval mode) on `device`; UserError if weights and args disagree."""
+    config = gpt_config_from_args(payload["model_args"])
+    model = GPT(config)
+    state_dict = strip_wrapper_prefixes(payload["model"])
+    _check_weights_fit(model, state_dict, config)
+    model.load_state_dict(state_dict, strict=False)
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
+def tokenizer_from_checkpoint(payload: Mapping[str, Any]) -> "Tokenizer":
+    """The tokenizer the checkpoint was trained with, rebuilt from its description."""
+    from hellogpt.data.tokenizer import tokenizer_from_description
+
+    description = payload.get("tokenizer")
+    if not isinstance(description, dict) or "kind" not in description:
+        raise UserError("this checkpoint has no tokenizer description: it cannot encode text; retrain or re-export it")
+    return tokenizer_from_description(description)
+
+
+def describe_checkpoint(path: Path) -> dict[str, Any]:
+    """What `hellogpt info CHECKPOINT` shows (and prints as JSON): progress, losses, shape, tokenizer, origin, config."""
+    path = Path(path)
+    payload = load_checkpoint(path)
+    model_args = payload.get("model_args", {})
+    stat = path.stat()
+    return {
+        "path": str(path),
+        "run_name": payload.get("run_name"),
+        "step": payload.get("step"),
+        "train_loss": payload.get("train_loss"),
+        "val_loss": payload.get("val_loss"),
+        "best_val_loss": payload.get("best_val_loss"),
+        "n_params": count_parameters(payload["model"]),
+        "architecture": dict(model_args),
+        "tokenizer": _describe_tokenizer(payload.get("tokenizer")),
+        "origin": payload.get("origin"),
+        "size_bytes": stat.st_size,
+        "modified": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc).isoformat(timespec="seconds"),
+        "format_version": payload.get("format_version"),
+        "hellogpt_version": payload.get("hellogpt_version"),
+        "resumable": payload.get("optimizer") is not None,
+        "config": payload.get("config"),
+    }
+
+
+def gpt_config_from_args(model_args: Mapping[str, Any]) -> GPTConfig:
+    """GPTConfig from stored `model_args`; keys this version does not know are an error, not silently dropped."""
+    known = {field.name for field in fields(GPTConfig)}
+    unknown = sorted(set(model_args) - known)
+    if unknown:
+        raise UserError(
+            f"the checkpoint's model_args has keys this hellogpt does not know ({', '.join(unknown)}): upgrade hellogpt"
+        )
+    return GPTConfig(**dict(model_args))
+
+
+def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameter names without the `_orig_mod.` (torch.compile) and `module.` (DDP) prefixes."""
+    cleaned = {}
+    for name, tensor in state_dict.items():
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in WRAPPER_PREFIXES:
+                if name.startswith(prefix):
+                    name, stripped = name[len(prefix) :], True
+        cleaned[name] = tensor
+    return cleaned
+
+
+def count_parameters(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Parameters as `GPT.num_parameters()` counts them: tied LM head once, position embeddings excluded."""
+    state_dict = strip_wrapper_prefixes(state_dict)
+    skipped = {"transformer.wpe.weight"}
+    if "transformer.wte.weight" in state_dict:
+        skipped.add("lm_head.weight")
+    return sum(tensor.numel() for name, tensor in state_dict.items() if name not in skipped)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The global RNGs (python, numpy, torch CPU, CUDA) as plain values a weights-only load accepts."""
+    version, internal_state, gauss_next = random.getstate()
+    bit_generator, key, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    return {
+        "python": {"version": version, "state": list(internal_state), "gauss_next": gauss_next},
+        "numpy": {
+            "bit_generator": str(bit_generator),
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Put the global RNGs back where `capture_rng_state` found them (CUDA only when the device count matches)."""
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss_next"]))
+    numpy_state = state["numpy"]
+    key = np.asarray(numpy_state["key"].numpy() if torch.is_tensor(numpy_state["key"]) else numpy_state["key"])
+    np.random.set_state(
+        (
+            numpy_state["bit_generator"],
+            key.astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    cuda_states = state.get("cuda") or []
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+def generator_state(generator: np.random.Generator) -> dict[str, Any]:
+    """A numpy Generator's state (e.g. the batch sampler's) as a plain dict for the checkpoint."""
+    return dict(generator.bit_generator.state)
+
+
+def generator_from_state(state: Mapping[str, Any]) -> np.random.Generator:
+    """A numpy Generator that continues exactly where `generator_state` captured it."""
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = dict(state)
+    return np.random.Generator(bit_generator)
+
+
+def _check_is_ours(path: Path, payload: Any) -> None:
+    if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
+        raise UserError(
+            f"{path} was not written by hellogpt (no format_version/model_args/model in it): "
+            "give a checkpoint from `hellogpt train`, or a Hugging Face model to `hellogpt tune --from`"
+        )
+    version = payload["format_version"]
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        writer = payload.get("hellogpt_version", "a newer version")
+        raise UserError(
+            f"{path} uses checkpoint format {version} (written by hellogpt {writer}); this hellogpt {__version__} "
+            f"reads format {CHECKPOINT_FORMAT_VERSION}: upgrade with `pip install -U hellogpt`"
+        )
+
+
+def _check_weights_fit(model: GPT, state_dict: Mapping[str, torch.Tensor], config: GPTConfig) -> None:
+    """One readable line instead of load_state_dict's multi-line RuntimeError."""
+    expected = model.state_dict()
+    tied_head_ok = "transformer.wte.weight" in state_dict
+    missing = [name for name in expected if name not in state_dict and not (name == "lm_head.weight" and tied_head_ok)]
+    unexpected = [name for name in state_dict if name not in expected]
+    wrong_shape = [
+        f"{name} {tuple(state_dict[name].shape)} vs {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in state_dict and tuple(state_dict[name].shape) != tuple(tensor.shape)
+    ]
+    problems = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if names:
+            shown = ", ".join(names[:_MAX_NAMES_IN_ERROR]) + (" ..." if len(names) > _MAX_NAMES_IN_ERROR else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        shape = f"n_layer={config.n_layer} n_head={config.n_head} n_embd={config.n_embd} vocab_size={config.vocab_size}"
+        raise UserError(
+            f"the checkpoint's weights do not fit its architecture ({shape}): {'; '.join(problems)}; "
+            "the file was edited or written by another program"
+        )
+
+
+def _check_weights_only_safe(value: Any, where: str) -> None:
+    """Fail at save time (a bug) rather than at load time (a user's broken checkpoint)."""
+    if isinstance(value, torch.Tensor) or type(value) in _PLAIN_TYPES:
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_weights_only_safe(key, f"{where} key")
+            _check_weights_only_safe(item, f"{where}[{key!r}]")
+        return
+    if type(value) in (list, tuple):
+        for index, item in enumerate(value):
+            _check_weights_only_safe(item, f"{where}[{index}]")
+        return
+    raise TypeError(f"{where} is a {type(value).__name__}: checkpoints hold only tensors and plain Python values")
+
+
+def _describe_tokenizer(description: Any) -> Optional[dict[str, Any]]:
+    if not isinstance(description, dict):
+        return None
+    kind = description.get("kind")
+    if kind == "char":
+        return {"kind": "char", "vocab_size": len(description.get("chars", ""))}
+    from hellogpt.data.tokenizer import tokenizer_from_description
+
+    return {"kind": kind, "vocab_size": tokenizer_from_description(description).vocab_size}
+
+
+def _not_found_message(path: Path) -> str:
+    folder = path.parent
+    if folder.is_dir():
+        available = sorted(candidate.name for candidate in folder.glob(f"*{CHECKPOINT_SUFFIX}"))
+        if available:
+            listing = ", ".join(available[:5]) + (" ..." if len(available) > 5 else "")
+            return f"no checkpoint at {path}; {folder}/ has: {listing} (a bare name is looked up in checkpoints/)"
+    return (
+        f"no checkpoint at {path} (a bare name is looked up in checkpoints/): train one with `hellogpt train`, "
+        "or give the checkpoint's path"
+    )
+
+
+def _corrupt_message(path: Path) -> str:
+    return (
+        f"{path} is not a readable checkpoint (truncated or corrupt): "
+        "use an earlier copy or retrain; `hellogpt info` on a good one shows what it holds"
+    )
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return _FALLBACK_UMASK
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); harmless to skip where directories cannot be opened."""
+    if os.name != "posix":
+        return
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
