@@ -1,0 +1,357 @@
+"""Loss curves drawn without a plotting library: braille characters for the terminal, SVG and PNG files.
+
+All three share the same axis arithmetic (`Axes`), so the terminal chart and the
+saved images show the same picture.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+from xml.sax.saxutils import escape
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.segment import Segment
+from rich.style import Style
+
+Points = Sequence[tuple[int, float]]
+
+TRAIN_COLOR = "#1f77b4"
+VAL_COLOR = "#ff7f0e"
+TRAIN_STYLE = Style(color="bright_blue")
+VAL_STYLE = Style(color="bright_yellow", bold=True)
+AXIS_STYLE = Style(dim=True)
+# Braille cell: 2 dots wide, 4 high; bit of the dot at (column, row).
+BRAILLE_BASE = 0x2800
+BRAILLE_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
+
+
+@dataclass(frozen=True)
+class Axes:
+    """The data ranges shown: steps on x, loss on y (padded so lines do not touch the frame)."""
+
+    x_min: float
+    x_max: float
+    y_min: float
+    y_max: float
+
+    @classmethod
+    def around(cls, *series: Points) -> "Axes":
+        xs = [step for points in series for step, _ in points]
+        ys = [loss for points in series for _, loss in points if math.isfinite(loss)]
+        if not xs or not ys:
+            return cls(0.0, 1.0, 0.0, 1.0)
+        x_min, x_max = float(min(xs)), float(max(xs))
+        y_min, y_max = min(ys), max(ys)
+        if x_max == x_min:
+            x_max = x_min + 1.0
+        padding = (y_max - y_min) * 0.05 or 0.5
+        return cls(x_min, x_max, y_min - padding, y_max + padding)
+
+    def scale(self, step: float, loss: float, width: float, height: float) -> tuple[float, float]:
+        """Data -> (x right, y down) in a width x height box."""
+        x = (step - self.x_min) / (self.x_max - self.x_min) * width
+        y = (self.y_max - loss) / (self.y_max - self.y_min) * height
+        return x, y
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten) covering [low, high]."""
+    if high <= low:
+        return [low]
+    raw_step = (high - low) / max(count, 1)
+    magnitude = 10 ** math.floor(math.log10(raw_step))
+    step = next(factor * magnitude for factor in (1, 2, 5, 10) if factor * magnitude >= raw_step)
+    first = math.ceil(low / step) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def format_tick(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
+# ---------------------------------------------------------------- terminal
+
+
+class BrailleCanvas:
+    """A grid of braille cells, each lit dot belonging to one series (the last one drawn wins a cell)."""
+
+    def __init__(self, columns: int, rows: int) -> None:
+        self.columns, self.rows = columns, rows
+        self.bits = [[0] * columns for _ in range(rows)]
+        self.owner: list[list[int]] = [[-1] * columns for _ in range(rows)]
+
+    @property
+    def pixel_width(self) -> int:
+        return self.columns * 2
+
+    @property
+    def pixel_height(self) -> int:
+        return self.rows * 4
+
+    def dot(self, x: int, y: int, series: int) -> None:
+        if 0 <= x < self.pixel_width and 0 <= y < self.pixel_height:
+            row, column = y // 4, x // 2
+            self.bits[row][column] |= BRAILLE_BITS[x % 2][y % 4]
+            self.owner[row][column] = series
+
+    def line(self, start: tuple[float, float], end: tuple[float, float], series: int) -> None:
+        (x0, y0), (x1, y1) = start, end
+        steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
+        for index in range(steps + 1):
+            fraction = index / steps
+            self.dot(round(x0 + (x1 - x0) * fraction), round(y0 + (y1 - y0) * fraction), series)
+
+    def plot(self, points: Points, axes: Axes, series: int) -> None:
+        width, height = self.pixel_width - 1, self.pixel_height - 1
+        scaled = [axes.scale(step, loss, width, height) for step, loss in points if math.isfinite(loss)]
+        if len(scaled) == 1:
+            self.dot(round(scaled[0][0]), round(scaled[0][1]), series)
+        for start, end in zip(scaled, scaled[1:]):
+            self.line(start, end, series)
+
+    def cell(self, row: int, column: int) -> tuple[str, int]:
+        """The braille character of one cell and the series that owns it (-1 when empty)."""
+        bits = self.bits[row][column]
+        return (chr(BRAILLE_BASE + bits) if bits else " "), self.owner[row][column]
+
+
+class LossChart:
+    """A rich renderable: train and val loss over steps, as wide as it is given."""
+
+    Y_LABEL_WIDTH = 7
+
+    def __init__(self, train: Points, val: Points, height: int = 10) -> None:
+        self.train, self.val, self.height = list(train), list(val), height
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(options.max_width, self.Y_LABEL_WIDTH + 12)
+        rows = options.height or self.height
+        if not self.train and not self.val:
+            yield Segment("waiting for the first logged step...", AXIS_STYLE)
+            yield Segment.line()
+            return
+        plot_columns = width - self.Y_LABEL_WIDTH - 1
+        plot_rows = max(rows - 2, 3)
+        axes = Axes.around(self.train, self.val)
+        canvas = BrailleCanvas(plot_columns, plot_rows)
+        canvas.plot(self.train, axes, series=0)
+        canvas.plot(self.val, axes, series=1)
+        labels = self._y_labels(axes, plot_rows)
+        styles = {0: TRAIN_STYLE, 1: VAL_STYLE}
+        for row in range(plot_rows):
+            yield Segment(labels.get(row, "").rjust(self.Y_LABEL_WIDTH - 1) + " ", AXIS_STYLE)
+            yield Segment("┤" if row in labels else "│", AXIS_STYLE)
+            for column in range(plot_columns):
+                character, owner = canvas.cell(row, column)
+                yield Segment(character, styles.get(owner))
+            yield Segment.line()
+        yield Segment(" " * self.Y_LABEL_WIDTH + "└" + "─" * plot_columns, AXIS_STYLE)
+        yield Segment.line()
+        yield Segment(self._x_labels(axes, plot_columns), AXIS_STYLE)
+        yield Segment.line()
+
+    def _y_labels(self, axes: Axes, plot_rows: int) -> dict[int, str]:
+        """Tick values by the row they fall on (top, middle, bottom at least)."""
+        labels: dict[int, str] = {}
+        for tick in nice_ticks(axes.y_min, axes.y_max, count=max(plot_rows // 3, 2)):
+            _, y = axes.scale(axes.x_min, tick, 1, plot_rows * 4 - 1)
+            labels.setdefault(int(y) // 4, f"{tick:.3g}"[: self.Y_LABEL_WIDTH - 1])
+        return labels
+
+    def _x_labels(self, axes: Axes, plot_columns: int) -> str:
+        line = [" "] * (self.Y_LABEL_WIDTH + 1 + plot_columns)
+        ticks = nice_ticks(axes.x_min, axes.x_max, count=max(plot_columns // 12, 1))
+        last_end = 0
+        for tick in ticks:
+            x, _ = axes.scale(tick, axes.y_min, plot_columns - 1, 1)
+            label = format_tick(tick)
+            start = self.Y_LABEL_WIDTH + 1 + int(x) - len(label) // 2
+            start = min(max(start, last_end + 1 if last_end else 0), len(line) - len(label))
+            if start < last_end:
+                continue
+            line[start : start + len(label)] = list(label)
+            last_end = start + len(label) + 1
+        return "".join(line).rstrip()
+
+
+# ---------------------------------------------------------------- SVG
+
+SVG_WIDTH, SVG_HEIGHT = 720, 400
+SVG_MARGIN_LEFT, SVG_MARGIN_RIGHT, SVG_MARGIN_TOP, SVG_MARGIN_BOTTOM = 64, 24, 44, 48
+
+
+def loss_curve_svg(train: Points, val: Points, title: str = "loss") -> str:
+    """A self-contained SVG: axes with ticks, train as a line, val as a line with dots, a legend."""
+    axes = Axes.around(train, val)
+    plot_width = SVG_WIDTH - SVG_MARGIN_LEFT - SVG_MARGIN_RIGHT
+    plot_height = SVG_HEIGHT - SVG_MARGIN_TOP - SVG_MARGIN_BOTTOM
+
+    def position(step: float, loss: float) -> tuple[float, float]:
+        x, y = axes.scale(step, loss, plot_width, plot_height)
+        return SVG_MARGIN_LEFT + x, SVG_MARGIN_TOP + y
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" height="{SVG_HEIGHT}" '
+        f'viewBox="0 0 {SVG_WIDTH} {SVG_HEIGHT}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{SVG_WIDTH}" height="{SVG_HEIGHT}" fill="white"/>',
+        f'<text x="{SVG_WIDTH / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>',
+    ]
+    for tick in nice_ticks(axes.y_min, axes.y_max, 6):
+        x, y = position(axes.x_min, tick)
+        parts.append(f'<line x1="{x}" y1="{y:.1f}" x2="{x + plot_width}" y2="{y:.1f}" stroke="#e5e5e5"/>')
+        parts.append(f'<text x="{x - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    for tick in nice_ticks(axes.x_min, axes.x_max, 8):
+        x, y = position(tick, axes.y_min)
+        parts.append(f'<line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 5}" stroke="black"/>')
+        parts.append(f'<text x="{x:.1f}" y="{y + 18}" text-anchor="middle">{format_tick(tick)}</text>')
+    left, bottom = position(axes.x_min, axes.y_min)
+    parts.append(
+        f'<polyline points="{left},{SVG_MARGIN_TOP} {left},{bottom} {left + plot_width},{bottom}" '
+        'fill="none" stroke="black"/>'
+    )
+    parts.append(f'<text x="{left + plot_width / 2}" y="{SVG_HEIGHT - 10}" text-anchor="middle">step</text>')
+    for series_id, points, color in (("train", train, TRAIN_COLOR), ("val", val, VAL_COLOR)):
+        coordinates = " ".join(f"{x:.1f},{y:.1f}" for x, y in (position(s, l) for s, l in points if math.isfinite(l)))
+        parts.append(
+            f'<polyline id="{series_id}" points="{coordinates}" fill="none" stroke="{color}" stroke-width="1.8"/>'
+        )
+    parts.extend(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{VAL_COLOR}"/>'
+        for x, y in (position(s, l) for s, l in val if math.isfinite(l))
+    )
+    legend_x = SVG_WIDTH - SVG_MARGIN_RIGHT - 150
+    for index, (label, color, count) in enumerate((("train", TRAIN_COLOR, len(train)), ("val", VAL_COLOR, len(val)))):
+        y = SVG_MARGIN_TOP + 12 + index * 18
+        parts.append(f'<line x1="{legend_x}" y1="{y}" x2="{legend_x + 24}" y2="{y}" stroke="{color}" stroke-width="3"/>')
+        parts.append(f'<text x="{legend_x + 30}" y="{y + 4}">{label} ({count} points)</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------- PNG
+
+PNG_WIDTH, PNG_HEIGHT = 720, 400
+PNG_MARGIN_LEFT, PNG_MARGIN_RIGHT, PNG_MARGIN_TOP, PNG_MARGIN_BOTTOM = 64, 24, 24, 40
+WHITE, BLACK, GRID = (255, 255, 255), (0, 0, 0), (229, 229, 229)
+FONT_SCALE = 2
+# A 3x5 pixel font: just what tick labels and the legend need.
+GLYPHS = {
+    "0": ("111", "101", "101", "101", "111"), "1": ("010", "110", "010", "010", "111"),
+    "2": ("111", "001", "111", "100", "111"), "3": ("111", "001", "111", "001", "111"),
+    "4": ("101", "101", "111", "001", "001"), "5": ("111", "100", "111", "001", "111"),
+    "6": ("111", "100", "111", "101", "111"), "7": ("111", "001", "010", "010", "010"),
+    "8": ("111", "101", "111", "101", "111"), "9": ("111", "101", "111", "001", "111"),
+    ".": ("000", "000", "000", "000", "010"), "-": ("000", "000", "111", "000", "000"),
+    "k": ("100", "101", "110", "101", "101"), "e": ("111", "101", "111", "100", "111"),
+    "t": ("010", "111", "010", "010", "011"), "r": ("000", "111", "100", "100", "100"),
+    "a": ("000", "011", "101", "101", "011"), "i": ("010", "000", "010", "010", "010"),
+    "n": ("000", "110", "101", "101", "101"), "v": ("000", "101", "101", "101", "010"),
+    "l": ("110", "010", "010", "010", "111"), "s": ("011", "100", "010", "001", "110"),
+    "p": ("110", "101", "110", "100", "100"), " ": ("000", "000", "000", "000", "000"),
+}
+
+
+class RasterImage:
+    """An RGB pixel buffer with the few drawing operations a line chart needs."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.pixels = bytearray(WHITE * (width * height))
+
+    def set(self, x: int, y: int, color: tuple[int, int, int]) -> None:
+        if 0 <= x < self.width and 0 <= y < self.height:
+            offset = (y * self.width + x) * 3
+            self.pixels[offset : offset + 3] = bytes(color)
+
+    def line(self, start: tuple[float, float], end: tuple[float, float], color: tuple[int, int, int], thickness: int = 1) -> None:
+        (x0, y0), (x1, y1) = start, end
+        steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
+        for index in range(steps + 1):
+            fraction = index / steps
+            x, y = round(x0 + (x1 - x0) * fraction), round(y0 + (y1 - y0) * fraction)
+            for dx in range(thickness):
+                for dy in range(thickness):
+                    self.set(x + dx, y + dy, color)
+
+    def text(self, x: int, y: int, text: str, color: tuple[int, int, int] = BLACK) -> None:
+        for index, character in enumerate(text):
+            glyph = GLYPHS.get(character, GLYPHS[" "])
+            for row, bits in enumerate(glyph):
+                for column, bit in enumerate(bits):
+                    if bit == "1":
+                        for dx in range(FONT_SCALE):
+                            for dy in range(FONT_SCALE):
+                                self.set(x + (index * 4 + column) * FONT_SCALE + dx, y + row * FONT_SCALE + dy, color)
+
+    @staticmethod
+    def text_width(text: str) -> int:
+        return len(text) * 4 * FONT_SCALE
+
+    def encode(self, comment: str = "") -> bytes:
+        """The image as PNG bytes: 8-bit RGB, filter 0 on every row, one zlib IDAT."""
+        row_bytes = self.width * 3
+        raw = b"".join(b"\x00" + bytes(self.pixels[y * row_bytes : (y + 1) * row_bytes]) for y in range(self.height))
+        header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)
+        chunks = [_png_chunk(b"IHDR", header)]
+        if comment:
+            chunks.append(_png_chunk(b"tEXt", b"Comment\x00" + comment.encode("latin-1", "replace")))
+        chunks += [_png_chunk(b"IDAT", zlib.compress(raw, 6)), _png_chunk(b"IEND", b"")]
+        return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _hex_color(color: str) -> tuple[int, int, int]:
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
+def loss_curve_png(train: Points, val: Points) -> bytes:
+    """The same chart as the SVG as PNG bytes (zlib + struct only); a tEXt chunk counts the points."""
+    axes = Axes.around(train, val)
+    image = RasterImage(PNG_WIDTH, PNG_HEIGHT)
+    plot_width = PNG_WIDTH - PNG_MARGIN_LEFT - PNG_MARGIN_RIGHT
+    plot_height = PNG_HEIGHT - PNG_MARGIN_TOP - PNG_MARGIN_BOTTOM
+
+    def position(step: float, loss: float) -> tuple[float, float]:
+        x, y = axes.scale(step, loss, plot_width, plot_height)
+        return PNG_MARGIN_LEFT + x, PNG_MARGIN_TOP + y
+
+    for tick in nice_ticks(axes.y_min, axes.y_max, 6):
+        x, y = position(axes.x_min, tick)
+        image.line((x, y), (x + plot_width, y), GRID)
+        label = f"{tick:g}"
+        image.text(int(x) - 6 - image.text_width(label), int(y) - 5, label)
+    for tick in nice_ticks(axes.x_min, axes.x_max, 8):
+        x, y = position(tick, axes.y_min)
+        image.line((x, y), (x, y + 5), BLACK)
+        label = format_tick(tick)
+        image.text(int(x) - image.text_width(label) // 2, int(y) + 9, label)
+    left, bottom = position(axes.x_min, axes.y_min)
+    image.line((left, PNG_MARGIN_TOP), (left, bottom), BLACK)
+    image.line((left, bottom), (left + plot_width, bottom), BLACK)
+    for points, color in ((train, _hex_color(TRAIN_COLOR)), (val, _hex_color(VAL_COLOR))):
+        scaled = [position(step, loss) for step, loss in points if math.isfinite(loss)]
+        for start, end in zip(scaled, scaled[1:]):
+            image.line(start, end, color, thickness=2)
+        if points is val:
+            for x, y in scaled:
+                image.line((x - 2, y - 2), (x - 2, y + 2), color, thickness=5)
+    legend_x = PNG_WIDTH - PNG_MARGIN_RIGHT - 110
+    for index, (label, color) in enumerate((("train", TRAIN_COLOR), ("val", VAL_COLOR))):
+        y = PNG_MARGIN_TOP + 10 + index * 18
+        image.line((legend_x, y), (legend_x + 24, y), _hex_color(color), thickness=3)
+        image.text(legend_x + 32, y - 4, label)
+    return image.encode(comment=f"hellogpt loss curve: train_points={len(train)} val_points={len(val)}")

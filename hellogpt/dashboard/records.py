@@ -1,0 +1,163 @@
+"""Run records: `<train.runs_dir>/<run_name>/` with config.yaml, metrics.jsonl and the loss plot.
+
+metrics.jsonl is written line by line and flushed, so a crash keeps every metric
+so far; the loss images are drawn at the end from what the file holds (a resumed
+run appends to the same file and gets the whole curve).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import IO, Any, Optional
+
+import yaml
+
+from hellogpt.errors import UserError
+from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, TrainingEvent
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+SVG_FILE = "loss.svg"
+PNG_FILE = "loss.png"
+DEFAULT_RUNS_DIR = "runs"
+
+EVENT_KINDS: dict[type, str] = {
+    RunStarted: "run_started",
+    StepEvent: "step",
+    EvalEvent: "eval",
+    CheckpointEvent: "checkpoint",
+    RunFinished: "run_finished",
+}
+
+
+def run_directory(event: RunStarted) -> Path:
+    """Where a run's records go: train.runs_dir from its config (default `runs`) / run name."""
+    runs_dir = (event.config.get("train") or {}).get("runs_dir") or DEFAULT_RUNS_DIR
+    return Path(runs_dir) / event.run_name
+
+
+def event_record(event: TrainingEvent) -> dict[str, Any]:
+    """One metrics.jsonl object: the event's fields and a `kind`."""
+    record: dict[str, Any] = {"kind": EVENT_KINDS[type(event)]}
+    record.update(dataclasses.asdict(event))
+    if isinstance(event, RunStarted):
+        record.pop("config", None)  # it has its own file
+    return record
+
+
+class RunRecorder:
+    """Writes the run folder as events arrive; `close` draws the loss images."""
+
+    def __init__(self) -> None:
+        self.run_dir: Optional[Path] = None
+        self._metrics: Optional[IO[str]] = None
+
+    def handle(self, event: TrainingEvent) -> None:
+        if isinstance(event, RunStarted):
+            self._open(event)
+        if self._metrics is None:
+            return
+        self._metrics.write(json.dumps(event_record(event), default=str, allow_nan=True) + "\n")
+        self._metrics.flush()
+
+    def close(self) -> None:
+        if self._metrics is None or self.run_dir is None:
+            return
+        self._metrics.close()
+        self._metrics = None
+        write_loss_images(self.run_dir)
+
+    def _open(self, event: RunStarted) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+        self.run_dir = run_directory(event)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create the run folder {self.run_dir}: {error.strerror}; set train.runs_dir") from error
+        _write_atomically(self.run_dir / CONFIG_FILE, yaml.safe_dump(event.config, sort_keys=False))
+        self._metrics = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record of metrics.jsonl; a torn last line (crash mid-write) is skipped."""
+    records = []
+    with open(run_dir / METRICS_FILE, encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def loss_curves(records: list[dict[str, Any]]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(train, val) points by step; a step logged twice (resume after a crash) keeps its latest value."""
+    train: dict[int, float] = {}
+    val: dict[int, float] = {}
+    for record in records:
+        if record.get("kind") == "step":
+            train[int(record["step"])] = float(record["loss"])
+        elif record.get("kind") == "eval":
+            val[int(record["step"])] = float(record["val_loss"])
+    return sorted(train.items()), sorted(val.items())
+
+
+def write_loss_images(run_dir: Path) -> list[Path]:
+    """loss.svg and loss.png from metrics.jsonl; nothing when no step was logged."""
+    from hellogpt.dashboard.plots import loss_curve_png, loss_curve_svg
+
+    train, val = loss_curves(read_metrics(run_dir))
+    if not train and not val:
+        return []
+    title = f"{run_dir.name}: loss"
+    svg_path, png_path = run_dir / SVG_FILE, run_dir / PNG_FILE
+    _write_atomically(svg_path, loss_curve_svg(train, val, title=title))
+    _write_atomically(png_path, loss_curve_png(train, val))
+    return [svg_path, png_path]
+
+
+def describe_run(path: Path) -> dict[str, Any]:
+    """A run folder summarised for `hellogpt info RUN_DIR`."""
+    path = Path(path)
+    if not (path / METRICS_FILE).exists():
+        raise UserError(f"{path} is not a run folder (no {METRICS_FILE}); run folders are under train.runs_dir")
+    records = read_metrics(path)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_kind.setdefault(record.get("kind", ""), []).append(record)
+    steps, evals = by_kind.get("step", []), by_kind.get("eval", [])
+    started = by_kind.get("run_started", [{}])[-1]
+    finished = (by_kind.get("run_finished") or [None])[-1]
+    val_losses = [record["val_loss"] for record in evals] + [record["best_val_loss"] for record in evals]
+    checkpoints = list(dict.fromkeys(record["path"] for record in by_kind.get("checkpoint", [])))
+    return {
+        "run_name": started.get("run_name", path.name),
+        "profile": started.get("profile"),
+        "device": started.get("device"),
+        "parameters": started.get("n_params"),
+        "steps": steps[-1]["step"] if steps else 0,
+        "max_iters": started.get("max_iters"),
+        "status": finished["reason"] if finished else "unfinished (no run_finished record)",
+        "best_val_loss": min(val_losses) if val_losses else None,
+        "last_train_loss": steps[-1]["loss"] if steps else None,
+        "last_val_loss": evals[-1]["val_loss"] if evals else None,
+        "tokens_per_second_median": statistics.median(r["tokens_per_second"] for r in steps) if steps else None,
+        "tokens_seen": finished["tokens_seen"] if finished else (steps[-1]["tokens_seen"] if steps else 0),
+        "wall_seconds": finished["wall_seconds"] if finished else (steps[-1]["elapsed_seconds"] if steps else None),
+        "checkpoints": checkpoints,
+        "files": sorted(entry.name for entry in path.iterdir() if entry.is_file()),
+    }
+
+
+def _write_atomically(path: Path, content: str | bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if isinstance(content, bytes):
+        temporary.write_bytes(content)
+    else:
+        temporary.write_text(content, encoding="utf-8")
+    os.replace(temporary, path)
