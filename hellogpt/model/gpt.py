@@ -178,7 +178,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self._hidden_states(idx, cache))
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def next_token_logits(self, idx: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:

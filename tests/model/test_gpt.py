@@ -95,6 +95,15 @@ def test_targets_of_minus_one_are_ignored_by_the_loss() -> None:
     torch.testing.assert_close(masked_loss, expected)
 
 
+def test_loss_accepts_targets_sliced_from_the_inputs() -> None:
+    model = _model()
+    batch = torch.randint(0, TINY.vocab_size, (2, 11), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        _, sliced_loss = model(batch[:, :-1], batch[:, 1:])  # a non-contiguous view
+        _, copied_loss = model(batch[:, :-1], batch[:, 1:].contiguous())
+    torch.testing.assert_close(sliced_loss, copied_loss, atol=0, rtol=0)
+
+
 def test_num_parameters_counts_the_tied_head_once_and_excludes_position_embeddings() -> None:
     config = TINY
     model = _model(config)
