@@ -1,0 +1,77 @@
+"""torchrun / DistributedDataParallel setup and teardown.
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE in each worker's environment; without
+them the run is a single process and nothing here touches torch.distributed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from hellogpt.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands in the run: its rank, the number of ranks and its device."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main rank logs, saves and displays."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    """True inside a worker started by torchrun (or any launcher that sets its variables)."""
+    return all(name in os.environ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+
+
+def setup_distributed(device_setting: str) -> DistributedContext:
+    """Join the process group when launched by torchrun (NCCL on CUDA, gloo on CPU); else a single process."""
+    from hellogpt.hardware import choose_device
+
+    if not launched_by_torchrun():
+        return DistributedContext(rank=0, local_rank=0, world_size=1, device=choose_device(device_setting))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    use_cuda = device_setting != "cpu" and torch.cuda.is_available()
+    if device_setting.startswith("cuda") and not use_cuda:
+        raise UserError(f"system.device is {device_setting} but CUDA is not available: use --set system.device=cpu")
+    if use_cuda:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def teardown_distributed() -> None:
+    """Leave the process group, so that torchrun sees a clean exit."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def local_accumulation_steps(global_steps: int, world_size: int) -> int:
+    """Micro-batches per rank: the configured accumulation is for all ranks together."""
+    if global_steps % world_size != 0:
+        raise UserError(
+            f"train.gradient_accumulation_steps ({global_steps}) must be divisible by the number of processes "
+            f"({world_size}): set it to a multiple, e.g. --set train.gradient_accumulation_steps="
+            f"{max(world_size, global_steps - global_steps % world_size)}"
+        )
+    return global_steps // world_size

@@ -1,0 +1,607 @@
+"""The training loop: yields events, prints nothing.
+
+One loop serves `train` (from scratch or `--resume`), `tune` (from given weights) and every
+rank of torchrun. Checkpoints are written at evaluation time; an interrupt finishes the step
+in flight and saves; a NaN/inf loss stops before the bad update is applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from hellogpt.config.layers import ResolvedConfig
+from hellogpt.config.schema import RunConfig
+from hellogpt.data.loader import TokenDataset, open_dataset
+from hellogpt.errors import UserError
+from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.train.dataset import dataset_exists, missing_dataset_message, prepare_missing_dataset
+from hellogpt.train.distributed import (
+    DistributedContext,
+    local_accumulation_steps,
+    setup_distributed,
+    teardown_distributed,
+)
+from hellogpt.train.checkpoint import (
+    capture_rng_state,
+    generator_from_state,
+    generator_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    strip_wrapper_prefixes,
+)
+from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, TrainingEvent
+from hellogpt.train.optimizer import build_optimizer
+from hellogpt.train.schedule import learning_rate_at
+
+# Architecture keys a tuned or resumed model must share with its source; dropout may change.
+ARCHITECTURE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
+# Eval batches come from their own fixed seed: every evaluation sees the same windows, and
+# evaluating never moves the training sampler (which keeps resume exact).
+EVAL_SEED_OFFSET = 0xE7A1
+SAMPLE_PROMPT_CHARS = ("\n", " ")
+
+
+def train(
+    resolved: ResolvedConfig,
+    *,
+    data_dir: Path,
+    checkpoint_path: Path,
+    init: Optional[dict[str, Any]] = None,
+    resume: bool = False,
+    max_seconds: Optional[float] = None,
+    run_name: Optional[str] = None,
+) -> Iterator[TrainingEvent]:
+    """Train per `resolved`, yielding events; the last one is always `RunFinished`.
+
+    `init` starts from given weights (for tune): `model_args`, `model` (a state dict), optionally
+    `tokenizer` (a description, checked against the dataset's) and `origin` (recorded as is).
+    `resume` continues the run saved at `checkpoint_path` exactly.
+    """
+    if resume and init is not None:
+        raise ValueError("resume continues a checkpoint; init starts from other weights: pass one of them")
+    context = setup_distributed(resolved.config.system.device)
+    try:
+        with _StopSignals() as stop_signals:
+            run = _prepare_run(resolved, context, Path(data_dir), Path(checkpoint_path), init, resume, run_name)
+            yield from run.events(stop_signals, max_seconds)
+    finally:
+        teardown_distributed()
+
+
+class _StopSignals:
+    """Ctrl-C and SIGTERM ask the loop to stop after the step in flight; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        # Handlers can only be set from the main thread; elsewhere (a test's thread) the defaults stay.
+        if threading.current_thread() is threading.main_thread():
+            for signal_number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signal_number] = signal.signal(signal_number, self._handle)
+        return self
+
+    def _handle(self, signal_number: int, frame: Optional[FrameType]) -> None:
+        if self.requested and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signal_number, handler in self._previous.items():
+            signal.signal(signal_number, handler)
+
+
+@dataclass
+class _RunState:
+    """What changes while training and goes into the checkpoint."""
+
+    step: int = 0
+    best_val_loss: Optional[float] = None
+    train_loss: Optional[float] = None
+    val_loss: Optional[float] = None
+    last_checkpoint_step: Optional[int] = None
+    checkpoint_paths: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """Everything one run holds once set up: data, model, optimizer and the settings of the loop."""
+
+    config: RunConfig
+    profile: Optional[str]
+    context: DistributedContext
+    dataset: TokenDataset
+    model: GPT
+    forward_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype
+    accumulation_steps: int
+    data_rng: np.random.Generator
+    checkpoint_path: Path
+    run_name: str
+    origin: dict[str, Any]
+    peak_flops: Optional[float]
+    state: _RunState
+
+    @property
+    def tokens_per_step(self) -> int:
+        train = self.config.train
+        return train.batch_size * self.model.config.block_size * train.gradient_accumulation_steps
+
+    def events(self, stop_signals: _StopSignals, max_seconds: Optional[float]) -> Iterator[TrainingEvent]:
+        """The loop itself: steps, logging, evaluation, checkpoints, and the reason it ended."""
+        config, state, is_main = self.config, self.state, self.context.is_main
+        start_step, started = state.step, time.perf_counter()
+        if is_main:
+            yield self._run_started()
+        reason, message = "completed", None
+        while state.step < config.train.max_iters:
+            step_started = time.perf_counter()
+            loss, grad_norm = self._forward_backward()
+            elapsed = time.perf_counter() - started
+            over_time = max_seconds is not None and elapsed >= max_seconds
+            loss_value, any_stop, any_over_time = self._agree(loss, stop_signals.requested, over_time)
+            if not math.isfinite(loss_value) or (not self.scaler.is_enabled() and not math.isfinite(grad_norm)):
+                reason, message = "diverged", self._divergence_message(loss_value, grad_norm)
+                break
+            self._apply_update()
+            state.step += 1
+            step_seconds = time.perf_counter() - step_started
+            if is_main and (state.step % config.train.log_interval == 0 or state.step == start_step + 1):
+                yield self._step_event(loss_value, grad_norm, step_seconds, time.perf_counter() - started)
+            if any_stop:
+                reason = "interrupted"
+                yield from self._save("interrupted")
+                break
+            finishing = any_over_time or state.step >= config.train.max_iters
+            if state.step % config.train.eval_interval == 0 or finishing:
+                yield from self._evaluate_and_save(with_sample=finishing)
+            if any_over_time:
+                reason = "time_budget"
+                break
+        if is_main:
+            wall = time.perf_counter() - started
+            tokens = (state.step - start_step) * self.tokens_per_step
+            yield RunFinished(
+                step=state.step,
+                reason=reason,
+                best_val_loss=state.best_val_loss,
+                wall_seconds=wall,
+                tokens_seen=state.step * self.tokens_per_step,
+                tokens_per_second=tokens / wall if wall > 0 else 0.0,
+                checkpoint_paths=tuple(dict.fromkeys(state.checkpoint_paths)),
+                message=message if reason == "diverged" else self._finish_message(reason),
+            )
+
+    def _forward_backward(self) -> tuple[torch.Tensor, float]:
+        """One optimizer step's worth of micro-batches; returns the mean loss and the gradient norm."""
+        train_config, model = self.config.train, self.forward_model
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(self.state.step, self.config.optim)
+        total_loss = torch.zeros((), device=self.context.device)
+        next_batch = self._batch("train", self.data_rng)
+        for micro_step in range(self.accumulation_steps):
+            inputs, targets = next_batch
+            is_last = micro_step == self.accumulation_steps - 1
+            # Gradients are all-reduced only on the micro-step that precedes the update.
+            sync = contextlib.nullcontext() if is_last or not self.context.is_distributed else model.no_sync()
+            with sync:
+                with self._autocast():
+                    _, loss = model(inputs, targets)
+                    loss = loss / self.accumulation_steps
+                if not is_last:
+                    next_batch = self._batch("train", self.data_rng)
+                self.scaler.scale(loss).backward()
+            total_loss += loss.detach()
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        return total_loss, float(grad_norm)
+
+    def _apply_update(self) -> None:
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _agree(self, loss: torch.Tensor, stop_requested: bool, over_time: bool) -> tuple[float, bool, bool]:
+        """The loss averaged over ranks, and whether any rank wants to stop: all ranks decide alike."""
+        if not self.context.is_distributed:
+            return float(loss), stop_requested, over_time
+        status = torch.stack(
+            [loss.float(), torch.tensor(float(stop_requested), device=loss.device), torch.tensor(float(over_time), device=loss.device)]
+        )
+        dist.all_reduce(status)
+        loss_sum, stops, over = status.tolist()
+        return loss_sum / self.context.world_size, stops > 0, over > 0
+
+    def _batch(self, split: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._to_device(self._sample_windows(split, rng))
+
+    def _sample_windows(self, split: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.dataset.sample_batch(split, self.config.train.batch_size, self.model.config.block_size, rng)
+
+    def _to_device(self, windows: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.context.device
+        x, y = torch.from_numpy(windows[0]), torch.from_numpy(windows[1])
+        if device.type == "cuda":
+            # Pinned host memory lets the copy overlap with the kernels already queued.
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x.to(device), y.to(device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.context.device.type, dtype=self.dtype)
+
+    @torch.no_grad()
+    def _estimate_losses(self) -> dict[str, float]:
+        """Mean loss over `eval_iters` fixed batches per split; the batches are shared out among ranks."""
+        eval_iters, seed = self.config.train.eval_iters, self.config.train.seed
+        self.model.eval()
+        losses: dict[str, float] = {}
+        for split_index, split in enumerate(("train", "val")):
+            rng = np.random.default_rng((seed, EVAL_SEED_OFFSET, split_index))
+            total = torch.zeros((), device=self.context.device, dtype=torch.float64)
+            for batch_index in range(eval_iters):
+                windows = self._sample_windows(split, rng)
+                if batch_index % self.context.world_size != self.context.rank:
+                    continue
+                inputs, targets = self._to_device(windows)
+                with self._autocast():
+                    _, loss = self.model(inputs, targets)
+                total += loss.double()
+            if self.context.is_distributed:
+                dist.all_reduce(total)
+            losses[split] = float(total) / eval_iters
+        self.model.train()
+        return losses
+
+    def _evaluate_and_save(self, with_sample: bool) -> Iterator[TrainingEvent]:
+        state, always_save = self.state, self.config.train.always_save_checkpoint
+        losses = self._estimate_losses()
+        state.train_loss, state.val_loss = losses["train"], losses["val"]
+        is_best = state.best_val_loss is None or losses["val"] < state.best_val_loss
+        if is_best:
+            state.best_val_loss = losses["val"]
+        sample = self._sample_text() if with_sample and self.context.is_main else None
+        if self.context.is_main:
+            yield EvalEvent(state.step, losses["train"], losses["val"], state.best_val_loss or losses["val"], sample)
+        if is_best or always_save:
+            yield from self._save("best" if is_best else "eval")
+
+    def _save(self, reason: str) -> Iterator[TrainingEvent]:
+        """Write the checkpoint (main rank); every rank contributes its sampler state first."""
+        sampler_states = [generator_state(self.data_rng)]
+        if self.context.is_distributed:
+            gathered: list[Any] = [None] * self.context.world_size
+            dist.all_gather_object(gathered, sampler_states[0])
+            sampler_states = list(gathered)
+        if not self.context.is_main:
+            return
+        save_checkpoint(self.checkpoint_path, self._payload(sampler_states))
+        self.state.last_checkpoint_step = self.state.step
+        self.state.checkpoint_paths.append(str(self.checkpoint_path))
+        yield CheckpointEvent(step=self.state.step, path=str(self.checkpoint_path), reason=reason)
+
+    def _payload(self, sampler_states: list[str]) -> dict[str, Any]:
+        state = self.state
+        return {
+            "model_args": self.model.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "step": state.step,
+            "train_loss": state.train_loss,
+            "val_loss": state.val_loss,
+            "best_val_loss": state.best_val_loss,
+            "config": _config_with_architecture(self.config, self.model.config),
+            "tokenizer": self.dataset.tokenizer.description(),
+            "rng": capture_rng_state(),
+            "sampler": {"kind": "numpy", "world_size": self.context.world_size, "states": sampler_states},
+            "origin": self.origin,
+            "run_name": self.run_name,
+        }
+
+    def _sample_text(self) -> str:
+        """A short continuation from the model as trained, to show what it learned (its own RNG: no side effects)."""
+        from hellogpt.generate import stream_tokens
+
+        tokenizer, sample = self.dataset.tokenizer, self.config.sample
+        generator = torch.Generator(device=self.context.device)
+        generator.manual_seed(sample.seed if sample.seed is not None else self.config.train.seed)
+        self.model.eval()
+        try:
+            token_ids = stream_tokens(
+                self.model,
+                _sample_prompt(tokenizer),
+                max_new_tokens=min(sample.max_new_tokens, self.model.config.block_size),
+                temperature=sample.temperature,
+                top_k=sample.top_k,
+                top_p=sample.top_p,
+                eot_id=tokenizer.eot_id,
+                generator=generator,
+            )
+            produced = [token for token in token_ids if token < tokenizer.vocab_size]
+        finally:
+            self.model.train()
+        return tokenizer.decode(produced)
+
+    def _run_started(self) -> RunStarted:
+        return RunStarted(
+            run_name=self.run_name,
+            profile=self.profile,
+            device=str(self.context.device) + (f" x{self.context.world_size}" if self.context.is_distributed else ""),
+            dtype=str(self.dtype).removeprefix("torch."),
+            n_params=self.model.num_parameters(),
+            dataset_tokens=self.dataset.num_tokens("train"),
+            start_step=self.state.step,
+            max_iters=self.config.train.max_iters,
+            tokens_per_step=self.tokens_per_step,
+            checkpoint_path=str(self.checkpoint_path),
+            config=_config_with_architecture(self.config, self.model.config),
+            origin=self.origin,
+        )
+
+    def _step_event(self, loss: float, grad_norm: float, step_seconds: float, elapsed: float) -> StepEvent:
+        tokens_per_second = self.tokens_per_step / step_seconds if step_seconds > 0 else 0.0
+        mfu = None
+        if self.peak_flops:
+            flops_per_second = self.model.flops_per_token(self.model.config.block_size) * tokens_per_second
+            mfu = flops_per_second / (self.peak_flops * self.context.world_size)
+        return StepEvent(
+            step=self.state.step,
+            loss=loss,
+            learning_rate=learning_rate_at(self.state.step - 1, self.config.optim),
+            grad_norm=grad_norm,
+            ms_per_step=step_seconds * 1000.0,
+            tokens_per_second=tokens_per_second,
+            mfu=mfu,
+            tokens_seen=self.state.step * self.tokens_per_step,
+            elapsed_seconds=elapsed,
+        )
+
+    def _divergence_message(self, loss: float, grad_norm: float) -> str:
+        bad = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
+        kept = (
+            f"the last good checkpoint {self.checkpoint_path} (step {self.state.last_checkpoint_step}) is kept"
+            if self.state.last_checkpoint_step is not None
+            else "no checkpoint was written by this run"
+        )
+        return (
+            f"training diverged: {bad} at step {self.state.step + 1}; stopped before applying it, {kept}; "
+            f"lower optim.learning_rate (now {self.config.optim.learning_rate:g}) or raise optim.warmup_iters"
+        )
+
+    def _finish_message(self, reason: str) -> Optional[str]:
+        if reason == "interrupted":
+            return f"interrupted at step {self.state.step}: saved {self.checkpoint_path}; continue with --resume"
+        if reason == "time_budget":
+            return f"time budget reached at step {self.state.step}"
+        return None
+
+
+def _prepare_run(
+    resolved: ResolvedConfig,
+    context: DistributedContext,
+    data_dir: Path,
+    checkpoint_path: Path,
+    init: Optional[dict[str, Any]],
+    resume: bool,
+    run_name: Optional[str],
+) -> _Run:
+    """Open the data, build or load the model and optimizer, seed everything."""
+    from hellogpt.hardware import choose_dtype, peak_flops
+
+    config = resolved.config
+    dataset = _open_training_data(config, context, data_dir)
+    accumulation_steps = local_accumulation_steps(config.train.gradient_accumulation_steps, context.world_size)
+    payload = _load_resume_payload(checkpoint_path, config) if resume else None
+    source = payload if payload is not None else init
+    if source is not None:
+        _check_tokenizer_fits(source, dataset, checkpoint_path if resume else None)
+    model_config = _model_config(resolved, dataset, source, is_resume=resume)
+
+    torch.manual_seed(config.train.seed + context.rank)
+    model = GPT(model_config)
+    if source is not None:
+        _load_weights(model, source["model"])
+    model.to(context.device)
+    dtype = choose_dtype(config.system.dtype, context.device, model_config)
+    optimizer = build_optimizer(model, config.optim, context.device)
+    scaler = torch.amp.GradScaler(context.device.type, enabled=dtype == torch.float16)
+    data_rng = np.random.default_rng(config.train.seed + context.rank)
+    state = _RunState()
+    if payload is not None:
+        optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(payload["scaler"])
+        state = _RunState(
+            step=int(payload["step"]),
+            best_val_loss=payload.get("best_val_loss"),
+            train_loss=payload.get("train_loss"),
+            val_loss=payload.get("val_loss"),
+            last_checkpoint_step=int(payload["step"]),
+        )
+        restore_rng_state(payload["rng"])
+        data_rng = _restored_sampler(payload.get("sampler"), context, data_rng)
+    if context.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    forward_model = _wrap_for_training(model, config, context)
+    origin = (payload or {}).get("origin") or (init or {}).get("origin") or {"kind": "scratch"}
+    return _Run(
+        config=config,
+        profile=resolved.profile,
+        context=context,
+        dataset=dataset,
+        model=model,
+        forward_model=forward_model,
+        optimizer=optimizer,
+        scaler=scaler,
+        dtype=dtype,
+        accumulation_steps=accumulation_steps,
+        data_rng=data_rng,
+        checkpoint_path=checkpoint_path,
+        run_name=run_name or (payload or {}).get("run_name") or checkpoint_path.stem,
+        origin=origin,
+        peak_flops=_peak_flops(peak_flops, context.device, dtype, config.system.peak_flops) if context.is_main else None,
+        state=state,
+    )
+
+
+def _open_training_data(config: RunConfig, context: DistributedContext, data_dir: Path) -> TokenDataset:
+    """Open the dataset; prepare it first (main rank only) when the config names its source."""
+    if context.is_main and not dataset_exists(data_dir):
+        prepare_missing_dataset(config.data, data_dir)
+    if context.is_distributed:
+        dist.barrier()
+    if not dataset_exists(data_dir):
+        raise UserError(missing_dataset_message(config.data, data_dir))
+    return open_dataset(data_dir)
+
+
+def _load_resume_payload(checkpoint_path: Path, config: RunConfig) -> dict[str, Any]:
+    if not checkpoint_path.exists():
+        raise UserError(f"--resume: checkpoint {checkpoint_path} does not exist; train without --resume to start it")
+    payload = load_checkpoint(checkpoint_path)
+    if int(payload["step"]) >= config.train.max_iters:
+        raise UserError(
+            f"{checkpoint_path} is already at step {payload['step']}, train.max_iters is {config.train.max_iters}: "
+            f"raise it to continue, e.g. --set train.max_iters={int(payload['step']) * 2}"
+        )
+    return payload
+
+
+def _check_tokenizer_fits(source: dict[str, Any], dataset: TokenDataset, checkpoint_path: Optional[Path]) -> None:
+    """The weights' tokenizer must be the dataset's: same ids for the same text."""
+    description = source.get("tokenizer")
+    if description is None or description == dataset.tokenizer.description():
+        return
+    what = str(checkpoint_path) if checkpoint_path else f"the weights to tune ({_origin_name(source)})"
+    theirs, ours = description.get("kind", "?"), dataset.tokenizer.name
+    detail = f"{theirs} vs {ours}" if theirs != ours else f"two different {ours} vocabularies"
+    raise UserError(
+        f"{what} was trained with another tokenizer than dataset {dataset.path} ({detail}): "
+        f"prepare the data with the checkpoint's tokenizer, or train from scratch"
+    )
+
+
+def _origin_name(source: dict[str, Any]) -> str:
+    origin = source.get("origin") or {}
+    return str(origin.get("path") or origin.get("source") or "init")
+
+
+def _model_config(
+    resolved: ResolvedConfig, dataset: TokenDataset, source: Optional[dict[str, Any]], is_resume: bool
+) -> GPTConfig:
+    """The architecture: from the config (vocabulary from the tokenizer when unset), or from the weights given."""
+    config = resolved.config
+    tokenizer_vocab = dataset.tokenizer.vocab_size
+    vocab_size = config.model.vocab_size or tokenizer_vocab
+    if vocab_size < tokenizer_vocab:
+        raise UserError(
+            f"model.vocab_size {vocab_size} is smaller than the {dataset.tokenizer.name} tokenizer's "
+            f"{tokenizer_vocab} tokens of {dataset.path}: unset it or set model.vocab_size >= {tokenizer_vocab}"
+        )
+    from_config = GPTConfig(**{**config.model.model_dump(), "vocab_size": vocab_size})
+    if source is None:
+        return from_config
+    saved = GPTConfig(**source["model_args"])
+    if saved.vocab_size < tokenizer_vocab:
+        raise UserError(
+            f"the checkpoint's vocabulary ({saved.vocab_size}) is smaller than the tokenizer of {dataset.path} "
+            f"({tokenizer_vocab}): use a dataset prepared with the checkpoint's tokenizer"
+        )
+    # Resume: the whole model section must match; tune: only what the config sets explicitly.
+    keys = ARCHITECTURE_KEYS if is_resume else [
+        key for key in ARCHITECTURE_KEYS if resolved.source_of(f"model.{key}") != "base"
+    ]
+    wanted = from_config.to_dict() if is_resume else config.model.model_dump()
+    conflicts = [
+        f"{key} {wanted[key]} vs {getattr(saved, key)}"
+        for key in keys
+        if wanted[key] is not None and wanted[key] != getattr(saved, key)
+    ]
+    if conflicts:
+        what = "the checkpoint to resume" if is_resume else f"the weights to tune ({_origin_name(source)})"
+        raise UserError(
+            f"the config's model section does not fit {what}: {', '.join(conflicts)} (config vs checkpoint); "
+            f"use the profile it was trained with or drop those model.* settings"
+        )
+    return GPTConfig(**{**saved.to_dict(), "dropout": config.model.dropout})
+
+
+def _load_weights(model: GPT, state_dict: dict[str, torch.Tensor]) -> None:
+    cleaned = strip_wrapper_prefixes(state_dict)
+    missing, unexpected = model.load_state_dict(cleaned, strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"the weights do not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+            f"the checkpoint is not a hellogpt GPT or was saved by an incompatible version"
+        )
+
+
+def _restored_sampler(
+    saved: Optional[dict[str, Any]], context: DistributedContext, fallback: np.random.Generator
+) -> np.random.Generator:
+    """This rank's data sampler as saved; a run resumed on another number of ranks keeps fresh seeds."""
+    if not saved or saved.get("world_size") != context.world_size:
+        return fallback
+    return generator_from_state(saved["states"][context.rank])
+
+
+def _wrap_for_training(model: GPT, config: RunConfig, context: DistributedContext) -> nn.Module:
+    """torch.compile (auto = on CUDA only) and DistributedDataParallel around the model."""
+    wrapped: nn.Module = model
+    compile_setting = config.system.compile
+    if compile_setting is True or (compile_setting == "auto" and context.device.type == "cuda"):
+        wrapped = torch.compile(model)
+    if context.is_distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [context.local_rank] if context.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(wrapped, device_ids=device_ids)
+    return wrapped
+
+
+def _peak_flops(measure: Any, device: torch.device, dtype: torch.dtype, override: Optional[float]) -> Optional[float]:
+    """Peak FLOP/s for MFU; a failing probe only costs the MFU column."""
+    try:
+        return float(measure(device, dtype, override=override))
+    except (RuntimeError, OSError, ValueError):
+        return None
+
+
+def _config_with_architecture(config: RunConfig, model_config: GPTConfig) -> dict[str, Any]:
+    """The run's config as JSON with the model section the model really has (vocabulary resolved, tuned shape)."""
+    dumped = config.model_dump(mode="json")
+    dumped["model"] = model_config.to_dict()
+    return dumped
+
+
+def _sample_prompt(tokenizer: Any) -> list[int]:
+    if tokenizer.eot_id is not None:
+        return [tokenizer.eot_id]
+    for text in SAMPLE_PROMPT_CHARS:
+        ids = tokenizer.encode(text)
+        if ids:
+            return ids[:1]
+    return [0]
+
