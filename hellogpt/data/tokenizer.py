@@ -11,9 +11,12 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
 from hellogpt.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 END_OF_TEXT = "<|endoftext|>"
 GPT2_END_OF_TEXT_ID = 50256
@@ -104,6 +107,17 @@ class CharTokenizer:
             raise UserError(
                 f"characters not in this char-level vocabulary: {shown}; use only characters of the training corpus"
             ) from None
+
+    def encode_to_array(self, text: str) -> "np.ndarray":
+        """Encode a long text with numpy (ids are the ranks of the sorted code points), for `prepare`."""
+        import numpy as np
+
+        vocabulary = np.frombuffer(self.chars.encode("utf-32-le"), dtype=np.uint32)
+        code_points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        ids = np.minimum(np.searchsorted(vocabulary, code_points), len(vocabulary) - 1)
+        if not np.array_equal(vocabulary[ids], code_points):
+            return np.asarray(self.encode(text), dtype=np.int64)  # raises the UserError naming the characters
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.chars[int(token_id)] for token_id in ids)

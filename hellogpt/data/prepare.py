@@ -1,0 +1,388 @@
+"""Sources -> train.bin / val.bin / meta.json: tokenise a corpus once so training only memory-maps ids.
+
+Documents stream through in chunks, are encoded in batches on tiktoken's thread pool and appended
+to temporary bins, which are renamed only when everything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO, Optional
+
+import numpy as np
+
+from hellogpt import __version__
+from hellogpt.data.loader import META_FILE, split_file_name
+from hellogpt.data.sources import (
+    Document,
+    TextChunk,
+    collect_documents,
+    default_dataset_name,
+    hash_sources,
+    read_text_chunks,
+)
+from hellogpt.data.tokenizer import CharTokenizer, Gpt2Tokenizer, Tokenizer, gpt2_tokenizer
+from hellogpt.errors import UserError
+
+FORMAT_NAME = "hellogpt-tokens"
+FORMAT_VERSION = 1
+TOKENIZER_NAMES = ("gpt2", "char")
+ENCODING_ERROR_MODES = ("strict", "replace")
+CHAR_DOCUMENT_SEPARATOR = "\n\n"
+DEFAULT_CHUNK_CHARS = 256 * 1024
+# Characters handed to tiktoken's thread pool at once: enough to keep every core busy, small
+# enough that the Python lists of ids it returns stay well under a gigabyte.
+BATCH_CHARS = 8 * 1024 * 1024
+# Whole documents make the validation split when some of them add up to roughly the wanted share.
+WHOLE_DOCUMENT_TOLERANCE = 0.5
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What `prepare_dataset` did: where, whether it was already up to date, and how many tokens."""
+
+    out_dir: Path
+    skipped: bool
+    train_tokens: int
+    val_tokens: int
+    source_bytes: int = 0
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Which text goes to validation: whole documents, or the tail from a byte offset of one document."""
+
+    val_documents: frozenset[int]
+    cut_document: Optional[int] = None
+    cut_offset: int = 0
+
+    @property
+    def mode(self) -> str:
+        return "documents" if self.cut_document is None else "tail"
+
+
+def prepare_dataset(
+    sources: list[str],
+    out_dir: Path,
+    tokenizer: str = "gpt2",
+    val_fraction: float = 0.1,
+    glob: str = "*.txt",
+    force: bool = False,
+    encoding_errors: str = "strict",
+    progress: Optional[ProgressCallback] = None,
+    chunk_chars: int = DEFAULT_CHUNK_CHARS,
+) -> PrepareResult:
+    """Tokenise `sources` into `out_dir`; a re-run on unchanged sources and settings does nothing unless `force`."""
+    _check_settings(tokenizer, val_fraction, encoding_errors)
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    documents = collect_documents(sources, glob)
+    total_bytes = sum(document.size for document in documents)
+    if total_bytes == 0:
+        raise UserError(f"the corpus is empty: {', '.join(sources)} hold no text ({len(documents)} empty file(s))")
+    source_entries = hash_sources(documents)
+    settings = {"tokenizer_name": tokenizer, "val_fraction": val_fraction, "encoding_errors": encoding_errors}
+    if not force:
+        existing = _up_to_date_meta(out_dir, source_entries, settings)
+        if existing is not None:
+            return PrepareResult(
+                out_dir, True, existing["train_tokens"], existing["val_tokens"], total_bytes, 0.0, existing
+            )
+    if tokenizer == "char":
+        chosen: Tokenizer = CharTokenizer(_corpus_characters(documents, encoding_errors, chunk_chars))
+    else:
+        chosen = gpt2_tokenizer()
+    plan = plan_split([document.size for document in documents], val_fraction)
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "hellogpt_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **settings,
+        "tokenizer": chosen.description(),
+        "vocab_size": chosen.vocab_size,
+        "eot_id": chosen.eot_id,
+        "dtype": dtype_for_vocab(chosen.vocab_size).name,
+        "split": plan.mode,
+        "val_documents": [documents[index].name for index in sorted(plan.val_documents)],
+        "documents": len(documents),
+        "source_bytes": total_bytes,
+        "sources": source_entries,
+    }
+    writer = _DatasetWriter(out_dir)
+    try:
+        counts = _encode_corpus(documents, plan, chosen, writer, encoding_errors, chunk_chars, progress)
+        meta.update(train_tokens=counts["train"], val_tokens=counts["val"])
+        if counts["train"] == 0:
+            raise UserError(f"the corpus is empty: {', '.join(sources)} decode to no text")
+        writer.commit(meta)
+    except BaseException:
+        writer.discard()
+        raise
+    return PrepareResult(
+        out_dir, False, counts["train"], counts["val"], total_bytes, time.perf_counter() - started, meta
+    )
+
+
+def _check_settings(tokenizer: str, val_fraction: float, encoding_errors: str) -> None:
+    if tokenizer not in TOKENIZER_NAMES:
+        raise UserError(f"unknown tokenizer {tokenizer!r}: use one of {', '.join(TOKENIZER_NAMES)}")
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"--val-fraction {val_fraction} is out of range: give a share between 0 and 1, e.g. 0.1")
+    if encoding_errors not in ENCODING_ERROR_MODES:
+        raise UserError(f"--encoding-errors {encoding_errors!r}: use one of {', '.join(ENCODING_ERROR_MODES)}")
+
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds every id (uint16 for GPT-2's 50257)."""
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def plan_split(sizes: list[int], val_fraction: float) -> SplitPlan:
+    """Whole documents from the end for validation when some add up to about the wanted share, else the tail.
+
+    Either way no text is in both splits, and training keeps at least one document's worth of text.
+    """
+    total = sum(sizes)
+    target = total * val_fraction
+    chosen: set[int] = set()
+    chosen_bytes = 0
+    for index in reversed(range(len(sizes))):
+        if chosen_bytes >= target:
+            break
+        if chosen_bytes + sizes[index] <= target * (1 + WHOLE_DOCUMENT_TOLERANCE):
+            chosen.add(index)
+            chosen_bytes += sizes[index]
+    keeps_training_text = chosen_bytes < total
+    if chosen_bytes >= target * (1 - WHOLE_DOCUMENT_TOLERANCE) and chosen and keeps_training_text:
+        return SplitPlan(frozenset(chosen))
+    cut = total - max(1, round(target))
+    start = 0
+    for index, size in enumerate(sizes):
+        if start + size > cut:
+            return SplitPlan(frozenset(range(index + 1, len(sizes))), cut_document=index, cut_offset=cut - start)
+        start += size
+    return SplitPlan(frozenset(), cut_document=len(sizes) - 1, cut_offset=sizes[-1])
+
+
+def _corpus_characters(documents: list[Document], encoding_errors: str, chunk_chars: int) -> str:
+    """Every character of the corpus, sorted, plus the newline that joins documents (the char vocabulary)."""
+    code_points = np.frombuffer(CHAR_DOCUMENT_SEPARATOR.encode("utf-32-le"), dtype=np.uint32)
+    for document in documents:
+        for chunk in read_text_chunks(document, encoding_errors=encoding_errors, chunk_chars=chunk_chars):
+            chunk_points = np.unique(np.frombuffer(chunk.text.encode("utf-32-le"), dtype=np.uint32))
+            code_points = np.union1d(code_points, chunk_points)
+    return code_points.astype("<u4").tobytes().decode("utf-32-le")
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """A chunk of text bound for one split; `opens_document` = a separator goes before it."""
+
+    split: str
+    text: str
+    opens_document: bool
+    raw_bytes: int
+
+
+def _pieces(documents: list[Document], plan: SplitPlan, encoding_errors: str, chunk_chars: int) -> Iterator[_Piece]:
+    """The corpus as pieces in order, each labelled with its split, cutting one document when the plan says so."""
+    for index, document in enumerate(documents):
+        split = "val" if index in plan.val_documents else "train"
+        chunks = read_text_chunks(document, encoding_errors=encoding_errors, chunk_chars=chunk_chars)
+        if index != plan.cut_document:
+            for number, chunk in enumerate(chunks):
+                yield _Piece(split, chunk.text, number == 0, chunk.raw_bytes)
+            continue
+        yield from _cut_document_pieces(chunks, plan.cut_offset)
+
+
+def _cut_document_pieces(chunks: Iterator[TextChunk], cut_offset: int) -> Iterator[_Piece]:
+    """The document that holds the train/val seam: its head to train and its tail to val, cut at a line end."""
+    position = 0
+    opens = {"train": True, "val": True}
+    for chunk in chunks:
+        if position + chunk.raw_bytes <= cut_offset or position >= cut_offset:
+            split = "train" if position < cut_offset else "val"
+            yield _Piece(split, chunk.text, opens[split], chunk.raw_bytes)
+            opens[split] = False
+        else:
+            head_chars = len(chunk.text.encode("utf-8")[: cut_offset - position].decode("utf-8", errors="ignore"))
+            seam = chunk.text.find("\n", head_chars)
+            seam = head_chars if seam < 0 else seam + 1
+            head, tail = chunk.text[:seam], chunk.text[seam:]
+            head_bytes = min(len(head.encode("utf-8")), chunk.raw_bytes)
+            if head:
+                yield _Piece("train", head, opens["train"], head_bytes)
+                opens["train"] = False
+            if tail:
+                yield _Piece("val", tail, opens["val"], chunk.raw_bytes - head_bytes)
+                opens["val"] = False
+        position += chunk.raw_bytes
+
+
+def _batches(pieces: Iterator[_Piece], batch_chars: int) -> Iterator[list[_Piece]]:
+    batch: list[_Piece] = []
+    batch_size = 0
+    for piece in pieces:
+        batch.append(piece)
+        batch_size += len(piece.text)
+        if batch_size >= batch_chars:
+            yield batch
+            batch, batch_size = [], 0
+    if batch:
+        yield batch
+
+
+def _encode_corpus(
+    documents: list[Document],
+    plan: SplitPlan,
+    tokenizer: Tokenizer,
+    writer: _DatasetWriter,
+    encoding_errors: str,
+    chunk_chars: int,
+    progress: Optional[ProgressCallback],
+) -> dict[str, int]:
+    """Encode every piece, write it to its split's bin with separators between documents; return token counts."""
+    dtype = dtype_for_vocab(tokenizer.vocab_size)
+    separator = _separator_ids(tokenizer, dtype)
+    total_bytes = sum(document.size for document in documents)
+    done_bytes = 0
+    if progress is not None:
+        progress(0, total_bytes)
+    started = {"train": False, "val": False}
+    for batch in _batches(_pieces(documents, plan, encoding_errors, chunk_chars), BATCH_CHARS):
+        for piece, ids in zip(batch, _encode_batch(tokenizer, [piece.text for piece in batch], dtype)):
+            if piece.opens_document and started[piece.split]:
+                writer.write(piece.split, separator)
+            writer.write(piece.split, ids)
+            started[piece.split] = started[piece.split] or len(ids) > 0
+            done_bytes += piece.raw_bytes
+        if progress is not None:
+            progress(min(done_bytes, total_bytes), total_bytes)
+    if progress is not None and done_bytes < total_bytes:
+        progress(total_bytes, total_bytes)
+    return writer.token_counts()
+
+
+def _separator_ids(tokenizer: Tokenizer, dtype: np.dtype) -> np.ndarray:
+    """End-of-text between GPT-2 documents; a blank line between char-level ones."""
+    if tokenizer.eot_id is not None:
+        return np.asarray([tokenizer.eot_id], dtype=dtype)
+    return np.asarray(tokenizer.encode(CHAR_DOCUMENT_SEPARATOR), dtype=dtype)
+
+
+def _encode_batch(tokenizer: Tokenizer, texts: list[str], dtype: np.dtype) -> list[np.ndarray]:
+    if isinstance(tokenizer, Gpt2Tokenizer):
+        return [np.asarray(ids, dtype=dtype) for ids in tokenizer.encode_batch(texts, num_threads=_usable_cores())]
+    if isinstance(tokenizer, CharTokenizer):
+        return [tokenizer.encode_to_array(text).astype(dtype) for text in texts]
+    return [np.asarray(tokenizer.encode(text), dtype=dtype) for text in texts]
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+class _DatasetWriter:
+    """Appends ids to temporary bins in the output folder; `commit` renames them, `discard` removes them."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.created_dir = not out_dir.exists()
+        self._files: dict[str, BinaryIO] = {}
+        self._counts = {"train": 0, "val": 0}
+        self._temp_paths: list[Path] = []
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"--out {out_dir} is a file, not a folder: choose another --out")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for split in ("train", "val"):
+                self._files[split] = self._temp_file(split_file_name(split))
+        except OSError as error:
+            self.discard()
+            raise UserError(f"cannot write to {out_dir} ({error.strerror}): choose another --out") from None
+
+    def _temp_file(self, final_name: str) -> BinaryIO:
+        """A new hidden file beside the final one (created with the user's umask, unlike mkstemp's 0600)."""
+        path = self.out_dir / f".{final_name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        handle = path.open("xb")
+        self._temp_paths.append(path)
+        return handle
+
+    def write(self, split: str, ids: np.ndarray) -> None:
+        try:
+            ids.tofile(self._files[split])
+        except OSError as error:
+            raise UserError(f"writing {self.out_dir} failed ({error.strerror}): free some space or choose another --out") from None
+        self._counts[split] += len(ids)
+
+    def token_counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def commit(self, meta: dict[str, Any]) -> None:
+        """Rename the bins into place, meta.json last: a folder with a meta.json is always complete."""
+        try:
+            meta_file = self._temp_file(META_FILE)
+            meta_file.write(json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+            for handle in self._files.values():
+                handle.close()
+            meta_file.close()
+            (self.out_dir / META_FILE).unlink(missing_ok=True)
+            for split, handle in self._files.items():
+                os.replace(handle.name, self.out_dir / split_file_name(split))
+            os.replace(meta_file.name, self.out_dir / META_FILE)
+        except OSError as error:
+            raise UserError(f"writing {self.out_dir} failed ({error.strerror}): free some space or choose another --out") from None
+        self._temp_paths.clear()
+
+    def discard(self) -> None:
+        """Remove every temporary file (and the output folder when this run created it and it is empty)."""
+        for handle in self._files.values():
+            handle.close()
+        for path in self._temp_paths:
+            path.unlink(missing_ok=True)
+        self._temp_paths.clear()
+        if self.created_dir and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+            self.out_dir.rmdir()
+
+
+def _up_to_date_meta(out_dir: Path, source_entries: list[dict[str, Any]], settings: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The existing meta when `out_dir` already holds these sources prepared with these settings."""
+    meta_path = out_dir / META_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        return None
+    if meta.get("sources") != source_entries or any(meta.get(key) != value for key, value in settings.items()):
+        return None
+    if meta.get("dtype") not in ("uint16", "uint32"):
+        return None
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    for split in ("train", "val"):
+        bin_path = out_dir / split_file_name(split)
+        if not bin_path.is_file() or bin_path.stat().st_size != meta.get(f"{split}_tokens", -1) * itemsize:
+            return None
+    return meta
+
+
+def default_out_dir(sources: list[str]) -> Path:
+    """`data/<source name>` (builtin:pydoc -> data/pydoc), where `prepare` writes without --out."""
+    return Path("data") / default_dataset_name(sources)

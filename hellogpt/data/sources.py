@@ -1,0 +1,202 @@
+"""Where `prepare` reads text: .txt files, folders of them, and the built-in `builtin:pydoc` corpus.
+
+Documents are read as streams of text chunks cut at whitespace boundaries, so a 1 GB corpus is
+tokenised in bounded memory and in parallel, with exactly the ids the whole text would get.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Optional
+
+from hellogpt.errors import UserError
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_PYDOC = "builtin:pydoc"
+READ_BLOCK_BYTES = 1 << 20
+# GPT-2's pre-tokeniser never joins a non-space character with the whitespace after it, so a text
+# cut where a whitespace run starts encodes to the same ids as the whole text. Line ends first.
+_LINE_BOUNDARY = re.compile(r"(?<=\S)(?=\r?\n)")
+_WHITESPACE_BOUNDARY = re.compile(r"(?<=\S)(?=\s)")
+# A run of text with no whitespace at all this many times the chunk size is cut anyway.
+_FORCED_CUT_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class Document:
+    """One text of the corpus: a file, or one help topic of builtin:pydoc; `source` groups them in meta.json."""
+
+    name: str
+    source: str
+    size: int
+    path: Optional[Path] = None
+    content: Optional[bytes] = None
+
+    def open(self) -> BinaryIO:
+        if self.content is not None:
+            return io.BytesIO(self.content)
+        assert self.path is not None
+        return self.path.open("rb")
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """A piece of a document's text and how many raw bytes of the document it came from."""
+
+    text: str
+    raw_bytes: int
+
+
+def collect_documents(sources: list[str], glob: str = "*.txt") -> list[Document]:
+    """Every document the sources name, in a stable order (files sorted within a folder), each once."""
+    if not sources:
+        raise UserError("no SOURCE given: name a .txt file, a folder of them, or builtin:pydoc")
+    documents: list[Document] = []
+    seen: set[str] = set()
+    for source in sources:
+        for document in _documents_of(source, glob):
+            key = str(document.path.resolve()) if document.path is not None else document.name
+            if key not in seen:
+                seen.add(key)
+                documents.append(document)
+    return documents
+
+
+def _documents_of(source: str, glob: str) -> list[Document]:
+    if source.startswith(BUILTIN_PREFIX):
+        if source != BUILTIN_PYDOC:
+            raise UserError(f"unknown built-in corpus {source!r}: the only one is {BUILTIN_PYDOC}")
+        return pydoc_documents()
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(f"source {source} does not exist: give a .txt file, a folder of text files, or {BUILTIN_PYDOC}")
+    if path.is_file():
+        return [_file_document(path)]
+    files = sorted(candidate for candidate in path.rglob(glob) if candidate.is_file())
+    if not files:
+        raise UserError(f"no text files matching {glob!r} under {source}: add some or choose others with --glob")
+    return [_file_document(file) for file in files]
+
+
+def _file_document(path: Path) -> Document:
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise UserError(f"cannot read {path} ({error.strerror}): check its permissions") from None
+    return Document(name=str(path), source=str(path.resolve()), size=size, path=path)
+
+
+def pydoc_documents() -> list[Document]:
+    """The English help texts shipped with CPython (`help('topics')`), one document per topic."""
+    from pydoc_data.topics import topics
+
+    return [
+        Document(name=f"{BUILTIN_PYDOC}/{topic}", source=BUILTIN_PYDOC, size=len(data), content=data)
+        for topic, data in ((topic, topics[topic].encode("utf-8")) for topic in sorted(topics))
+    ]
+
+
+def hash_sources(documents: list[Document]) -> list[dict[str, object]]:
+    """Each source (a file, or a built-in corpus) with its size and sha256, in document order."""
+    sizes: dict[str, int] = {}
+    hashers: dict[str, Any] = {}
+    for document in documents:
+        hasher = hashers.setdefault(document.source, hashlib.sha256())
+        sizes[document.source] = sizes.get(document.source, 0) + document.size
+        with _open_for_reading(document) as stream:
+            while block := stream.read(READ_BLOCK_BYTES):
+                hasher.update(block)
+    return [
+        {"path": source, "size": sizes[source], "sha256": hasher.hexdigest(), **builtin_source_note(source)}
+        for source, hasher in hashers.items()
+    ]
+
+
+def builtin_source_note(source: str) -> dict[str, str]:
+    """Extra meta for a built-in source: which Python's help texts these are."""
+    return {"python": sys.version.split()[0]} if source == BUILTIN_PYDOC else {}
+
+
+def default_dataset_name(sources: list[str]) -> str:
+    """The folder name under data/ that `prepare` writes to when --out is not given."""
+    names = []
+    for source in sources:
+        if source.startswith(BUILTIN_PREFIX):
+            names.append(source[len(BUILTIN_PREFIX) :])
+        else:
+            path = Path(source).expanduser()
+            names.append(path.stem if path.suffix else path.resolve().name)
+    return "-".join(name for name in names if name) or "dataset"
+
+
+def read_text_chunks(
+    document: Document,
+    *,
+    encoding_errors: str,
+    chunk_chars: int,
+) -> Iterator[TextChunk]:
+    """Decode a document as UTF-8 in chunks of about `chunk_chars` characters cut at whitespace boundaries.
+
+    A byte that is not UTF-8 raises a UserError naming the file and byte offset (unless errors='replace').
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors=encoding_errors)
+    pending = ""
+    pending_raw = 0  # raw bytes behind `pending`, so the chunks' raw sizes add up to the file size
+    bytes_read = 0
+    with _open_for_reading(document) as stream:
+        while True:
+            block = stream.read(READ_BLOCK_BYTES)
+            at_end = not block
+            text_bytes = block[len(codecs.BOM_UTF8) :] if bytes_read == 0 and block.startswith(codecs.BOM_UTF8) else block
+            pending += _decode_block(decoder, text_bytes, at_end, bytes_read + len(block) - len(text_bytes), document)
+            bytes_read += len(block)
+            pending_raw += len(block)
+            while (cut := find_chunk_boundary(pending, chunk_chars, at_end)) is not None:
+                piece, pending = pending[:cut], pending[cut:]
+                raw = min(len(piece.encode("utf-8")), pending_raw) if pending or not at_end else pending_raw
+                pending_raw -= raw
+                yield TextChunk(piece, raw)
+            if at_end:
+                return
+
+
+def _open_for_reading(document: Document) -> BinaryIO:
+    try:
+        return document.open()
+    except OSError as error:
+        raise UserError(f"cannot read {document.name} ({error.strerror}): check it still exists and is readable") from None
+
+
+def _decode_block(decoder: codecs.IncrementalDecoder, block: bytes, at_end: bool, offset: int, document: Document) -> str:
+    buffered = len(decoder.getstate()[0])
+    try:
+        return decoder.decode(block, final=at_end)
+    except UnicodeDecodeError as error:
+        position = offset - buffered + error.start
+        bad = error.object[error.start : error.start + 1].hex()
+        raise UserError(
+            f"{document.name} is not UTF-8: {error.reason} 0x{bad} at byte offset {position}; "
+            "convert it to UTF-8, or pass --encoding-errors replace to go on"
+        ) from None
+
+
+def find_chunk_boundary(text: str, chunk_chars: int, at_end: bool) -> Optional[int]:
+    """Where to cut `text` for a chunk of at least `chunk_chars` characters; None = wait for more text."""
+    if not text:
+        return None
+    if len(text) < chunk_chars:
+        return len(text) if at_end else None
+    for boundary in (_LINE_BOUNDARY, _WHITESPACE_BOUNDARY):
+        match = boundary.search(text, chunk_chars)
+        if match is not None and match.start() < len(text):
+            return match.start()
+    if at_end:
+        return len(text)
+    return chunk_chars if len(text) >= _FORCED_CUT_FACTOR * chunk_chars else None
