@@ -41,7 +41,7 @@ def display_training(
     console = console or Console()
     state = RunState()
     sinks = _open_sinks(run_records, tensorboard)
-    view = _choose_view(plain, console, state)
+    view = _choose_view(plain, console, state, run_records)
     try:
         with view:
             finished = _consume(iter(events), state, view, sinks)
@@ -60,18 +60,14 @@ def wants_plain_output(plain: Optional[bool], console: Console) -> bool:
     return not console.is_terminal or console.is_dumb_terminal
 
 
-def _choose_view(plain: Optional[bool], console: Console, state: RunState):
+def _choose_view(plain: Optional[bool], console: Console, state: RunState, run_records: bool):
     if wants_plain_output(plain, console):
         from hellogpt.dashboard.plain import PlainView
 
-        return PlainView(console, state)
-    try:
-        from hellogpt.dashboard.live import LiveView
-    except ImportError:  # the live view lands in the next commit
-        from hellogpt.dashboard.plain import PlainView
+        return PlainView(console, state, run_records=run_records)
+    from hellogpt.dashboard.live import LiveView
 
-        return PlainView(console, state)
-    return LiveView(console, state)
+    return LiveView(console, state, run_records=run_records)
 
 
 def _open_sinks(run_records: bool, tensorboard: bool) -> list[EventSink]:

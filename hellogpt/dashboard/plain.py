@@ -15,6 +15,7 @@ from hellogpt.dashboard.formatting import (
     format_mfu,
     format_rate,
 )
+from hellogpt.dashboard.records import run_directory
 from hellogpt.dashboard.state import RunState
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, TrainingEvent
 
@@ -110,9 +111,10 @@ def format_event(event: TrainingEvent, state: RunState) -> list[str]:
 class PlainView:
     """Writes each event as plain lines as soon as it arrives; no colour, no cursor movement."""
 
-    def __init__(self, console: Console, state: RunState) -> None:
+    def __init__(self, console: Console, state: RunState, *, run_records: bool = True) -> None:
         self.console = console
         self.state = state
+        self.run_records = run_records
 
     def __enter__(self) -> "PlainView":
         return self
@@ -123,6 +125,8 @@ class PlainView:
     def handle(self, event: TrainingEvent) -> None:
         for line in format_event(event, self.state):
             self.write_line(line)
+        if isinstance(event, RunFinished) and self.run_records and self.state.started is not None:
+            self.write_line(f"run records{SEPARATOR}{run_directory(self.state.started)}")
 
     def write_line(self, line: str) -> None:
         self.console.print(Text(line), soft_wrap=True, highlight=False, markup=False, emoji=False)

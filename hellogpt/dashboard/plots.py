@@ -80,6 +80,13 @@ def format_tick(value: float) -> str:
     return f"{value:g}"
 
 
+def format_loss_ticks(ticks: list[float]) -> list[str]:
+    """Loss ticks with as many decimals as their spacing needs: 1.5, 2.0, 2.5 rather than 1.5, 2, 2.5."""
+    spacing = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    decimals = max(0, -math.floor(math.log10(spacing) + 1e-9))
+    return [f"{tick:.{decimals}f}" for tick in ticks]
+
+
 # ---------------------------------------------------------------- terminal
 
 
@@ -164,9 +171,10 @@ class LossChart:
     def _y_labels(self, axes: Axes, plot_rows: int) -> dict[int, str]:
         """Tick values by the row they fall on (top, middle, bottom at least)."""
         labels: dict[int, str] = {}
-        for tick in nice_ticks(axes.y_min, axes.y_max, count=max(plot_rows // 3, 2)):
+        ticks = nice_ticks(axes.y_min, axes.y_max, count=max(plot_rows // 2 + 1, 2))
+        for tick, label in zip(ticks, format_loss_ticks(ticks)):
             _, y = axes.scale(axes.x_min, tick, 1, plot_rows * 4 - 1)
-            labels.setdefault(int(y) // 4, f"{tick:.3g}"[: self.Y_LABEL_WIDTH - 1])
+            labels.setdefault(round(y) // 4, label[: self.Y_LABEL_WIDTH - 1])
         return labels
 
     def _x_labels(self, axes: Axes, plot_columns: int) -> str:
@@ -207,10 +215,11 @@ def loss_curve_svg(train: Points, val: Points, title: str = "loss") -> str:
         f'<rect width="{SVG_WIDTH}" height="{SVG_HEIGHT}" fill="white"/>',
         f'<text x="{SVG_WIDTH / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>',
     ]
-    for tick in nice_ticks(axes.y_min, axes.y_max, 6):
+    y_ticks = nice_ticks(axes.y_min, axes.y_max, 6)
+    for tick, label in zip(y_ticks, format_loss_ticks(y_ticks)):
         x, y = position(axes.x_min, tick)
         parts.append(f'<line x1="{x}" y1="{y:.1f}" x2="{x + plot_width}" y2="{y:.1f}" stroke="#e5e5e5"/>')
-        parts.append(f'<text x="{x - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
+        parts.append(f'<text x="{x - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     for tick in nice_ticks(axes.x_min, axes.x_max, 8):
         x, y = position(tick, axes.y_min)
         parts.append(f'<line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 5}" stroke="black"/>')
@@ -329,10 +338,10 @@ def loss_curve_png(train: Points, val: Points) -> bytes:
         x, y = axes.scale(step, loss, plot_width, plot_height)
         return PNG_MARGIN_LEFT + x, PNG_MARGIN_TOP + y
 
-    for tick in nice_ticks(axes.y_min, axes.y_max, 6):
+    y_ticks = nice_ticks(axes.y_min, axes.y_max, 6)
+    for tick, label in zip(y_ticks, format_loss_ticks(y_ticks)):
         x, y = position(axes.x_min, tick)
         image.line((x, y), (x + plot_width, y), GRID)
-        label = f"{tick:g}"
         image.text(int(x) - 6 - image.text_width(label), int(y) - 5, label)
     for tick in nice_ticks(axes.x_min, axes.x_max, 8):
         x, y = position(tick, axes.y_min)
@@ -348,7 +357,7 @@ def loss_curve_png(train: Points, val: Points) -> bytes:
             image.line(start, end, color, thickness=2)
         if points is val:
             for x, y in scaled:
-                image.line((x - 2, y - 2), (x - 2, y + 2), color, thickness=5)
+                image.line((x - 2, y - 2), (x - 2, y - 2), color, thickness=5)
     legend_x = PNG_WIDTH - PNG_MARGIN_RIGHT - 110
     for index, (label, color) in enumerate((("train", TRAIN_COLOR), ("val", VAL_COLOR))):
         y = PNG_MARGIN_TOP + 10 + index * 18

@@ -1,8 +1,8 @@
 """Run records: `<train.runs_dir>/<run_name>/` with config.yaml, metrics.jsonl and the loss plot.
 
 metrics.jsonl is written line by line and flushed, so a crash keeps every metric
-so far; the loss images are drawn at the end from what the file holds (a resumed
-run appends to the same file and gets the whole curve).
+so far. A fresh run (start_step 0) starts the file anew; a resumed run appends to
+it, so the loss images, drawn at the end from the file, show the whole curve.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ class RunRecorder:
         except OSError as error:
             raise UserError(f"cannot create the run folder {self.run_dir}: {error.strerror}; set train.runs_dir") from error
         _write_atomically(self.run_dir / CONFIG_FILE, yaml.safe_dump(event.config, sort_keys=False))
-        self._metrics = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
+        mode = "a" if event.start_step > 0 else "w"
+        self._metrics = open(self.run_dir / METRICS_FILE, mode, encoding="utf-8")
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -96,11 +97,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def loss_curves(records: list[dict[str, Any]]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(train, val) points by step; a step logged twice (resume after a crash) keeps its latest value."""
+    """(train, val) points by step; steps past a resume point are replaced by the resumed run's."""
     train: dict[int, float] = {}
     val: dict[int, float] = {}
     for record in records:
-        if record.get("kind") == "step":
+        if record.get("kind") == "run_started":
+            resumed_from = int(record.get("start_step", 0))
+            train = {step: loss for step, loss in train.items() if step <= resumed_from}
+            val = {step: loss for step, loss in val.items() if step <= resumed_from}
+        elif record.get("kind") == "step":
             train[int(record["step"])] = float(record["loss"])
         elif record.get("kind") == "eval":
             val[int(record["step"])] = float(record["val_loss"])
@@ -134,6 +139,8 @@ def describe_run(path: Path) -> dict[str, Any]:
     started = by_kind.get("run_started", [{}])[-1]
     finished = (by_kind.get("run_finished") or [None])[-1]
     val_losses = [record["val_loss"] for record in evals] + [record["best_val_loss"] for record in evals]
+    if finished and finished.get("best_val_loss") is not None:
+        val_losses.append(finished["best_val_loss"])
     checkpoints = list(dict.fromkeys(record["path"] for record in by_kind.get("checkpoint", [])))
     return {
         "run_name": started.get("run_name", path.name),
