@@ -1,7 +1,97 @@
-"""`hellogpt prepare`: being written (owned by its issue's worker)."""
+"""`hellogpt prepare`: turn text files, folders or builtin:pydoc into token bins for training."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
+
+
+class TokenizerChoice(str, Enum):
+    gpt2 = "gpt2"
+    char = "char"
+
+
+class EncodingErrors(str, Enum):
+    strict = "strict"
+    replace = "replace"
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    app.command("prepare")(prepare)
+
+
+def prepare(
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="A .txt file, a folder (searched recursively with --glob) or builtin:pydoc (Python's help texts).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Output folder. Default: data/<source name> (builtin:pydoc -> data/pydoc).",
+                     show_default=False),
+    ] = None,
+    tokenizer: Annotated[
+        TokenizerChoice, typer.Option("--tokenizer", "-t", help="gpt2 (BPE, 50257 ids) or char (one id per character).")
+    ] = TokenizerChoice.gpt2,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Share of the text kept for validation (whole documents when possible).")
+    ] = 0.1,
+    glob: Annotated[str, typer.Option("--glob", help="Which files of a folder to read.")] = "*.txt",
+    force: Annotated[bool, typer.Option("--force", help="Prepare again even when the output is up to date.")] = False,
+    encoding_errors: Annotated[
+        EncodingErrors,
+        typer.Option("--encoding-errors", help="strict stops at bytes that are not UTF-8; replace turns them into U+FFFD."),
+    ] = EncodingErrors.strict,
+) -> None:
+    """Tokenise texts into train.bin, val.bin and meta.json for [bold]hellogpt train[/].
+
+    [dim]Examples: hellogpt prepare builtin:pydoc --tokenizer char | hellogpt prepare ~/books --out data/books |
+    hellogpt prepare notes.txt poems/ --glob '*.md'[/]
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from hellogpt.data.prepare import default_out_dir, prepare_dataset
+
+    out_dir = out if out is not None else default_out_dir(sources)
+    progress_console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]tokenising[/]"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=progress_console,
+        transient=True,
+        disable=not progress_console.is_terminal,
+    ) as bar:
+        task = bar.add_task("tokenising", total=None)
+        result = prepare_dataset(
+            sources,
+            out_dir,
+            tokenizer=tokenizer.value,
+            val_fraction=val_fraction,
+            glob=glob,
+            force=force,
+            encoding_errors=encoding_errors.value,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if result.skipped:
+        typer.echo(
+            f"{out_dir} is up to date ({result.train_tokens:,} train + {result.val_tokens:,} val tokens); "
+            "--force prepares it again"
+        )
+        return
+    megabytes_per_second = result.source_bytes / 1e6 / max(result.seconds, 1e-9)
+    typer.echo(
+        f"wrote {out_dir}: {result.train_tokens:,} train + {result.val_tokens:,} val tokens "
+        f"({result.meta['tokenizer_name']}, vocab {result.meta['vocab_size']:,}, {result.meta['dtype']}) "
+        f"from {result.meta['documents']} document(s), {result.source_bytes / 1e6:.2f} MB "
+        f"in {result.seconds:.1f} s ({megabytes_per_second:.1f} MB/s)"
+    )

@@ -90,7 +90,7 @@ def prepare_dataset(
     documents = collect_documents(sources, glob)
     total_bytes = sum(document.size for document in documents)
     if total_bytes == 0:
-        raise UserError(f"the corpus is empty: {', '.join(sources)} hold no text ({len(documents)} empty file(s))")
+        raise UserError(f"the corpus is empty: no text in {' '.join(sources)} ({len(documents)} empty file(s)); add text")
     source_entries = hash_sources(documents)
     settings = {"tokenizer_name": tokenizer, "val_fraction": val_fraction, "encoding_errors": encoding_errors}
     if not force:
@@ -125,7 +125,7 @@ def prepare_dataset(
         counts = _encode_corpus(documents, plan, chosen, writer, encoding_errors, chunk_chars, progress)
         meta.update(train_tokens=counts["train"], val_tokens=counts["val"])
         if counts["train"] == 0:
-            raise UserError(f"the corpus is empty: {', '.join(sources)} decode to no text")
+            raise UserError(f"the corpus is empty: {' '.join(sources)} decode to no text; add text")
         writer.commit(meta)
     except BaseException:
         writer.discard()
