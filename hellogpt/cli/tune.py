@@ -1,7 +1,54 @@
-"""`hellogpt tune`: being written (owned by its issue's worker)."""
+"""`hellogpt tune`: fine-tune the weights of one of our checkpoints (or a Hugging Face GPT-2) on a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from hellogpt.errors import UserError
+from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
+from hellogpt.cli.train import CheckpointOption, DataOption, MaxTimeOption, NameOption, PlainOption, parse_duration, run_training
+
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    app.command("tune")(tune_command)
+
+
+def tune_command(
+    source: Annotated[
+        Optional[str],
+        typer.Option(
+            "--from",
+            help="Weights to start from: a checkpoint (name or path), or a Hugging Face model (gpt2, owner/name, a folder).",
+            show_default=False,
+        ),
+    ] = None,
+    profile: ProfileOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    data: DataOption = None,
+    name: NameOption = None,
+    max_time: MaxTimeOption = None,
+    checkpoint: CheckpointOption = None,
+    plain: PlainOption = False,
+    gpt2base: Annotated[Optional[str], typer.Option("--gpt2base", hidden=True, help="The old tool's name for --from.")] = None,
+) -> None:
+    """Fine-tune a trained model on a dataset: fresh optimizer, tuning defaults, a new checkpoint.
+
+    The architecture comes from the source; the config may change only its dropout.
+    [dim]Examples: hellogpt tune --from edgar_poe.pt --profile poems | hellogpt tune --from gpt2 --profile gpt2-tune[/]
+    """
+    from hellogpt.train.dataset import resolve_data_dir
+    from hellogpt.train.tune import TUNE_DEFAULTS, load_tuning_source, tuned_checkpoint_path
+
+    source = source or gpt2base
+    if not source:
+        raise UserError("tune needs --from: a checkpoint (e.g. --from edgar_poe.pt) or a Hugging Face model (--from gpt2)")
+    resolved = resolve_cli_config(profile, config, set_, defaults=TUNE_DEFAULTS)
+    max_seconds = parse_duration(max_time) if max_time else None
+    data_dir = resolve_data_dir(resolved.config.data, data)
+    init, source_path = load_tuning_source(source, Path(resolved.config.train.out_dir))
+    checkpoint_path = tuned_checkpoint_path(resolved, source, source_path, checkpoint)
+    run_training(resolved, data_dir, checkpoint_path, init=init, max_seconds=max_seconds, run_name=name, plain=plain)
