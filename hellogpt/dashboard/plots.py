@@ -75,7 +75,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def format_tick(value: float) -> str:
-    if abs(value) >= 1000:
+    """A step tick: 800, 1000, 20k."""
+    if abs(value) >= 10_000:
         return f"{value / 1000:g}k"
     return f"{value:g}"
 

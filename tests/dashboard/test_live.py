@@ -1,0 +1,128 @@
+"""The live dashboard, rendered into a recording console: the numbers a user reads off it."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from hellogpt.dashboard import display_training
+from hellogpt.dashboard.live import LiveView
+from hellogpt.dashboard.plots import LossChart
+from hellogpt.dashboard.state import RunState
+
+from tests.dashboard.synthetic import CHECKPOINT, RUN_NAME, run_events
+
+BRAILLE = range(0x2801, 0x2900)
+
+
+def recording_console(width: int = 100, height: int = 40) -> Console:
+    return Console(record=True, force_terminal=True, width=width, height=height, file=io.StringIO())
+
+
+def fixed_reading(device: str) -> dict[str, Any]:
+    return {"cpu_percent": 37.0, "process_rss_bytes": 512 * 2**20, "ram_used_bytes": 6 * 2**30, "ram_total_bytes": 16 * 2**30}
+
+
+def view_after(events, console: Console, reader=fixed_reading) -> LiveView:
+    """A LiveView fed with `events` without starting rich's Live thread."""
+    state = RunState()
+    view = LiveView(console, state, hardware_reader=reader, run_records=False)
+    for event in events:
+        state.update(event)
+        view.handle(event)
+    return view
+
+
+def rendered_text(view: LiveView, console: Console) -> str:
+    console.print(view.render())
+    return console.export_text()
+
+
+def test_dashboard_shows_run_header_losses_speed_and_progress(tmp_path: Path) -> None:
+    console = recording_console()
+    events = list(run_events(tmp_path, max_iters=100, finish_reason=None))[:-2]  # stop at step 100, before its eval
+    view = view_after(events, console)
+    text = rendered_text(view, console)
+    view.sampler.stop()
+    assert f"run {RUN_NAME}" in text
+    assert "profile quickstart" in text and "cpu/float32" in text and "812.35k" in text and "1.23M tokens" in text
+    assert "100/100" in text and "100%" in text
+    assert "train loss      2.0000" in text
+    assert "val loss        3.1000" in text  # the eval at step 50
+    assert "102,400" in text and "40.0" in text and "1.23%" in text and "2.00e-03" in text and "0.500" in text
+
+
+def test_dashboard_shows_the_best_val_loss_and_the_eval_sample(tmp_path: Path) -> None:
+    console = recording_console()
+    view = view_after(list(run_events(tmp_path, finish_reason=None)), console)
+    text = rendered_text(view, console)
+    view.sampler.stop()
+    best_row = text.splitlines()[[index for index, line in enumerate(text.splitlines()) if "val loss" in line][-1] + 1]
+    assert "best" in best_row and "2.1000" in best_row
+    assert "sample at step 100" in text and "Before we proceed any further" in text
+
+
+def test_progress_shows_the_eta_from_the_step_time(tmp_path: Path) -> None:
+    console = recording_console()
+    events = list(run_events(tmp_path, max_iters=1000, log_interval=10, eval_interval=1000, finish_reason=None))[:26]
+    view = view_after(events, console)  # step 250 of 1000 at 40 ms/step: 750 * 0.04 s = 30 s left
+    text = rendered_text(view, console)
+    view.sampler.stop()
+    assert "250/1000" in text and "25%" in text and "ETA 0:30" in text
+
+
+def test_hardware_panel_shows_the_sampled_readings(tmp_path: Path) -> None:
+    console = recording_console()
+    view = view_after(list(run_events(tmp_path, finish_reason=None))[:1], console)
+    deadline = time.monotonic() + 5
+    while view.sampler.latest is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    text = rendered_text(view, console)
+    view.sampler.stop()
+    assert "CPU 37%" in text and "RSS 512.0 MiB" in text and "RAM 6.0 GiB/16.0 GiB" in text
+
+
+def test_a_slow_sensor_never_blocks_the_consumer(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def stuck_reader(device: str) -> dict[str, Any]:
+        release.wait(10)
+        return fixed_reading(device)
+
+    console = recording_console()
+    started = time.perf_counter()
+    view = view_after(list(run_events(tmp_path, finish_reason=None)), console, reader=stuck_reader)
+    text = rendered_text(view, console)
+    elapsed = time.perf_counter() - started
+    release.set()
+    view.sampler.stop()
+    assert elapsed < 2.0
+    assert "reading sensors" in text
+
+
+def test_loss_chart_fits_80_columns_and_draws_both_curves() -> None:
+    console = recording_console(width=80)
+    train = [(step, 4.0 - step / 400) for step in range(10, 1001, 10)]
+    val = [(step, 4.1 - step / 400) for step in range(250, 1001, 250)]
+    console.print(LossChart(train, val, height=12))
+    lines = console.export_text().splitlines()
+    assert len(lines) == 12
+    assert all(len(line) <= 80 for line in lines)
+    assert sum(ord(char) in BRAILLE for line in lines for char in line) > 60
+    assert "4.0" in "".join(lines[:3]) and "1000" in lines[-1]
+
+
+def test_live_run_gives_way_to_a_summary_table(tmp_path: Path) -> None:
+    console = recording_console()
+    finished = display_training(run_events(tmp_path), plain=False, console=console)
+    text = console.export_text()
+    summary = text[text.rindex(f"run {RUN_NAME}: completed") :]
+    assert finished.reason == "completed"
+    for expected in ("best val loss   │ 2.1000", "wall time       │ 1:15", "409.60k", "5,461 tokens/s", CHECKPOINT):
+        assert expected in summary
+    assert str(tmp_path / RUN_NAME) in summary
