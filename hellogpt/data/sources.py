@@ -180,9 +180,8 @@ def _decode_block(decoder: codecs.IncrementalDecoder, block: bytes, at_end: bool
         return decoder.decode(block, final=at_end)
     except UnicodeDecodeError as error:
         position = offset - buffered + error.start
-        bad = error.object[error.start : error.start + 1].hex()
         raise UserError(
-            f"{document.name} is not UTF-8: {error.reason} 0x{bad} at byte offset {position}; "
+            f"{document.name} is not UTF-8 at byte offset {position} ({error.reason}): "
             "convert it to UTF-8, or pass --encoding-errors replace to go on"
         ) from None
 
