@@ -1,0 +1,202 @@
+"""Sampling and the streaming token generator.
+
+Sampling is a handful of pure functions on logits (temperature, top-k, top-p), kept apart
+from the loop that feeds the model one token at a time through its KV cache, as in litgpt's
+`generate/base.py`. The loop yields token ids; `StreamingDecoder` turns them into text
+pieces that never split a multi-byte character.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator, Sequence
+from typing import Callable, Optional, Protocol
+
+import torch
+
+from hellogpt.model.gpt import GPT, KVCache
+
+# When the context outgrows block_size, the cache restarts from the most recent half of it:
+# one prefill of block_size/2 tokens buys block_size/2 cheap decoding steps, so the re-prefill
+# costs a few percent of the decoding time while the model still sees at least half a window.
+SLIDE_KEEP_FRACTION = 0.5
+
+
+class TokenBytes(Protocol):
+    """The part of the tokenizer contract the streaming decoder needs."""
+
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits divided by `temperature` (> 0), in float32 so bf16 models sample the same way."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 here; 0 means greedy, see sample_next_token")
+    return logits.float() / temperature
+
+
+def top_k_mask(logits: torch.Tensor, top_k: Optional[int]) -> torch.Tensor:
+    """Logits with everything below the k-th largest set to -inf (ties with the k-th are kept)."""
+    if top_k is None or top_k >= logits.size(-1):
+        return logits
+    kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_mask(logits: torch.Tensor, top_p: Optional[float]) -> torch.Tensor:
+    """Logits outside the nucleus set to -inf: the smallest set of most likely tokens whose mass reaches `top_p`.
+
+    The most likely token is always kept, so the result can always be sampled.
+    """
+    if top_p is None or top_p >= 1.0:
+        return logits
+    sorted_logits, sorted_indices = torch.sort(logits, descending=True, dim=-1)
+    sorted_probabilities = torch.softmax(sorted_logits.float(), dim=-1)
+    mass_before = torch.cumsum(sorted_probabilities, dim=-1) - sorted_probabilities
+    drop_sorted = mass_before >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_indices, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    *,
+    temperature: float,
+    top_k: Optional[int],
+    top_p: Optional[float],
+    generator: Optional[torch.Generator] = None,
+) -> int:
+    """One token id from a 1-D row of logits: argmax when temperature is 0, else a draw from the masked softmax.
+
+    Top-k (when set) first narrows the draw to its k candidates, so that top-p, the softmax and the
+    draw run on k values instead of the whole vocabulary; the distribution is that of the masks.
+    """
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    scaled = apply_temperature(logits, temperature)
+    if top_k is not None and top_k < scaled.size(-1):
+        candidate_logits, candidate_ids = torch.topk(scaled, top_k)
+    else:
+        candidate_logits, candidate_ids = scaled, None
+    probabilities = torch.softmax(top_p_mask(candidate_logits, top_p), dim=-1)
+    choice = int(torch.multinomial(probabilities, 1, generator=generator))
+    return choice if candidate_ids is None else int(candidate_ids[choice])
+
+
+@torch.inference_mode()
+def _prefill(model: GPT, context: Sequence[int], cache: KVCache, device: torch.device) -> torch.Tensor:
+    """Reset the cache and run `context` through it; the logits of its last position."""
+    cache.reset()
+    ids = torch.tensor([list(context)], dtype=torch.long, device=device)
+    return model.next_token_logits(ids, cache)[0]
+
+
+@torch.inference_mode()
+def _decode_one(model: GPT, token: int, cache: KVCache, device: torch.device) -> torch.Tensor:
+    """Feed one token through the cache; the logits of the next position."""
+    ids = torch.tensor([[token]], dtype=torch.long, device=device)
+    return model.next_token_logits(ids, cache)[0]
+
+
+def stream_tokens(
+    model: GPT,
+    prompt_ids: Sequence[int],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    eot_id: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    on_window_slide: Optional[Callable[[int], None]] = None,
+) -> Iterator[int]:
+    """Yield up to `max_new_tokens` sampled ids after `prompt_ids`, one at a time; stop at `eot_id`.
+
+    The model sees at most its `block_size` most recent tokens: a longer prompt keeps its tail, and when
+    the cache fills up it is rebuilt from the last `SLIDE_KEEP_FRACTION` of the window.
+    `on_window_slide(dropped_tokens)` is called the first time tokens fall out of the context.
+    Inference mode is on only while the model runs, never while the caller holds the iterator.
+    """
+    if not prompt_ids:
+        raise ValueError("the prompt is empty: give at least one token")
+    block_size = model.config.block_size
+    keep = max(1, int(block_size * SLIDE_KEEP_FRACTION))
+    device = model.lm_head.weight.device
+    context = list(prompt_ids)
+    slid = False
+    if len(context) > block_size:
+        if on_window_slide is not None:
+            on_window_slide(len(context) - block_size)
+        slid = True
+        context = context[-block_size:]
+    cache = model.new_cache()
+    logits = _prefill(model, context, cache, device)
+    for produced in range(1, max_new_tokens + 1):
+        token = sample_next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        if token == eot_id:
+            return
+        yield token
+        if produced == max_new_tokens:
+            return
+        context.append(token)
+        if cache.length < block_size:
+            logits = _decode_one(model, token, cache, device)
+            continue
+        if not slid and on_window_slide is not None:
+            on_window_slide(len(context) - keep)
+        slid = True
+        context = context[-keep:]
+        logits = _prefill(model, context, cache, device)
+
+
+class StreamingDecoder:
+    """Turns token ids into text pieces as they arrive, holding back a partial multi-byte character.
+
+    The pieces of a sequence joined together equal the tokenizer's `decode` of it
+    (invalid bytes become U+FFFD in both).
+    """
+
+    def __init__(self, tokenizer: TokenBytes) -> None:
+        self._tokenizer = tokenizer
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        """The text that `token_id` completes; empty while a character is still incomplete."""
+        return self._decoder.decode(self._tokenizer.token_bytes(token_id))
+
+    def flush(self) -> str:
+        """Whatever is left at the end (a replacement character for a truncated one)."""
+        return self._decoder.decode(b"", final=True)
+
+
+def stream_text(tokenizer: TokenBytes, token_ids: Iterator[int]) -> Iterator[str]:
+    """Text pieces for a stream of token ids, each non-empty, ending with the decoder's remainder."""
+    decoder = StreamingDecoder(tokenizer)
+    for token_id in token_ids:
+        piece = decoder.push(token_id)
+        if piece:
+            yield piece
+    tail = decoder.flush()
+    if tail:
+        yield tail
+
+
+def supports_fast_bfloat16(device: torch.device) -> bool:
+    """True where bf16 matmuls run natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def prepare_for_inference(model: GPT, device: torch.device, dtype: torch.dtype) -> GPT:
+    """Move and cast the weights once (no per-op autocast), switch off dropout."""
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def inference_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """The dtype to decode in: `auto` is bf16 where it runs natively (half the bytes to read per token), else fp32."""
+    if setting != "auto":
+        return getattr(torch, setting)
+    return torch.bfloat16 if supports_fast_bfloat16(device) else torch.float32

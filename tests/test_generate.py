@@ -1,0 +1,168 @@
+"""Sampling masks, the streaming generator with its KV cache and sliding window, and the streaming decoder."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hellogpt.data.tokenizer import CharTokenizer, gpt2_tokenizer
+from hellogpt.generate import (
+    SLIDE_KEEP_FRACTION,
+    StreamingDecoder,
+    sample_next_token,
+    stream_text,
+    stream_tokens,
+    top_k_mask,
+    top_p_mask,
+)
+from hellogpt.model.gpt import GPT, GPTConfig
+
+NEG_INF = float("-inf")
+
+
+def make_model(block_size: int = 32, vocab_size: int = 40, seed: int = 0) -> GPT:
+    """A tiny GPT that does not just repeat its last token (tied embeddings make a random one do that):
+    positions and blocks get large weights."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size, vocab_size=vocab_size, bias=True))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "wpe" in name or ".attn." in name or ".mlp." in name:
+                parameter.normal_(0.0, 1.0)
+    return model.eval()
+
+
+def greedy_without_cache(model: GPT, prompt: list[int], new_tokens: int) -> list[int]:
+    """Reference: the full forward on the visible window every step, following the documented window policy."""
+    block_size = model.config.block_size
+    keep = max(1, int(block_size * SLIDE_KEEP_FRACTION))
+    context, start, produced = list(prompt), max(0, len(prompt) - block_size), []
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            if len(context) - start > block_size:
+                start = len(context) - keep
+            logits, _ = model(torch.tensor([context[start:]]))
+            token = int(logits[0, -1].argmax())
+            produced.append(token)
+            context.append(token)
+    return produced
+
+
+def greedy(model: GPT, prompt: list[int], new_tokens: int, **kwargs) -> list[int]:
+    return list(stream_tokens(model, prompt, max_new_tokens=new_tokens, temperature=0.0, **kwargs))
+
+
+def test_top_k_mask_keeps_the_k_largest_logits() -> None:
+    logits = torch.tensor([1.0, 3.0, 2.0, 0.0, -1.0])
+    assert top_k_mask(logits, 2).tolist() == [NEG_INF, 3.0, 2.0, NEG_INF, NEG_INF]
+    assert top_k_mask(logits, None).tolist() == logits.tolist()
+    assert top_k_mask(logits, 10).tolist() == logits.tolist()
+
+
+def test_top_p_mask_keeps_the_smallest_set_reaching_the_mass() -> None:
+    logits = torch.log(torch.tensor([0.05, 0.5, 0.15, 0.3]))
+    kept = lambda top_p: [not math.isinf(value) for value in top_p_mask(logits, top_p).tolist()]  # noqa: E731
+    assert kept(0.6) == [False, True, False, True]
+    assert kept(0.9) == [False, True, True, True]
+    assert kept(0.01) == [False, True, False, False]
+    assert kept(1.0) == [True, True, True, True]
+
+
+def test_temperature_zero_is_argmax() -> None:
+    logits = torch.tensor([0.1, 2.0, 1.9, -3.0])
+    assert sample_next_token(logits, temperature=0.0, top_k=None, top_p=None) == 1
+
+
+def test_sampling_draws_only_inside_top_k_and_top_p() -> None:
+    logits = torch.log(torch.tensor([0.05, 0.4, 0.15, 0.3, 0.1]))
+    generator = torch.Generator().manual_seed(0)
+    draws = lambda **masks: {  # noqa: E731
+        sample_next_token(logits, temperature=1.0, generator=generator, **masks) for _ in range(300)
+    }
+    assert draws(top_k=2, top_p=None) == {1, 3}
+    assert draws(top_k=None, top_p=0.8) == {1, 2, 3}
+    assert draws(top_k=None, top_p=None) == {0, 1, 2, 3, 4}
+
+
+def test_greedy_with_the_cache_equals_greedy_without_it() -> None:
+    model = make_model(block_size=32)
+    prompt = [3, 1, 4, 1, 5, 9]
+    tokens = greedy(model, prompt, 20)
+    assert len(set(tokens)) > 3, "the test model should not repeat one token"
+    assert tokens == greedy_without_cache(model, prompt, 20)
+
+
+def test_a_fixed_seed_reproduces_the_sample_and_another_seed_differs() -> None:
+    model = make_model()
+    sample = lambda seed: list(  # noqa: E731
+        stream_tokens(model, [1, 2], max_new_tokens=25, temperature=1.0, top_k=20,
+                      generator=torch.Generator().manual_seed(seed))
+    )
+    assert sample(7) == sample(7)
+    assert sample(7) != sample(8)
+
+
+def test_generation_stops_at_end_of_text() -> None:
+    model = make_model()
+    tokens = greedy(model, [5, 6, 7], 10)
+    eot = tokens[3]
+    assert greedy(model, [5, 6, 7], 10, eot_id=eot) == tokens[: tokens.index(eot)]
+
+
+def test_generating_past_block_size_slides_the_window_and_reports_it_once() -> None:
+    model = make_model(block_size=16)
+    reports: list[int] = []
+    tokens = greedy(model, [1, 2, 3, 4], 40, on_window_slide=reports.append)
+    assert len(tokens) == 40
+    assert tokens == greedy_without_cache(model, [1, 2, 3, 4], 40)
+    assert len(reports) == 1
+
+
+def test_a_prompt_longer_than_block_size_keeps_its_most_recent_tokens() -> None:
+    model = make_model(block_size=16)
+    prompt = [index % 40 for index in range(50)]
+    reports: list[int] = []
+    tokens = greedy(model, prompt, 12, on_window_slide=reports.append)
+    assert reports == [50 - 16]
+    assert tokens == greedy_without_cache(model, prompt[-16:], 12)
+
+
+def test_the_streaming_decoder_never_prints_half_a_character() -> None:
+    utf8 = "né 🙂".encode("utf-8")
+
+    class OneBytePerToken:
+        def token_bytes(self, token_id: int) -> bytes:
+            return utf8[token_id : token_id + 1]
+
+    decoder = StreamingDecoder(OneBytePerToken())
+    pieces = [decoder.push(index) for index in range(len(utf8))]
+    assert pieces == ["n", "", "é", " ", "", "", "", "🙂"]
+    assert decoder.flush() == ""
+
+
+def test_streamed_text_equals_the_tokenizers_decode() -> None:
+    tokenizer = gpt2_tokenizer()
+    ids = tokenizer.encode("Façade 世界 🙂 — naïve “quotes”")
+    pieces = list(stream_text(tokenizer, iter(ids)))
+    assert "".join(pieces) == tokenizer.decode(ids)
+    assert all("\ufffd" not in piece for piece in pieces)
+
+
+def test_a_truncated_character_ends_as_a_replacement_character_like_decode() -> None:
+    tokenizer = gpt2_tokenizer()
+    ids = tokenizer.encode("🙂")
+    assert len(ids) > 1
+    assert "".join(stream_text(tokenizer, iter(ids[:-1]))) == tokenizer.decode(ids[:-1])
+
+
+def test_the_empty_prompt_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        greedy(make_model(), [], 3)
+
+
+def test_char_tokens_stream_as_their_characters() -> None:
+    tokenizer = CharTokenizer("\n abé")
+    ids = tokenizer.encode("ab é\nba")
+    assert list(stream_text(tokenizer, iter(ids))) == list("ab é\nba")
