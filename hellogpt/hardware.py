@@ -164,16 +164,16 @@ def describe_hardware() -> dict[str, Any]:
     memory = psutil.virtual_memory()
     return {
         "torch": torch.__version__,
-        "device (auto)": str(device),
-        "dtype (auto)": _describe_auto_dtype(device),
+        "auto_device": str(device),
+        "auto_dtype": _describe_auto_dtype(device),
         "cuda": _describe_cuda(),
         "mps": "available" if _mps_available() else "not available",
         "cpu": _cpu_model_name(),
-        "cpu cores": f"{psutil.cpu_count(logical=False) or '?'} physical, {psutil.cpu_count(logical=True)} logical",
-        "torch threads": torch.get_num_threads(),
+        "cpu_cores": f"{psutil.cpu_count(logical=False) or '?'} physical, {psutil.cpu_count(logical=True)} logical",
+        "torch_threads": torch.get_num_threads(),
         "ram": f"{memory.total / BYTES_PER_GIB:.1f} GiB total, {memory.available / BYTES_PER_GIB:.1f} GiB available",
-        "cpu bf16": "native (AVX512-BF16/AMX)" if cpu_has_native_bf16() else "emulated (slow)",
-        "peak flops (cached)": _describe_cached_peaks(),
+        "cpu_bf16": "native (AVX512-BF16/AMX)" if cpu_has_native_bf16() else "emulated (slow)",
+        "peak_flops": _describe_cached_peaks(device),
     }
 
 
@@ -256,9 +256,15 @@ def _peak_cache_key(device: torch.device, dtype: torch.dtype) -> str:
     return f"{device.type} | {chip} | {dtype_name} | torch {torch.__version__}"
 
 
-def _describe_cached_peaks() -> dict[str, str]:
+def _describe_cached_peaks(device: torch.device) -> dict[str, str]:
+    """The cached peaks of `device` by dtype; probing is left to the first training run."""
     cached = _read_json(peak_flops_cache_path())
-    return {key: f"{value / 1e12:.3g} TFLOP/s" for key, value in cached.items() if isinstance(value, (int, float))}
+    described = {}
+    for name, dtype in DTYPES_BY_NAME.items():
+        value = cached.get(_peak_cache_key(device, dtype))
+        if isinstance(value, (int, float)):
+            described[name] = f"{value / 1e12:.3g} TFLOP/s"
+    return described or {"not measured yet": "the first training run measures it (or set system.peak_flops)"}
 
 
 def _describe_cuda() -> Union[str, list[str]]:
