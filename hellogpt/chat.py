@@ -1,0 +1,331 @@
+"""The chat REPL around `generate.py`, independent of the terminal.
+
+`ChatSession` holds the model, tokenizer, sampling settings and history, streams replies as
+text pieces and runs the slash commands. `run_repl` is the read-respond loop; it reads through
+a `read_line` function and shows through a `ReplView`, so tests drive it without a terminal
+and the CLI plugs in readline and rich.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+import torch
+import yaml
+from pydantic import ValidationError
+
+from hellogpt.config.schema import SampleConfig
+from hellogpt.data.tokenizer import Tokenizer
+from hellogpt.errors import UserError
+from hellogpt.generate import stream_text, stream_tokens
+from hellogpt.model.gpt import GPT
+
+PROMPT = ">>> "
+CONTINUATION_PROMPT = "... "
+LINE_CONTINUATION = "\\"
+# In conversation mode, earlier turns are joined into one text, each turn on lines of its own.
+TURN_SEPARATOR = "\n"
+UNSET_WORDS = frozenset({"none", "null", "off", "unset", "-"})
+HELP_TEXT = """\
+Type text and the model continues it. A line ending in \\ continues on the next line.
+  /help                 this list
+  /set                  show the sampling settings
+  /set KEY VALUE        change one: temperature (0 = greedy), top_k, top_p, max_new_tokens, seed (none unsets)
+  /memory on|off        conversation mode: earlier turns stay in the context (off: each prompt on its own)
+  /reset                forget the history and restart the seed
+  /history              show this session's turns
+  /save FILE            write the transcript to FILE
+  /info                 describe the model
+  /quit                 leave (also Ctrl-D, or Ctrl-C at the prompt)
+Ctrl-C during a reply stops it."""
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    """How long a reply took, for the line shown after it."""
+
+    tokens: int
+    seconds: float
+    interrupted: bool = False
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Turn:
+    prompt: str
+    reply: str
+    stats: ReplyStats
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a slash command has to say, and whether the REPL should end."""
+
+    message: str = ""
+    quit: bool = False
+
+
+@dataclass
+class ChatSession:
+    """A model, its tokenizer, sampling settings and the turns so far; prints nothing.
+
+    `on_notice` receives one-off remarks (the context window sliding) for the caller to show.
+    """
+
+    model: GPT
+    tokenizer: Tokenizer
+    settings: SampleConfig = field(default_factory=SampleConfig)
+    memory: bool = False
+    model_info: dict[str, Any] = field(default_factory=dict)
+    on_notice: Callable[[str], None] = lambda message: None
+    history: list[Turn] = field(default_factory=list)
+    last_reply: Optional[ReplyStats] = None
+
+    def __post_init__(self) -> None:
+        self._generator = torch.Generator(device=self.model.lm_head.weight.device)
+        self._window_notice_given = False
+        self.restart_seed()
+
+    def restart_seed(self) -> None:
+        """Seed the sampler from `settings.seed`, or from fresh entropy when it is unset."""
+        seed = self.settings.seed if self.settings.seed is not None else random.SystemRandom().randrange(2**63)
+        self._generator.manual_seed(seed)
+
+    def respond(self, prompt: str) -> Iterator[str]:
+        """Stream the reply to `prompt` as text pieces; the turn is recorded even when the stream is cut short."""
+        self.last_reply = None
+        prompt_ids = self._encode_context(prompt)
+        pieces: list[str] = []
+        token_count = 0
+        start = time.perf_counter()
+
+        def counted(token_ids: Iterator[int]) -> Iterator[int]:
+            nonlocal token_count
+            for token_id in token_ids:
+                token_count += 1
+                yield token_id
+
+        tokens = stream_tokens(
+            self.model,
+            prompt_ids,
+            max_new_tokens=self.settings.max_new_tokens,
+            temperature=self.settings.temperature,
+            top_k=self.settings.top_k,
+            top_p=self.settings.top_p,
+            eot_id=self.tokenizer.eot_id,
+            generator=self._generator,
+            on_window_slide=self._notice_window_slide,
+        )
+        finished = False
+        try:
+            for piece in stream_text(self.tokenizer, counted(tokens)):
+                pieces.append(piece)
+                yield piece
+            finished = True
+        finally:
+            self.last_reply = ReplyStats(token_count, time.perf_counter() - start, interrupted=not finished)
+            self.history.append(Turn(prompt, "".join(pieces), self.last_reply))
+
+    def run_command(self, line: str) -> CommandResult:
+        """Run one slash command (`/help`, `/set`, ...); unknown ones get a hint, never an exception."""
+        name, _, argument = line.strip().partition(" ")
+        argument = argument.strip()
+        handlers: dict[str, Callable[[str], CommandResult]] = {
+            "/help": lambda _: CommandResult(HELP_TEXT),
+            "/set": self._set,
+            "/memory": self._set_memory,
+            "/reset": self._reset,
+            "/history": lambda _: CommandResult(self.history_text() or "(no turns yet)"),
+            "/save": self._save,
+            "/info": lambda _: CommandResult(self.info_text()),
+            "/quit": lambda _: CommandResult(quit=True),
+            "/exit": lambda _: CommandResult(quit=True),
+        }
+        handler = handlers.get(name.lower())
+        if handler is None:
+            return CommandResult(f"unknown command {name}: /help lists the commands")
+        return handler(argument)
+
+    def history_text(self) -> str:
+        """The turns as a readable transcript."""
+        return "\n\n".join(
+            f"### You\n{turn.prompt}\n\n### Model{' (interrupted)' if turn.stats.interrupted else ''}\n{turn.reply}"
+            for turn in self.history
+        )
+
+    def settings_text(self) -> str:
+        values = self.settings.model_dump()
+        return "  ".join(f"{key}={'none' if value is None else value}" for key, value in values.items()) + (
+            f"  memory={'on' if self.memory else 'off'}"
+        )
+
+    def info_text(self) -> str:
+        config = self.model.config
+        weight = self.model.lm_head.weight
+        facts = {
+            **self.model_info,
+            "parameters": f"{self.model.num_parameters() / 1e6:.2f}M",
+            "shape": f"{config.n_layer} layers x {config.n_embd} wide, {config.n_head} heads",
+            "context": f"{config.block_size} tokens",
+            "vocabulary": f"{config.vocab_size} ({self.tokenizer.name} tokenizer)",
+            "device": f"{weight.device} {str(weight.dtype).removeprefix('torch.')}",
+            "sampling": self.settings_text(),
+        }
+        width = max(len(key) for key in facts)
+        return "\n".join(f"{key:<{width}}  {value}" for key, value in facts.items())
+
+    def _encode_context(self, prompt: str) -> list[int]:
+        earlier = "".join(f"{turn.prompt}{turn.reply}{TURN_SEPARATOR}" for turn in self.history) if self.memory else ""
+        ids = self.tokenizer.encode(earlier + prompt)
+        if ids:
+            return ids
+        if self.tokenizer.eot_id is not None:
+            return [self.tokenizer.eot_id]
+        raise UserError("the prompt is empty: type some text for the model to continue")
+
+    def _notice_window_slide(self, dropped_tokens: int) -> None:
+        if self._window_notice_given:
+            return
+        self._window_notice_given = True
+        self.on_notice(
+            f"the context is longer than the model's {self.model.config.block_size} tokens: "
+            "only the most recent ones are used"
+        )
+
+    def _set(self, argument: str) -> CommandResult:
+        if not argument:
+            return CommandResult(self.settings_text())
+        key, _, raw_value = argument.partition(" ")
+        key = key.strip().lower().replace("-", "_")
+        if key not in SampleConfig.model_fields:
+            return CommandResult(f"unknown setting {key!r}: choose one of {', '.join(SampleConfig.model_fields)}")
+        if not raw_value.strip():
+            return CommandResult(f"/set {key} needs a value, for example /set temperature 0.7")
+        try:
+            self.settings = SampleConfig.model_validate(
+                {**self.settings.model_dump(), key: _parse_setting_value(raw_value)}
+            )
+        except ValidationError as error:
+            problem = error.errors()[0]
+            return CommandResult(f"{key}: {problem['msg']}")
+        if key == "seed":
+            self.restart_seed()
+        return CommandResult(self.settings_text())
+
+    def _set_memory(self, argument: str) -> CommandResult:
+        choice = argument.lower()
+        if choice in {"on", "off"}:
+            self.memory = choice == "on"
+        elif choice:
+            return CommandResult("usage: /memory on|off")
+        mode = "on: earlier turns stay in the context" if self.memory else "off: each prompt on its own"
+        return CommandResult(f"memory {mode}")
+
+    def _reset(self, _: str) -> CommandResult:
+        self.history.clear()
+        self.restart_seed()
+        return CommandResult("history cleared")
+
+    def _save(self, argument: str) -> CommandResult:
+        if not argument:
+            return CommandResult("usage: /save FILE")
+        path = Path(argument).expanduser()
+        try:
+            write_text_atomically(path, self.history_text() + "\n")
+        except OSError as error:
+            return CommandResult(f"could not write {path}: {error.strerror or error}")
+        return CommandResult(f"saved {len(self.history)} turns to {path}")
+
+
+def _parse_setting_value(raw_value: str) -> Any:
+    """A YAML scalar, as in `--set`; words like `none` or `off` unset the value."""
+    text = raw_value.strip()
+    if text.lower() in UNSET_WORDS:
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: never half a transcript."""
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as temp_file:
+            temp_file.write(text)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+class ReplView(Protocol):
+    """Where the REPL shows things; the CLI renders with rich, tests record."""
+
+    def show_reply_piece(self, text: str) -> None: ...
+
+    def show_reply_end(self, stats: ReplyStats) -> None: ...
+
+    def show_message(self, text: str) -> None: ...
+
+    def show_error(self, text: str) -> None: ...
+
+
+def read_prompt(read_line: Callable[[str], str]) -> str:
+    """One prompt: lines ending in a backslash continue on the next one (joined by newlines)."""
+    lines = [read_line(PROMPT)]
+    while lines[-1].endswith(LINE_CONTINUATION):
+        lines[-1] = lines[-1][: -len(LINE_CONTINUATION)]
+        lines.append(read_line(CONTINUATION_PROMPT))
+    return "\n".join(lines)
+
+
+def run_repl(session: ChatSession, read_line: Callable[[str], str], view: ReplView) -> None:
+    """Read prompts until /quit, end of input or Ctrl-C at the prompt; Ctrl-C during a reply only stops the reply.
+
+    `read_line(prompt)` returns one line without its newline and raises EOFError at the end of input
+    and KeyboardInterrupt on Ctrl-C, as `input()` does.
+    """
+    while True:
+        try:
+            text = read_prompt(read_line)
+        except (EOFError, KeyboardInterrupt):
+            return
+        if not text.strip():
+            continue
+        if text.lstrip().startswith("/"):
+            result = session.run_command(text)
+            if result.message:
+                view.show_message(result.message)
+            if result.quit:
+                return
+            continue
+        _show_reply(session, text, view)
+
+
+def _show_reply(session: ChatSession, prompt: str, view: ReplView) -> None:
+    try:
+        pieces = session.respond(prompt)
+        try:
+            for piece in pieces:
+                view.show_reply_piece(piece)
+        finally:
+            pieces.close()
+    except KeyboardInterrupt:
+        pass
+    except UserError as error:
+        view.show_error(str(error))
+        return
+    if session.last_reply is not None:
+        view.show_reply_end(session.last_reply)
