@@ -8,6 +8,7 @@ in flight and saves; a NaN/inf loss stops before the bad update is applied.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import signal
 import threading
@@ -175,19 +176,31 @@ class _Run:
             if any_over_time:
                 reason = "time_budget"
                 break
-        if is_main:
-            wall = time.perf_counter() - started
-            tokens = (state.step - start_step) * self.tokens_per_step
-            yield RunFinished(
-                step=state.step,
-                reason=reason,
-                best_val_loss=state.best_val_loss,
-                wall_seconds=wall,
-                tokens_seen=state.step * self.tokens_per_step,
-                tokens_per_second=tokens / wall if wall > 0 else 0.0,
-                checkpoint_paths=tuple(dict.fromkeys(state.checkpoint_paths)),
-                message=message if reason == "diverged" else self._finish_message(reason),
-            )
+        if self.context.is_distributed:
+            self._check_ranks_agree()
+        # Every rank gets the last event, so that each process can exit as the run ended.
+        wall = time.perf_counter() - started
+        tokens = (state.step - start_step) * self.tokens_per_step
+        yield RunFinished(
+            step=state.step,
+            reason=reason,
+            best_val_loss=state.best_val_loss,
+            wall_seconds=wall,
+            tokens_seen=state.step * self.tokens_per_step,
+            tokens_per_second=tokens / wall if wall > 0 else 0.0,
+            checkpoint_paths=tuple(dict.fromkeys(state.checkpoint_paths)),
+            message=message if reason == "diverged" else self._finish_message(reason),
+        )
+
+    def _check_ranks_agree(self) -> None:
+        """DDP keeps the replicas identical; a mismatch here is a bug, not a user error, so it is loud."""
+        digest = hashlib.sha256()
+        for tensor in self.model.state_dict().values():
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digests: list[Any] = [None] * self.context.world_size
+        dist.all_gather_object(digests, digest.hexdigest())
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"DDP replicas differ after step {self.state.step}: weight digests {digests}")
 
     def _forward_backward(self) -> tuple[torch.Tensor, float]:
         """One optimizer step's worth of micro-batches; returns the mean loss and the gradient norm."""
@@ -246,9 +259,9 @@ class _Run:
         return x.to(device), y.to(device)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.context.device.type, dtype=self.dtype)
+        from hellogpt.hardware import autocast_context
+
+        return autocast_context(self.context.device, self.dtype)
 
     @torch.no_grad()
     def _estimate_losses(self) -> dict[str, float]:
@@ -361,10 +374,12 @@ class _Run:
 
     def _step_event(self, loss: float, grad_norm: float, step_seconds: float, elapsed: float) -> StepEvent:
         tokens_per_second = self.tokens_per_step / step_seconds if step_seconds > 0 else 0.0
-        mfu = None
+        utilisation = None
         if self.peak_flops:
-            flops_per_second = self.model.flops_per_token(self.model.config.block_size) * tokens_per_second
-            mfu = flops_per_second / (self.peak_flops * self.context.world_size)
+            from hellogpt.hardware import mfu
+
+            flops_per_token = self.model.flops_per_token(self.model.config.block_size)
+            utilisation = mfu(flops_per_token, tokens_per_second, self.peak_flops * self.context.world_size)
         return StepEvent(
             step=self.state.step,
             loss=loss,
@@ -372,7 +387,7 @@ class _Run:
             grad_norm=grad_norm,
             ms_per_step=step_seconds * 1000.0,
             tokens_per_second=tokens_per_second,
-            mfu=mfu,
+            mfu=utilisation,
             tokens_seen=self.state.step * self.tokens_per_step,
             elapsed_seconds=elapsed,
         )
@@ -407,7 +422,7 @@ def _prepare_run(
     run_name: Optional[str],
 ) -> _Run:
     """Open the data, build or load the model and optimizer, seed everything."""
-    from hellogpt.hardware import choose_dtype, peak_flops
+    from hellogpt.hardware import choose_dtype, needs_grad_scaler, peak_flops
 
     config = resolved.config
     dataset = _open_training_data(config, context, data_dir)
@@ -425,7 +440,7 @@ def _prepare_run(
     model.to(context.device)
     dtype = choose_dtype(config.system.dtype, context.device, model_config)
     optimizer = build_optimizer(model, config.optim, context.device)
-    scaler = torch.amp.GradScaler(context.device.type, enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(context.device.type, enabled=needs_grad_scaler(dtype))
     data_rng = np.random.default_rng(config.train.seed + context.rank)
     state = _RunState()
     if payload is not None:

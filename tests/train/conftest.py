@@ -69,23 +69,3 @@ def tiny_config(*overrides: str) -> ResolvedConfig:
 def events_of(kind: type, events: list[Any]) -> list[Any]:
     return [event for event in events if isinstance(event, kind)]
 
-
-def _stand_in_hardware_until_it_lands() -> None:  # TEMPORARY: removed once hellogpt/hardware.py is committed
-    import importlib.util
-    import sys
-    import types
-
-    if importlib.util.find_spec("hellogpt.hardware") is not None:
-        return
-    import torch
-
-    module = types.ModuleType("hellogpt.hardware")
-    module.choose_device = lambda setting: torch.device("cpu" if setting == "auto" else setting)
-    module.choose_dtype = lambda setting, device, model_config=None: {
-        "auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16
-    }[setting]
-    module.peak_flops = lambda device, dtype, override=None: override or 1e12
-    sys.modules["hellogpt.hardware"] = module
-
-
-_stand_in_hardware_until_it_lands()

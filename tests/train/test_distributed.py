@@ -1,0 +1,61 @@
+"""DDP through torchrun on the CPU (gloo, 2 processes) against a single process with the same global batch."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hellogpt.errors import UserError
+from hellogpt.train.checkpoint import load_checkpoint
+from hellogpt.train.distributed import local_accumulation_steps
+from tests.train.conftest import TINY_SETTINGS, shakespeare_text, write_char_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = [
+    *TINY_SETTINGS,
+    "train.max_iters=20",
+    "train.eval_interval=10",
+    "train.eval_iters=4",
+    "train.log_interval=5",
+    "optim.learning_rate=1e-2",
+    "optim.lr_decay_iters=20",
+]
+VAL_LOSS = re.compile(r"eval step 20 \| train loss [\d.]+ \| val loss ([\d.]+)")
+
+
+def test_accumulation_steps_are_shared_out_among_ranks() -> None:
+    assert local_accumulation_steps(8, 2) == 4
+    with pytest.raises(UserError, match="divisible by the number of processes"):
+        local_accumulation_steps(5, 2)
+
+
+def run_hellogpt(launcher: list[str], workdir: Path, checkpoint: str) -> subprocess.CompletedProcess:
+    arguments = ["train", "--data", "data/tiny", "--checkpoint", checkpoint, "--plain"]
+    for assignment in SETTINGS:
+        arguments += ["--set", assignment]
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    return subprocess.run(
+        [*launcher, "-m", "hellogpt", *arguments], cwd=workdir, env=environment, capture_output=True, text=True, timeout=180
+    )
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_agree_save_once_and_track_a_single_process(tmp_path: Path) -> None:
+    write_char_dataset(tmp_path / "data" / "tiny", shakespeare_text())
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    distributed = run_hellogpt(torchrun, tmp_path, "ddp.pt")
+    # The loop compares the ranks' weight digests at the end and fails loudly if they differ.
+    assert distributed.returncode == 0, distributed.stderr[-3000:]
+    assert "device cpu x2" in distributed.stdout
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["ddp.pt"]
+    assert distributed.stdout.count("run records") == 1
+    single = run_hellogpt([sys.executable], tmp_path, "single.pt")
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp_loss, single_loss = (float(VAL_LOSS.search(run.stdout).group(1)) for run in (distributed, single))
+    assert abs(ddp_loss - single_loss) < 0.1
+    assert load_checkpoint(tmp_path / "checkpoints" / "ddp.pt")["sampler"]["world_size"] == 2
