@@ -10,6 +10,7 @@ import os
 import pickle
 import random
 import tempfile
+import warnings
 import zipfile
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -77,9 +78,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(_not_found_message(path))
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about unusual pickle protocols before failing; the UserError below says it better.
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower():
+        if "unsupported global" in str(error).lower():
             raise UserError(
                 f"{path} was not written by hellogpt: it holds Python objects that a safe load refuses to run"
             ) from None
