@@ -1,7 +1,226 @@
-"""`hellogpt chat`: being written (owned by its issue's worker)."""
+"""`hellogpt chat`: talk to a checkpoint or a Hugging Face model, interactively or from a script.
+
+Sampling settings, lowest to highest: the schema's base, the checkpoint's own `sample` section,
+--profile, --config files, --set, then the flags (--temperature, --top-k, ...).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
+from hellogpt.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from hellogpt.chat import ChatSession, ReplyStats
+
+SAMPLE_SEPARATOR = "\n---\n"
+
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    app.command("chat")(chat)
+
+
+def chat(
+    checkpoint: Annotated[
+        Optional[str], typer.Option("--checkpoint", "-k", help="A hellogpt checkpoint: NAME (checkpoints/NAME.pt) or a path.")
+    ] = None,
+    source: Annotated[
+        Optional[str],
+        typer.Option("--from", help="A Hugging Face GPT-2: gpt2, gpt2-medium/large/xl, owner/name or a local folder."),
+    ] = None,
+    gpt2base: Annotated[Optional[str], typer.Option("--gpt2base", hidden=True, help="Old name of --from.")] = None,
+    prompt: Annotated[
+        Optional[str], typer.Option("--prompt", help="Complete this text, print only the completion and exit.")
+    ] = None,
+    num_samples: Annotated[
+        int, typer.Option("--num-samples", "-n", min=1, help="Completions of the prompt, separated by a '---' line.")
+    ] = 1,
+    memory: Annotated[
+        bool, typer.Option("--memory", help="Conversation mode: earlier turns stay in the context (/memory on|off).")
+    ] = False,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible replies.")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", "-t", help="0 = greedy; higher = wilder.")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample among the k most likely tokens.")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the most likely tokens holding this mass.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Longest reply, in tokens.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    profile: ProfileOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Chat with a model: the reply streams as it is written; /help lists the commands.
+
+    [dim]Examples: hellogpt chat --checkpoint edgar_poe | hellogpt chat --from gpt2 --prompt "Once upon a time" |
+    echo "The raven" | hellogpt chat -k edgar_poe --seed 1 -n 3[/]
+    """
+    source = _one_model_source(checkpoint, source or gpt2base)
+    flags = {"seed": seed, "temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
+    overrides = [*(set_ or []), *(f"sample.{key}={value}" for key, value in flags.items() if value is not None)]
+    if device is not None:
+        overrides.append(f"system.device={device}")
+    interactive = prompt is None and sys.stdin.isatty()
+    if not interactive and prompt is None:
+        prompt = sys.stdin.read().rstrip("\n")
+    loaded = _load_model(checkpoint, source)
+    resolved = resolve_cli_config(profile, config, overrides, defaults=loaded.sample_defaults)
+    session = _start_session(loaded, resolved.config, memory and interactive, interactive)
+    if interactive:
+        _run_interactive(session)
+    else:
+        _complete(session, prompt or "", num_samples)
+
+
+class _LoadedModel:
+    """A model on the CPU in fp32 with its tokenizer, what it is, and the sample defaults it carries."""
+
+    def __init__(self, model: Any, tokenizer: Any, info: dict[str, Any], sample_defaults: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.info = info
+        self.sample_defaults = sample_defaults
+
+
+def _one_model_source(checkpoint: Optional[str], source: Optional[str]) -> Optional[str]:
+    if checkpoint and source:
+        raise UserError("give either --checkpoint (a hellogpt checkpoint) or --from (a Hugging Face model), not both")
+    if not checkpoint and not source:
+        raise UserError("which model? give --checkpoint NAME (a hellogpt checkpoint) or --from gpt2|DIR (Hugging Face)")
+    return source
+
+
+def _load_model(checkpoint: Optional[str], source: Optional[str]) -> _LoadedModel:
+    from hellogpt.config.layers import Layer
+
+    if source is not None:
+        from hellogpt.data.tokenizer import gpt2_tokenizer
+        from hellogpt.model.hf import load_pretrained
+
+        model, origin = load_pretrained(source)
+        return _LoadedModel(model, gpt2_tokenizer(), {"model": source, "origin": _origin_text(origin)}, None)
+    from hellogpt.train.checkpoint import (
+        load_checkpoint,
+        model_from_checkpoint,
+        resolve_checkpoint_path,
+        tokenizer_from_checkpoint,
+    )
+
+    path = resolve_checkpoint_path(checkpoint or "")
+    payload = load_checkpoint(path)
+    tokenizer = tokenizer_from_checkpoint(payload)
+    model = model_from_checkpoint(payload)
+    info = {"model": str(path), "origin": _origin_text(payload.get("origin")), "step": payload.get("step")}
+    if isinstance(payload.get("val_loss"), float):
+        info["val loss"] = f"{payload['val_loss']:.4f}"
+    saved_sample = (payload.get("config") or {}).get("sample")
+    defaults = Layer(f"checkpoint {path.name}", {"sample": dict(saved_sample)}) if isinstance(saved_sample, dict) else None
+    return _LoadedModel(model, tokenizer, info, defaults)
+
+
+def _origin_text(origin: Any) -> str:
+    if not isinstance(origin, dict):
+        return "unknown"
+    if origin.get("kind") == "huggingface":
+        return f"Hugging Face {origin.get('source')}"
+    if origin.get("kind") == "checkpoint":
+        return f"fine-tuned from {origin.get('path')} (step {origin.get('step')})"
+    return "trained from scratch"
+
+
+def _start_session(loaded: _LoadedModel, config: Any, memory: bool, interactive: bool) -> "ChatSession":
+    from hellogpt.chat import ChatSession
+    from hellogpt.generate import inference_dtype, prepare_for_inference
+    from hellogpt.hardware import choose_device
+
+    device = choose_device(config.system.device)
+    model = prepare_for_inference(loaded.model, device, inference_dtype(config.system.dtype, device))
+    stderr = _console(stderr=True)
+    notice = (lambda message: stderr.print(f"[dim]{message}[/]")) if interactive else (
+        lambda message: print(f"note: {message}", file=sys.stderr, flush=True)
+    )
+    return ChatSession(
+        model, loaded.tokenizer, config.sample, memory=memory, model_info=loaded.info, on_notice=notice
+    )
+
+
+def _complete(session: "ChatSession", prompt: str, num_samples: int) -> None:
+    """Print only the completions, streamed, plain: for pipes and scripts."""
+    for index in range(num_samples):
+        if index:
+            sys.stdout.write(SAMPLE_SEPARATOR)
+        for piece in session.respond(prompt):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _console(stderr: bool = False) -> "Console":
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+class _TerminalView:
+    """Shows the REPL with rich: the reply raw as it streams, then a dim line with its speed."""
+
+    def __init__(self, console: "Console") -> None:
+        self.console = console
+        self._at_line_start = True
+
+    def show_reply_piece(self, text: str) -> None:
+        self.console.file.write(text)
+        self.console.file.flush()
+        self._at_line_start = text.endswith("\n")
+
+    def show_reply_end(self, stats: "ReplyStats") -> None:
+        if not self._at_line_start:
+            self.console.file.write("\n")
+        self._at_line_start = True
+        stopped = ", stopped" if stats.interrupted else ""
+        self.console.print(f"[dim]{stats.tokens} tokens, {stats.tokens_per_second:.1f} tokens/s{stopped}[/]")
+
+    def show_message(self, text: str) -> None:
+        self.console.print(text, markup=False)
+
+    def show_error(self, text: str) -> None:
+        self.console.print(f"[bold red]error:[/] {text}")
+
+
+def _run_interactive(session: "ChatSession") -> None:
+    from hellogpt.chat import run_repl
+
+    console = _console()
+    _enable_line_editing()
+    facts = session.model_info.get("model", "the model")
+    console.print(
+        f"[bold]hellogpt chat[/] with {facts} ({session.model.num_parameters() / 1e6:.1f}M parameters). "
+        "Type text and the model continues it; [bold]/help[/] for commands, Ctrl-D to quit."
+    )
+    console.print(f"[dim]{session.settings_text()}[/]")
+    run_repl(session, _prompt_reader(console), _TerminalView(console))
+
+
+def _enable_line_editing() -> None:
+    """readline gives input() history and editing, and bracketed paste (a pasted block arrives as one input)."""
+    try:
+        import readline  # noqa: F401
+    except ImportError:
+        pass
+
+
+def _prompt_reader(console: "Console"):
+    """`input()` with a coloured prompt that readline measures correctly (escapes wrapped in \\001..\\002)."""
+    styled = console.is_terminal and not console.no_color
+
+    def read_line(prompt: str) -> str:
+        if styled:
+            prompt = f"\001\033[1;32m\002{prompt}\001\033[0m\002"
+        return input(prompt)
+
+    return read_line
