@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from hellogpt.cli import app
 
-POEMS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "poems"
 runner = CliRunner()
 
 
@@ -30,11 +29,9 @@ def small_text(tmp_path: Path) -> Path:
     return path
 
 
-def test_prepare_writes_the_dataset_and_says_what_it_wrote(tmp_path: Path) -> None:
-    if not POEMS.is_dir():
-        pytest.skip(f"the shared poems corpus is not at {POEMS}")
+def test_prepare_writes_the_dataset_and_says_what_it_wrote(shared_data: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "poems"
-    result = runner.invoke(app, ["prepare", str(POEMS), "--out", str(out_dir)])
+    result = runner.invoke(app, ["prepare", str(shared_data / "poems"), "--out", str(out_dir)])
     assert result.exit_code == 0, result.output
     assert f"wrote {out_dir}:" in result.stdout and "gpt2" in result.stdout
     assert sorted(path.name for path in out_dir.iterdir()) == ["meta.json", "train.bin", "val.bin"]

@@ -1,4 +1,4 @@
-"""Shared corpora for the data tests: the poems beside the repository, prepared once per session."""
+"""The poems corpus beside the repository, prepared once per session for the data tests."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ import pytest
 
 from hellogpt.data.prepare import PrepareResult, prepare_dataset
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-POEMS = SHARED_DATA / "poems"
-
 
 @pytest.fixture(scope="session")
-def poems_dir() -> Path:
-    if not POEMS.is_dir():
-        pytest.skip(f"the shared poems corpus is not at {POEMS}")
-    return POEMS
+def poems_dir(shared_data: Path) -> Path:
+    return shared_data / "poems"
 
 
 @pytest.fixture(scope="session")

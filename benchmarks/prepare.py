@@ -1,0 +1,118 @@
+"""Claim: `hellogpt prepare` tokenises GPT-2 BPE at >= 2x the speed of single-threaded `encode_ordinary` on 2 cores.
+
+Measures `prepare_dataset` (reading, chunking, threaded batch encoding, writing the bins) on the poems corpus and
+on a larger corpus made by repeating it in a temporary folder, against plain `encode_ordinary` of every file, one
+after the other, in the same process. Prints a Markdown table of medians.
+
+    python benchmarks/prepare.py            # poems + ~100 MB
+    python benchmarks/prepare.py --quick    # poems + ~10 MB
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hellogpt.data.prepare import prepare_dataset
+from hellogpt.data.tokenizer import gpt2_tokenizer
+
+POEMS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "poems"
+MEGABYTE = 1_000_000
+
+
+def repeated_corpus(source: Path, target_bytes: int, folder: Path) -> Path:
+    """Copies of every file of `source` in numbered sub-folders until the corpus holds about `target_bytes`."""
+    files = sorted(source.glob("*.txt"))
+    corpus_bytes = sum(path.stat().st_size for path in files)
+    for copy in range(max(1, round(target_bytes / corpus_bytes))):
+        copy_dir = folder / f"copy_{copy:04d}"
+        copy_dir.mkdir(parents=True)
+        for path in files:
+            shutil.copyfile(path, copy_dir / path.name)
+    return folder
+
+
+def corpus_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*.txt"))
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def encode_one_by_one(folder: Path) -> int:
+    """The reference: read each file and `encode_ordinary` it on one thread."""
+    encoding = gpt2_tokenizer().encoding
+    return sum(len(encoding.encode_ordinary(path.read_text(encoding="utf-8"))) for path in sorted(folder.rglob("*.txt")))
+
+
+def peak_rss_megabytes() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MEGABYTE if sys.platform == "darwin" else peak * 1024 / MEGABYTE
+
+
+def measure(name: str, corpus: Path, work_dir: Path, repeats: int) -> dict[str, object]:
+    size = corpus_bytes(corpus)
+    out_dir = work_dir / f"out_{name}"
+    prepare_seconds = median_seconds(lambda: prepare_dataset([str(corpus)], out_dir, force=True), repeats)
+    peak_after_prepare = peak_rss_megabytes()
+    char_seconds = median_seconds(
+        lambda: prepare_dataset([str(corpus)], out_dir / "char", tokenizer="char", force=True), repeats
+    )
+    reference_seconds = median_seconds(lambda: encode_one_by_one(corpus), repeats)
+    return {
+        "corpus": name,
+        "MB": size / MEGABYTE,
+        "prepare gpt2 MB/s": size / MEGABYTE / prepare_seconds,
+        "encode_ordinary MB/s": size / MEGABYTE / reference_seconds,
+        "ratio": reference_seconds / prepare_seconds,
+        "prepare char MB/s": size / MEGABYTE / char_seconds,
+        "peak RSS MB": peak_after_prepare,
+    }
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    headers = list(rows[0])
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "|".join("---" if header == "corpus" else "---:" for header in headers) + "|")
+    for row in rows:
+        cells = [f"{value:.2f}x" if key == "ratio" else f"{value:.1f}" if isinstance(value, float) else str(value)
+                 for key, value in row.items()]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a ~10 MB repeated corpus instead of ~100 MB")
+    arguments = parser.parse_args()
+    if not POEMS.is_dir():
+        sys.exit(f"the poems corpus is not at {POEMS}")
+    gpt2_tokenizer()  # built once (~0.4 s), outside every timing
+    target_megabytes = 10 if arguments.quick else 100
+    with tempfile.TemporaryDirectory(prefix="hellogpt-bench-") as temp:
+        work_dir = Path(temp)
+        big = repeated_corpus(POEMS, target_megabytes * MEGABYTE, work_dir / "repeated")
+        rows = [
+            measure("poems", POEMS, work_dir, repeats=5),
+            measure(f"poems x{len(list(big.iterdir()))}", big, work_dir, repeats=1 if not arguments.quick else 3),
+        ]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"prepare (GPT-2 BPE, {cores} cores, medians; ratio = prepare speed / single-threaded encode_ordinary)\n")
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
