@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -21,6 +21,7 @@ SPLITS = ("train", "val")
 # The old Hello-GPT tool wrote these names, uint16 GPT-2 ids and no meta.json.
 LEGACY_SPLIT_FILES = {"train": "train.bin", "val": "validate.bin"}
 SUPPORTED_DTYPES = ("uint16", "uint32")
+MAX_SOURCES_SHOWN = 10
 
 
 def split_file_name(split: str) -> str:
@@ -133,7 +134,6 @@ def describe_dataset(path: Path) -> dict[str, Any]:
     """What `hellogpt info DIR` shows: tokenizer, vocabulary, tokens per split, dtype, sources, version."""
     dataset = open_dataset(Path(path))
     meta = dataset.meta
-    sources = meta.get("sources", [])
     return {
         "path": str(dataset.path),
         "format": meta.get("format", "hellogpt"),
@@ -142,9 +142,31 @@ def describe_dataset(path: Path) -> dict[str, Any]:
         "dtype": dataset.dtype.name,
         "train_tokens": dataset.num_tokens("train"),
         "val_tokens": dataset.num_tokens("val"),
+        "validation": _describe_validation(meta),
         "documents": meta.get("documents"),
         "source_bytes": meta.get("source_bytes"),
-        "sources": [source.get("path", "?") if isinstance(source, dict) else str(source) for source in sources],
-        "created_by": meta.get("hellogpt_version", "Hello-GPT (old tool)" if "format" in meta else None),
+        "sources": _summarise_sources(meta.get("sources", [])),
+        "created_by": meta.get("hellogpt_version", "Hello-GPT (old tool)"),
         "created_at": meta.get("created_at"),
     }
+
+
+def _summarise_sources(sources: list[Any], shown: int = MAX_SOURCES_SHOWN) -> list[str]:
+    """'path (size)' for the first few sources, then how many more: a corpus may have thousands of files."""
+    lines = [
+        f"{source.get('path', '?')} ({source.get('size', 0) / 1e6:.2f} MB)" if isinstance(source, dict) else str(source)
+        for source in sources[:shown]
+    ]
+    if len(sources) > shown:
+        lines.append(f"... and {len(sources) - shown} more")
+    return lines
+
+
+def _describe_validation(meta: dict[str, Any]) -> Optional[str]:
+    """How the validation split was taken, in words (None for the old tool's folders)."""
+    if "split" not in meta:
+        return None
+    fraction = meta.get("val_fraction")
+    if meta["split"] == "documents":
+        return f"{len(meta.get('val_documents', []))} whole document(s), asked for {fraction} of the text"
+    return f"the last {fraction} of the text"

@@ -132,7 +132,7 @@ def default_dataset_name(sources: list[str]) -> str:
             names.append(source[len(BUILTIN_PREFIX) :])
         else:
             path = Path(source).expanduser()
-            names.append(path.stem if path.suffix else path.resolve().name)
+            names.append(path.stem if path.is_file() else path.resolve().name)
     return "-".join(name for name in names if name) or "dataset"
 
 
