@@ -44,13 +44,15 @@ def corpus_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*.txt"))
 
 
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    timings = []
+def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each run, taking turns so that every run sees the same (shared, noisy) machine."""
+    timings: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in timings.items()}
 
 
 def encode_one_by_one(folder: Path) -> int:
@@ -65,21 +67,25 @@ def peak_rss_megabytes() -> float:
 
 
 def measure(name: str, corpus: Path, work_dir: Path, repeats: int) -> dict[str, object]:
-    size = corpus_bytes(corpus)
+    size = corpus_bytes(corpus) / MEGABYTE
     out_dir = work_dir / f"out_{name}"
-    prepare_seconds = median_seconds(lambda: prepare_dataset([str(corpus)], out_dir, force=True), repeats)
+    prepare_dataset([str(corpus)], out_dir, force=True)  # warm the page cache for every run alike
     peak_after_prepare = peak_rss_megabytes()
-    char_seconds = median_seconds(
-        lambda: prepare_dataset([str(corpus)], out_dir / "char", tokenizer="char", force=True), repeats
+    seconds = interleaved_medians(
+        {
+            "gpt2": lambda: prepare_dataset([str(corpus)], out_dir, force=True),
+            "reference": lambda: encode_one_by_one(corpus),
+            "char": lambda: prepare_dataset([str(corpus)], out_dir / "char", tokenizer="char", force=True),
+        },
+        repeats,
     )
-    reference_seconds = median_seconds(lambda: encode_one_by_one(corpus), repeats)
     return {
         "corpus": name,
-        "MB": size / MEGABYTE,
-        "prepare gpt2 MB/s": size / MEGABYTE / prepare_seconds,
-        "encode_ordinary MB/s": size / MEGABYTE / reference_seconds,
-        "ratio": reference_seconds / prepare_seconds,
-        "prepare char MB/s": size / MEGABYTE / char_seconds,
+        "MB": size,
+        "prepare gpt2 MB/s": size / seconds["gpt2"],
+        "encode_ordinary MB/s": size / seconds["reference"],
+        "ratio": seconds["reference"] / seconds["gpt2"],
+        "prepare char MB/s": size / seconds["char"],
         "peak RSS MB": peak_after_prepare,
     }
 
@@ -107,10 +113,12 @@ def main() -> None:
         big = repeated_corpus(POEMS, target_megabytes * MEGABYTE, work_dir / "repeated")
         rows = [
             measure("poems", POEMS, work_dir, repeats=5),
-            measure(f"poems x{len(list(big.iterdir()))}", big, work_dir, repeats=1 if not arguments.quick else 3),
+            measure(f"poems x{len(list(big.iterdir()))}", big, work_dir, repeats=3),
         ]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"prepare (GPT-2 BPE, {cores} cores, medians; ratio = prepare speed / single-threaded encode_ordinary)\n")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"prepare on {cores} cores (load average {load}); medians of interleaved runs; "
+          "ratio = prepare gpt2 speed / single-threaded encode_ordinary speed\n")
     print_table(rows)
 
 

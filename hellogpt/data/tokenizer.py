@@ -60,9 +60,10 @@ class Gpt2Tokenizer:
         """Encode ordinary text; a literal `<|endoftext|>` in it is text, not the special token."""
         return self.encoding.encode_ordinary(text)
 
-    def encode_batch(self, texts: list[str], num_threads: int = 8) -> list[list[int]]:
-        """Encode many texts at once on tiktoken's thread pool (what makes `prepare` fast)."""
-        return self.encoding.encode_ordinary_batch(texts, num_threads=num_threads)
+    def encode_to_array(self, text: str) -> "np.ndarray":
+        """Ordinary encoding straight into a uint32 array: no Python list, and the GIL is released while
+        encoding, so `prepare` runs it on several threads at once (as tiktoken's own batch encoders do)."""
+        return self.encoding.encode_to_numpy(text, disallowed_special=())
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.encoding.decode([int(token_id) for token_id in ids])
