@@ -72,6 +72,12 @@ def test_gpt2_ids_equal_tiktokens_gpt2_built_from_the_same_files(
     assert tokenizer.encoding._special_tokens == reference_gpt2._special_tokens
 
 
+def test_gpt2_array_encoding_equals_ordinary_encoding() -> None:
+    tokenizer = gpt2_tokenizer()
+    for text in SAMPLES:
+        assert tokenizer.encode_to_array(text).tolist() == tokenizer.encode(text)
+
+
 def test_gpt2_decode_and_token_bytes_give_back_the_text() -> None:
     tokenizer = gpt2_tokenizer()
     for text in SAMPLES:
