@@ -70,6 +70,10 @@ def _transformers_source(spec: str) -> str:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{path} has no config.json: pass a directory written by save_pretrained or hellogpt export")
+        if (path / CHAR_VOCABULARY_FILE).is_file():
+            raise UserError(
+                f"{path} is a character-level export, which has no GPT-2 tokenizer: use the .pt checkpoint it came from"
+            )
         return str(path)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise UserError(f"{spec} does not exist: pass gpt2, gpt2-medium, gpt2-large, gpt2-xl, a hub id or a model directory")

@@ -28,7 +28,7 @@ def load_tuning_source(spec: str, checkpoints_dir: Path) -> tuple[dict[str, Any]
     from hellogpt.train.checkpoint import load_checkpoint, resolve_checkpoint_path
 
     checkpoint_path = resolve_checkpoint_path(spec, checkpoints_dir)
-    if not checkpoint_path.exists():
+    if not checkpoint_path.is_file():  # a folder may be a Hugging Face model directory
         from hellogpt.model.hf import is_huggingface_source
 
         if is_huggingface_source(spec):

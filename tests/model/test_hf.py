@@ -200,6 +200,8 @@ def test_char_model_exports_weights_and_its_character_table(tmp_path: Path) -> N
     ids = _random_ids(30, vocab=len(chars))
     with torch.no_grad():
         torch.testing.assert_close(hf_model(ids).logits, _our_logits(payload, ids), atol=1e-5, rtol=0)
+    with pytest.raises(UserError, match="character-level export"):
+        load_pretrained(str(out_dir))
 
 
 def test_export_refuses_an_existing_directory_unless_forced(tmp_path: Path) -> None:

@@ -1,0 +1,127 @@
+"""Hugging Face GPT-2 through the CLI: tune from a transformers directory, chat with it, the offline error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+from typer.testing import CliRunner
+
+from hellogpt.cli import app
+from hellogpt.model.gpt import GPT
+from hellogpt.model.hf import load_pretrained
+
+POEMS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "poems"
+BLOCK_SIZE = 64
+
+
+def _command_exists(name: str) -> bool:
+    return any(command.name == name for command in app.registered_commands)
+
+
+needs_tune = pytest.mark.skipif(not _command_exists("tune"), reason="`hellogpt tune` is not registered yet")
+needs_chat = pytest.mark.skipif(not _command_exists("chat"), reason="`hellogpt chat` is not registered yet")
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random transformers GPT-2 (2 layers, width 64, 64 positions) saved with save_pretrained."""
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=BLOCK_SIZE))
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def poems_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hellogpt.data.prepare import prepare_dataset
+
+    return prepare_dataset([str(POEMS)], tmp_path_factory.mktemp("data") / "poems").out_dir
+
+
+@pytest.fixture(scope="module")
+def tuned_checkpoint(hf_dir: Path, poems_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`hellogpt tune --from DIR` on the poems for a few steps; the checkpoint it wrote."""
+    if not _command_exists("tune"):
+        pytest.skip("`hellogpt tune` is not registered yet")
+    work = tmp_path_factory.mktemp("tune")
+    settings = {
+        "train.out_dir": str(work / "checkpoints"),
+        "train.runs_dir": str(work / "runs"),
+        "train.checkpoint_name": "poems_hugs",
+        "train.batch_size": 4,
+        "train.gradient_accumulation_steps": 1,
+        "train.max_iters": 15,
+        "train.eval_interval": 15,
+        "train.eval_iters": 2,
+        "train.log_interval": 5,
+        "train.always_save_checkpoint": True,
+        "optim.learning_rate": 3e-3,
+        "optim.warmup_iters": 0,
+        "optim.decay_lr": False,
+        "system.device": "cpu",
+        "system.dtype": "float32",
+        "system.compile": False,
+    }
+    arguments = ["tune", "--from", str(hf_dir), "--data", str(poems_data)]
+    for key, value in settings.items():
+        arguments += ["--set", f"{key}={value}"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    checkpoint_path = work / "checkpoints" / "poems_hugs.pt"
+    assert checkpoint_path.exists(), result.output
+    return checkpoint_path
+
+
+def _validation_loss(model: GPT, data_dir: Path) -> float:
+    """Mean loss over the same 8 validation batches for every model compared."""
+    from hellogpt.data.loader import open_dataset
+
+    dataset = open_dataset(data_dir)
+    rng = np.random.default_rng(0)
+    losses = []
+    with torch.no_grad():
+        for _ in range(8):
+            x, y = dataset.sample_batch("val", 4, BLOCK_SIZE, rng)
+            _, loss = model.eval()(torch.from_numpy(x), torch.from_numpy(y))
+            losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+@pytest.mark.slow
+@needs_tune
+def test_tune_from_a_huggingface_directory_lowers_the_loss_on_poems(
+    hf_dir: Path, poems_data: Path, tuned_checkpoint: Path
+) -> None:
+    from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    pretrained, _ = load_pretrained(str(hf_dir))
+    payload = load_checkpoint(tuned_checkpoint)
+    before = _validation_loss(pretrained, poems_data)
+    after = _validation_loss(model_from_checkpoint(payload), poems_data)
+    assert after < before - 1.0, (before, after)
+    assert payload["origin"] == {"kind": "huggingface", "source": str(hf_dir)}
+    assert payload["model_args"]["n_embd"] == 64 and payload["model_args"]["bias"] is True
+    assert payload["tokenizer"] == {"kind": "gpt2"}
+
+
+@pytest.mark.slow
+@needs_tune
+def test_tune_offline_without_cache_fails_in_one_line(tmp_path: Path, poems_data: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "NO_COLOR": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "hellogpt", "tune", "--from", "gpt2", "--data", str(poems_data),
+         "--set", f"train.out_dir={tmp_path / 'checkpoints'}"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    error_lines = result.stderr.strip().splitlines()
+    assert len(error_lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot be reached" in error_lines[0] and "--from path/to/dir" in error_lines[0]
