@@ -88,10 +88,9 @@ def prepare(
             "--force prepares it again"
         )
         return
-    megabytes_per_second = result.source_bytes / 1e6 / max(result.seconds, 1e-9)
     typer.echo(
         f"wrote {out_dir}: {result.train_tokens:,} train + {result.val_tokens:,} val tokens "
         f"({result.meta['tokenizer_name']}, vocab {result.meta['vocab_size']:,}, {result.meta['dtype']}) "
         f"from {result.meta['documents']} document(s), {result.source_bytes / 1e6:.2f} MB "
-        f"in {result.seconds:.1f} s ({megabytes_per_second:.1f} MB/s)"
+        f"in {result.seconds:.1f} s"
     )

@@ -220,9 +220,7 @@ def _cut_document_pieces(chunks: Iterator[TextChunk], cut_offset: int) -> Iterat
             yield _Piece(split, chunk.text, opens[split], chunk.raw_bytes)
             opens[split] = False
         else:
-            head_chars = len(chunk.text.encode("utf-8")[: cut_offset - position].decode("utf-8", errors="ignore"))
-            seam = chunk.text.find("\n", head_chars)
-            seam = head_chars if seam < 0 else seam + 1
+            seam = _seam(chunk.text, cut_offset - position)
             head, tail = chunk.text[:seam], chunk.text[seam:]
             head_bytes = min(len(head.encode("utf-8")), chunk.raw_bytes)
             if head:
@@ -232,6 +230,17 @@ def _cut_document_pieces(chunks: Iterator[TextChunk], cut_offset: int) -> Iterat
                 yield _Piece("val", tail, opens["val"], chunk.raw_bytes - head_bytes)
                 opens["val"] = False
         position += chunk.raw_bytes
+
+
+def _seam(text: str, head_bytes: int) -> int:
+    """Where validation starts in `text`: after the first line end from `head_bytes` on, or the last one
+    before it when that would leave validation empty, or exactly there when the text has no line end."""
+    head_chars = len(text.encode("utf-8")[:head_bytes].decode("utf-8", errors="ignore"))
+    after = text.find("\n", head_chars) + 1
+    if 0 < after < len(text):
+        return after
+    before = text.rfind("\n", 0, head_chars) + 1
+    return before if before > 0 else head_chars
 
 
 def _batches(pieces: Iterator[_Piece], batch_chars: int) -> Iterator[list[_Piece]]:

@@ -230,3 +230,12 @@ def test_an_output_that_cannot_be_written_is_a_user_error(tmp_path: Path) -> Non
     source.write_text("some text\n" * 10)
     with pytest.raises(UserError, match="choose another --out"):
         prepare_dataset([str(source)], source / "out")
+
+
+def test_a_tiny_document_still_gives_validation_a_whole_line(tmp_path: Path) -> None:
+    source = tmp_path / "tiny.txt"
+    source.write_text("one\ntwo\nthree\n")
+    result = prepare_dataset([str(source)], tmp_path / "out", tokenizer="char", val_fraction=0.2)
+    tokenizer = CharTokenizer(result.meta["tokenizer"]["chars"])
+    decoded = [tokenizer.decode(np.fromfile(result.out_dir / f"{split}.bin", dtype=np.uint16)) for split in ("train", "val")]
+    assert decoded == ["one\ntwo\n", "three\n"]
