@@ -125,3 +125,49 @@ def test_tune_offline_without_cache_fails_in_one_line(tmp_path: Path, poems_data
     error_lines = result.stderr.strip().splitlines()
     assert len(error_lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "cannot be reached" in error_lines[0] and "--from path/to/dir" in error_lines[0]
+
+
+def _greedy_text(model: torch.nn.Module, prompt: str, new_tokens: int) -> str:
+    """transformers' greedy continuation of `prompt` (GPT-2 ids), decoded with our GPT-2 tokenizer."""
+    from hellogpt.data.tokenizer import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    output = model.generate(
+        ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens, pad_token_id=50256
+    )
+    return tokenizer.decode(output[0, ids.size(1) :].tolist())
+
+
+def _hf_from_our_model(model: GPT, directory: Path) -> GPT2LMHeadModel:
+    from hellogpt.model.hf import export_checkpoint
+
+    payload = {"model_args": model.config.to_dict(), "model": model.state_dict(), "tokenizer": {"kind": "gpt2"}}
+    return GPT2LMHeadModel.from_pretrained(export_checkpoint(payload, directory)).eval()
+
+
+@needs_chat
+@pytest.mark.parametrize("flag", ["--from", "--gpt2base"])
+def test_chat_from_a_huggingface_directory_continues_like_transformers(hf_dir: Path, flag: str) -> None:
+    expected = _greedy_text(GPT2LMHeadModel.from_pretrained(hf_dir).eval(), "The river", 12)
+    result = CliRunner().invoke(
+        app, ["chat", flag, str(hf_dir), "--prompt", "The river", "--temperature", "0", "--max-new-tokens", "12"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == expected.strip()
+
+
+@pytest.mark.slow
+@needs_chat
+@needs_tune
+def test_chat_on_a_checkpoint_tuned_from_huggingface_needs_no_extra_flag(tuned_checkpoint: Path, tmp_path: Path) -> None:
+    from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    tuned = model_from_checkpoint(load_checkpoint(tuned_checkpoint))
+    expected = _greedy_text(_hf_from_our_model(tuned, tmp_path / "exported"), "The river", 12)
+    result = CliRunner().invoke(
+        app,
+        ["chat", "--checkpoint", str(tuned_checkpoint), "--prompt", "The river", "--temperature", "0", "--max-new-tokens", "12"],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == expected.strip()
