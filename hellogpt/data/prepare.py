@@ -89,7 +89,7 @@ def prepare_dataset(
     _check_settings(tokenizer, val_fraction, encoding_errors)
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    documents = collect_documents(sources, glob)
+    documents = _outside(out_dir, collect_documents(sources, glob))
     total_bytes = sum(document.size for document in documents)
     if total_bytes == 0:
         raise UserError(f"the corpus is empty: no text in {' '.join(sources)} ({len(documents)} empty file(s)); add text")
@@ -135,6 +135,15 @@ def prepare_dataset(
     return PrepareResult(
         out_dir, False, counts["train"], counts["val"], total_bytes, time.perf_counter() - started, meta
     )
+
+
+def _outside(out_dir: Path, documents: list[Document]) -> list[Document]:
+    """Leave out files under the output folder, so `prepare corpus/ --out corpus/bins --glob '*'` never reads its bins."""
+    out_root = out_dir.resolve()
+    kept = [doc for doc in documents if doc.path is None or out_root not in doc.path.resolve().parents]
+    if not kept:
+        raise UserError(f"every source file is inside the output folder {out_dir}: choose another --out")
+    return kept
 
 
 def _check_settings(tokenizer: str, val_fraction: float, encoding_errors: str) -> None:

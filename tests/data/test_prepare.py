@@ -238,3 +238,12 @@ def test_a_tiny_document_still_gives_validation_a_whole_line(tmp_path: Path) -> 
     tokenizer = CharTokenizer(result.meta["tokenizer"]["chars"])
     decoded = [tokenizer.decode(np.fromfile(result.out_dir / f"{split}.bin", dtype=np.uint16)) for split in ("train", "val")]
     assert decoded == ["one\ntwo\n", "three\n"]
+
+
+def test_files_inside_the_output_folder_are_not_read_as_sources(tmp_path: Path) -> None:
+    (tmp_path / "story.txt").write_text("a story\n" * 100)
+    out_dir = tmp_path / "bins"
+    first = prepare_dataset([str(tmp_path)], out_dir, glob="*", tokenizer="char")
+    again = prepare_dataset([str(tmp_path)], out_dir, glob="*", tokenizer="char")
+    assert [Path(source["path"]).name for source in first.meta["sources"]] == ["story.txt"]
+    assert again.skipped
