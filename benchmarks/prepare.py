@@ -55,6 +55,13 @@ def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> 
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
+def cores_busy(run: Callable[[], object]) -> float:
+    """CPU seconds per wall second of one run: how many cores it kept busy (about 1 when the machine is full)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
 def encode_one_by_one(folder: Path) -> int:
     """The reference: read each file and `encode_ordinary` it on one thread."""
     encoding = gpt2_tokenizer().encoding
@@ -69,7 +76,7 @@ def peak_rss_megabytes() -> float:
 def measure(name: str, corpus: Path, work_dir: Path, repeats: int) -> dict[str, object]:
     size = corpus_bytes(corpus) / MEGABYTE
     out_dir = work_dir / f"out_{name}"
-    prepare_dataset([str(corpus)], out_dir, force=True)  # warm the page cache for every run alike
+    busy = cores_busy(lambda: prepare_dataset([str(corpus)], out_dir, force=True))  # also warms the page cache
     peak_after_prepare = peak_rss_megabytes()
     seconds = interleaved_medians(
         {
@@ -85,6 +92,7 @@ def measure(name: str, corpus: Path, work_dir: Path, repeats: int) -> dict[str, 
         "prepare gpt2 MB/s": size / seconds["gpt2"],
         "encode_ordinary MB/s": size / seconds["reference"],
         "ratio": seconds["reference"] / seconds["gpt2"],
+        "prepare cores busy": busy,
         "prepare char MB/s": size / seconds["char"],
         "peak RSS MB": peak_after_prepare,
     }
