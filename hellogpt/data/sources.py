@@ -148,21 +148,25 @@ def read_text_chunks(
     """
     decoder = codecs.getincrementaldecoder("utf-8")(errors=encoding_errors)
     pending = ""
-    pending_raw = 0  # raw bytes behind `pending`, so the chunks' raw sizes add up to the file size
+    pending_raw = 0  # raw bytes behind `pending`, so that the chunks' raw sizes add up to the file size
     bytes_read = 0
     with _open_for_reading(document) as stream:
         while True:
             block = stream.read(READ_BLOCK_BYTES)
             at_end = not block
-            text_bytes = block[len(codecs.BOM_UTF8) :] if bytes_read == 0 and block.startswith(codecs.BOM_UTF8) else block
-            pending += _decode_block(decoder, text_bytes, at_end, bytes_read + len(block) - len(text_bytes), document)
+            bom = len(codecs.BOM_UTF8) if bytes_read == 0 and block.startswith(codecs.BOM_UTF8) else 0
+            pending += _decode_block(decoder, block[bom:], at_end, bytes_read + bom, document)
             bytes_read += len(block)
             pending_raw += len(block)
-            while (cut := find_chunk_boundary(pending, chunk_chars, at_end)) is not None:
-                piece, pending = pending[:cut], pending[cut:]
-                raw = min(len(piece.encode("utf-8")), pending_raw) if pending or not at_end else pending_raw
+            start = 0
+            while (cut := find_chunk_boundary(pending, start, chunk_chars, at_end)) is not None:
+                piece = pending[start:cut]
+                last = at_end and cut == len(pending)
+                raw = pending_raw if last else min(len(piece.encode("utf-8")), pending_raw)
                 pending_raw -= raw
+                start = cut
                 yield TextChunk(piece, raw)
+            pending = pending[start:]
             if at_end:
                 return
 
@@ -186,16 +190,16 @@ def _decode_block(decoder: codecs.IncrementalDecoder, block: bytes, at_end: bool
         ) from None
 
 
-def find_chunk_boundary(text: str, chunk_chars: int, at_end: bool) -> Optional[int]:
-    """Where to cut `text` for a chunk of at least `chunk_chars` characters; None = wait for more text."""
-    if not text:
+def find_chunk_boundary(text: str, start: int, chunk_chars: int, at_end: bool) -> Optional[int]:
+    """Where the chunk of `text` from `start` (at least `chunk_chars` long) ends; None = wait for more text."""
+    if start >= len(text):
         return None
-    if len(text) < chunk_chars:
+    if len(text) - start < chunk_chars:
         return len(text) if at_end else None
     for boundary in (_LINE_BOUNDARY, _WHITESPACE_BOUNDARY):
-        match = boundary.search(text, chunk_chars)
-        if match is not None and match.start() < len(text):
+        match = boundary.search(text, start + chunk_chars)
+        if match is not None:
             return match.start()
     if at_end:
         return len(text)
-    return chunk_chars if len(text) >= _FORCED_CUT_FACTOR * chunk_chars else None
+    return start + chunk_chars if len(text) - start >= _FORCED_CUT_FACTOR * chunk_chars else None
