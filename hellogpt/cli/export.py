@@ -29,7 +29,7 @@ def export(
     checkpoint_path = resolve_checkpoint_path(checkpoint)
     payload = load_checkpoint(checkpoint_path)
     written = export_checkpoint(payload, out_dir, force=force)
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False, soft_wrap=True)
     files = ", ".join(sorted(path.name for path in written.iterdir()))
     console.print(f"exported {checkpoint_path} to {written}/ ({files})")
     if (payload.get("tokenizer") or {}).get("kind") == "char":

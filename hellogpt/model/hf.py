@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import re
 import shutil
-import tempfile
+import stat
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -208,10 +210,12 @@ def export_checkpoint(payload: dict[str, Any], out_dir: Path, *, force: bool = F
     tokenizer_description = payload.get("tokenizer") or {"kind": "gpt2"}
     vocab_size = _exported_vocab_size(config, tokenizer_description)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    staging = _new_sibling_directory(out_dir, "tmp")
     try:
         _write_hf_config(staging, config, vocab_size, tokenizer_description)
         _write_safetensors(staging / "model.safetensors", payload["model"], config, vocab_size)
+        # safetensors creates its file owner-only; give it the mode of its siblings (the umask's).
+        os.chmod(staging / "model.safetensors", stat.S_IMODE((staging / "config.json").stat().st_mode))
         _write_tokenizer_files(staging, config, tokenizer_description)
         _replace_directory(staging, out_dir)
     except BaseException:
@@ -312,8 +316,19 @@ def _replace_directory(staging: Path, out_dir: Path) -> None:
     if not out_dir.exists():
         staging.rename(out_dir)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    retired = _new_sibling_directory(out_dir, "old")
     retired.rmdir()
     out_dir.rename(retired)
     staging.rename(out_dir)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _new_sibling_directory(out_dir: Path, purpose: str) -> Path:
+    """A fresh hidden directory beside `out_dir` (same file system, so renames are atomic), mode from the umask."""
+    while True:
+        candidate = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:8]}.{purpose}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
