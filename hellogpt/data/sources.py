@@ -25,8 +25,9 @@ READ_BLOCK_BYTES = 1 << 20
 # cut where a whitespace run starts encodes to the same ids as the whole text. Line ends first.
 _LINE_BOUNDARY = re.compile(r"(?<=\S)(?=\r?\n)")
 _WHITESPACE_BOUNDARY = re.compile(r"(?<=\S)(?=\s)")
-# A run of text with no whitespace at all this many times the chunk size is cut anyway.
-_FORCED_CUT_FACTOR = 4
+# Text with no whitespace boundary for this many characters is cut anyway (bounded memory; the ids
+# at that one seam may then differ from the whole text's).
+FORCED_CUT_CHARS = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -202,4 +203,4 @@ def find_chunk_boundary(text: str, start: int, chunk_chars: int, at_end: bool) -
             return match.start()
     if at_end:
         return len(text)
-    return start + chunk_chars if len(text) - start >= _FORCED_CUT_FACTOR * chunk_chars else None
+    return start + chunk_chars if len(text) - start >= max(chunk_chars, FORCED_CUT_CHARS) else None

@@ -51,3 +51,11 @@ def test_default_names_come_from_the_sources(tmp_path: Path) -> None:
     assert default_dataset_name(["builtin:pydoc"]) == "pydoc"
     assert default_dataset_name([str(tmp_path / "notes.txt")]) == "notes"
     assert default_dataset_name([str(tmp_path / "my.books")]) == "my.books"
+
+
+def test_text_without_whitespace_is_still_cut_to_bound_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "FORCED_CUT_CHARS", 50)
+    monkeypatch.setattr(sources, "READ_BLOCK_BYTES", 20)
+    chunks = list(read_text_chunks(_document(b"x" * 200), encoding_errors="strict", chunk_chars=10))
+    assert "".join(chunk.text for chunk in chunks) == "x" * 200
+    assert max(len(chunk.text) for chunk in chunks) <= 50
