@@ -18,7 +18,7 @@ from hellogpt.model.gpt import GPT
 from hellogpt.model.hf import load_pretrained
 
 POEMS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "poems"
-BLOCK_SIZE = 64
+BLOCK_SIZE = 32
 
 
 def _command_exists(name: str) -> bool:
@@ -31,7 +31,7 @@ needs_chat = pytest.mark.skipif(not _command_exists("chat"), reason="`hellogpt c
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random transformers GPT-2 (2 layers, width 64, 64 positions) saved with save_pretrained."""
+    """A random transformers GPT-2 (2 layers, width 64, 32 positions) saved with save_pretrained."""
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=BLOCK_SIZE))
     directory = tmp_path_factory.mktemp("tiny-gpt2")
@@ -56,14 +56,14 @@ def tuned_checkpoint(hf_dir: Path, poems_data: Path, tmp_path_factory: pytest.Te
         "train.out_dir": str(work / "checkpoints"),
         "train.runs_dir": str(work / "runs"),
         "train.checkpoint_name": "poems_hugs",
-        "train.batch_size": 4,
+        "train.batch_size": 2,
         "train.gradient_accumulation_steps": 1,
-        "train.max_iters": 15,
-        "train.eval_interval": 15,
+        "train.max_iters": 12,
+        "train.eval_interval": 12,
         "train.eval_iters": 2,
         "train.log_interval": 5,
         "train.always_save_checkpoint": True,
-        "optim.learning_rate": 3e-3,
+        "optim.learning_rate": 5e-3,
         "optim.warmup_iters": 0,
         "optim.decay_lr": False,
         "system.device": "cpu",
