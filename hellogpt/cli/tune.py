@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from hellogpt.errors import UserError
 from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
 from hellogpt.cli.train import CheckpointOption, DataOption, MaxTimeOption, NameOption, PlainOption, parse_duration, run_training
+from hellogpt.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +33,7 @@ def tune_command(
     max_time: MaxTimeOption = None,
     checkpoint: CheckpointOption = None,
     plain: PlainOption = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the tuned checkpoint where it stopped.")] = False,
     gpt2base: Annotated[Optional[str], typer.Option("--gpt2base", hidden=True, help="The old tool's name for --from.")] = None,
 ) -> None:
     """Fine-tune a trained model on a dataset: fresh optimizer, tuning defaults, a new checkpoint.
@@ -41,7 +42,7 @@ def tune_command(
     [dim]Examples: hellogpt tune --from edgar_poe.pt --profile poems | hellogpt tune --from gpt2 --profile gpt2-tune[/]
     """
     from hellogpt.train.dataset import resolve_data_dir
-    from hellogpt.train.tune import TUNE_DEFAULTS, load_tuning_source, tuned_checkpoint_path
+    from hellogpt.train.tune import TUNE_DEFAULTS, existing_checkpoint, load_tuning_source, tuned_checkpoint_path
 
     source = source or gpt2base
     if not source:
@@ -49,6 +50,12 @@ def tune_command(
     resolved = resolve_cli_config(profile, config, set_, defaults=TUNE_DEFAULTS)
     max_seconds = parse_duration(max_time) if max_time else None
     data_dir = resolve_data_dir(resolved.config.data, data)
-    init, source_path = load_tuning_source(source, Path(resolved.config.train.out_dir))
+    out_dir = Path(resolved.config.train.out_dir)
+    if resume:
+        init, source_path = None, existing_checkpoint(source, out_dir)
+    else:
+        init, source_path = load_tuning_source(source, out_dir)
     checkpoint_path = tuned_checkpoint_path(resolved, source, source_path, checkpoint)
-    run_training(resolved, data_dir, checkpoint_path, init=init, max_seconds=max_seconds, run_name=name, plain=plain)
+    run_training(
+        resolved, data_dir, checkpoint_path, init=init, resume=resume, max_seconds=max_seconds, run_name=name, plain=plain
+    )

@@ -39,6 +39,7 @@ from hellogpt.train.checkpoint import (
     capture_rng_state,
     generator_from_state,
     generator_state,
+    gpt_config_from_args,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -538,20 +539,18 @@ def _model_config(
     from_config = GPTConfig(**{**config.model.model_dump(), "vocab_size": vocab_size})
     if source is None:
         return from_config
-    saved = GPTConfig(**source["model_args"])
+    saved = gpt_config_from_args(source["model_args"])
     if saved.vocab_size < tokenizer_vocab:
         raise UserError(
             f"the checkpoint's vocabulary ({saved.vocab_size}) is smaller than the tokenizer of {dataset.path} "
             f"({tokenizer_vocab}): use a dataset prepared with the checkpoint's tokenizer"
         )
-    # Resume: the whole model section must match; tune: only what the config sets explicitly.
-    keys = ARCHITECTURE_KEYS if is_resume else [
-        key for key in ARCHITECTURE_KEYS if resolved.source_of(f"model.{key}") != "base"
-    ]
-    wanted = from_config.to_dict() if is_resume else config.model.model_dump()
+    # The architecture comes from the weights; what the config sets explicitly must agree with it.
+    explicit = [key for key in ARCHITECTURE_KEYS if resolved.source_of(f"model.{key}") != "base"]
+    wanted = config.model.model_dump()
     conflicts = [
         f"{key} {wanted[key]} vs {getattr(saved, key)}"
-        for key in keys
+        for key in explicit
         if wanted[key] is not None and wanted[key] != getattr(saved, key)
     ]
     if conflicts:

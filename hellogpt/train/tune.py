@@ -43,6 +43,14 @@ def load_tuning_source(spec: str, checkpoints_dir: Path) -> tuple[dict[str, Any]
     return init, checkpoint_path
 
 
+def existing_checkpoint(spec: str, checkpoints_dir: Path) -> Optional[Path]:
+    """Our checkpoint file that `spec` names, when there is one (else it may be a Hugging Face model)."""
+    from hellogpt.train.checkpoint import resolve_checkpoint_path
+
+    path = resolve_checkpoint_path(spec, checkpoints_dir)
+    return path if path.is_file() else None
+
+
 def _huggingface_init(spec: str) -> dict[str, Any]:
     from hellogpt.model.hf import load_pretrained
 
