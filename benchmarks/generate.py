@@ -150,7 +150,7 @@ def main() -> None:
                 f"{timing.decode_tokens_per_second / theirs.decode_tokens_per_second:.2f}x",
                 f"{timing.decode_tokens_per_second / bound:.0%}", "" if name == "transformers" else f"{same}/{len(theirs.tokens)}",
             )
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
     print(f"memory bound: {MEMORY_BANDWIDTH_BYTES_PER_SECOND / 1e9:.0f} GB/s / weight bytes per token")
 
 

@@ -14,7 +14,9 @@ from typing import Callable, Optional, Protocol
 
 import torch
 
-from hellogpt.model.gpt import GPT, KVCache
+from hellogpt.errors import UserError
+from hellogpt.model.gpt import GPT, GPTConfig, KVCache
+from hellogpt.model.packed import can_pack_linear_layers, pack_linear_layers
 
 # When the context outgrows block_size, the cache restarts from the most recent half of it:
 # one prefill of block_size/2 tokens buys block_size/2 cheap decoding steps, so the re-prefill
@@ -129,7 +131,8 @@ def stream_tokens(
             on_window_slide(len(context) - block_size)
         slid = True
         context = context[-block_size:]
-    cache = model.new_cache()
+    # A cache as long as this reply can grow, not block_size: allocating it is part of the first token's wait.
+    cache = model.new_cache(max_length=min(block_size, len(context) + max_new_tokens))
     logits = _prefill(model, context, cache, device)
     for produced in range(1, max_new_tokens + 1):
         token = sample_next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
@@ -139,7 +142,7 @@ def stream_tokens(
         if produced == max_new_tokens:
             return
         context.append(token)
-        if cache.length < block_size:
+        if cache.length < cache.max_length:
             logits = _decode_one(model, token, cache, device)
             continue
         if not slid and on_window_slide is not None:
@@ -181,22 +184,26 @@ def stream_text(tokenizer: TokenBytes, token_ids: Iterator[int]) -> Iterator[str
         yield tail
 
 
-def supports_fast_bfloat16(device: torch.device) -> bool:
-    """True where bf16 matmuls run natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
 def prepare_for_inference(model: GPT, device: torch.device, dtype: torch.dtype) -> GPT:
-    """Move and cast the weights once (no per-op autocast), switch off dropout."""
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    """Move and cast the weights once (no per-op autocast), switch off dropout, prepack bf16 CPU weights."""
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return pack_linear_layers(model) if can_pack_linear_layers(model.lm_head.weight) else model
 
 
-def inference_dtype(setting: str, device: torch.device) -> torch.dtype:
-    """The dtype to decode in: `auto` is bf16 where it runs natively (half the bytes to read per token), else fp32."""
+def inference_dtype(setting: str, device: torch.device, model_config: Optional[GPTConfig] = None) -> torch.dtype:
+    """The dtype to decode in. `auto`: bf16 on GPUs that have it; on CPUs with native bf16 for models at
+    least `CPU_BF16_MIN_WIDTH` wide (decoding reads every weight per token, so half the bytes is faster
+    there; narrow models are dominated by per-op overhead that bf16 makes worse); else fp32.
+    """
+    from hellogpt.hardware import CPU_BF16_MIN_WIDTH, DTYPES_BY_NAME, cpu_has_native_bf16
+
     if setting != "auto":
-        return getattr(torch, setting)
-    return torch.bfloat16 if supports_fast_bfloat16(device) else torch.float32
+        if setting not in DTYPES_BY_NAME:
+            raise UserError(f"system.dtype '{setting}' is not a dtype: use auto, float32, bfloat16 or float16")
+        return DTYPES_BY_NAME[setting]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    wide_enough = model_config is None or model_config.n_embd >= CPU_BF16_MIN_WIDTH
+    if device.type == "cpu" and wide_enough and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32

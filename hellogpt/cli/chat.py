@@ -138,7 +138,7 @@ def _start_session(loaded: _LoadedModel, config: Any, memory: bool, interactive:
     from hellogpt.hardware import choose_device
 
     device = choose_device(config.system.device)
-    model = prepare_for_inference(loaded.model, device, inference_dtype(config.system.dtype, device))
+    model = prepare_for_inference(loaded.model, device, inference_dtype(config.system.dtype, device, loaded.model.config))
     stderr = _console(stderr=True)
     notice = (lambda message: stderr.print(f"[dim]{message}[/]")) if interactive else (
         lambda message: print(f"note: {message}", file=sys.stderr, flush=True)
