@@ -22,10 +22,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def sets(*overrides: str) -> list[str]:
-    arguments: list[str] = []
-    for assignment in [*TINY_SETTINGS, "train.gradient_accumulation_steps=1", *overrides]:
-        arguments += ["--set", assignment]
-    return arguments
+    """`--set` options for the tiny model, one micro-batch per step, and `overrides`."""
+    return sets_of([*TINY_SETTINGS, "train.gradient_accumulation_steps=1", *overrides])
+
+
+def sets_of(assignments: list[str]) -> list[str]:
+    return [argument for assignment in assignments for argument in ("--set", assignment)]
 
 
 @pytest.fixture
@@ -118,3 +120,28 @@ def test_ctrl_c_saves_exits_130_and_resume_finishes_the_run(workdir: Path) -> No
     result = invoke("train", "--data", "data/tiny", "--checkpoint", "tiny.pt", "--resume", *sets(f"train.max_iters={saved_step + 2}"))
     assert result.exit_code == 0, result.output
     assert load_checkpoint(workdir / "checkpoints" / "tiny.pt")["step"] == saved_step + 2
+
+
+def test_tune_from_a_hugging_face_name_goes_through_the_hf_seam(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import numpy as np
+
+    import hellogpt.model.hf as hf
+    from hellogpt.data.tokenizer import gpt2_tokenizer
+    from hellogpt.model.gpt import GPT, GPTConfig
+
+    ids = np.array(gpt2_tokenizer().encode(shakespeare_text(20_000)), dtype=np.uint16)
+    folder = workdir / "data" / "bpe"
+    folder.mkdir(parents=True)
+    ids[:-500].tofile(folder / "train.bin")
+    ids[-500:].tofile(folder / "val.bin")
+    (folder / "meta.json").write_text(json.dumps({"tokenizer": {"kind": "gpt2"}, "vocab_size": 50257, "dtype": "uint16"}))
+    small_gpt2 = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=16, vocab_size=50257, bias=True))
+    monkeypatch.setattr(hf, "load_pretrained", lambda spec: (small_gpt2, {"kind": "huggingface", "source": spec}))
+    loop_settings = [item for item in [*TINY_SETTINGS, "train.max_iters=2"] if not item.startswith("model.")]
+    result = invoke("tune", "--from", "gpt2", "--data", "data/bpe", "--plain", *sets_of(loop_settings))
+    assert result.exit_code == 0, result.output
+    tuned = load_checkpoint(workdir / "checkpoints" / "gpt2_tuned.pt")
+    assert tuned["origin"] == {"kind": "huggingface", "source": "gpt2"}
+    assert tuned["model_args"]["n_embd"] == 8 and tuned["tokenizer"] == {"kind": "gpt2"}
