@@ -63,7 +63,9 @@ def load_pretrained(spec: str) -> tuple[GPT, dict[str, Any]]:
     # Assigning replaced the tied Parameter with two separate ones: tie them again.
     model.lm_head.weight = model.transformer.wte.weight
     model.eval()
-    return model, {"kind": "huggingface", "source": spec}
+    # A local directory is recorded absolute, so the origin still names it when read from elsewhere.
+    recorded_source = str(Path(source).resolve()) if Path(source).is_dir() else spec
+    return model, {"kind": "huggingface", "source": recorded_source}
 
 
 def _transformers_source(spec: str) -> str:

@@ -72,9 +72,12 @@ def _our_logits(payload: dict, ids: torch.Tensor) -> torch.Tensor:
         return model.eval()(ids)[0]
 
 
-def test_load_pretrained_returns_an_fp32_cpu_model_and_its_origin(hf_dir: Path, our_model: GPT) -> None:
-    _, origin = load_pretrained(str(hf_dir))
-    assert origin == {"kind": "huggingface", "source": str(hf_dir)}
+def test_load_pretrained_returns_an_fp32_cpu_model_and_its_origin(
+    hf_dir: Path, our_model: GPT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(hf_dir.parent)
+    _, origin = load_pretrained(hf_dir.name)
+    assert origin == {"kind": "huggingface", "source": str(hf_dir.resolve())}  # absolute: readable from anywhere
     assert our_model.config == GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=1024, vocab_size=GPT2_VOCAB, dropout=0.0, bias=True)
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in our_model.parameters())
     assert our_model.lm_head.weight is our_model.transformer.wte.weight
@@ -89,6 +92,7 @@ def test_loaded_model_logits_equal_transformers(our_model: GPT, hf_model: GPT2LM
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_greedy_generation_matches_transformers_token_for_token(our_model: GPT, hf_model: GPT2LMHeadModel) -> None:
     prompt = _random_ids(9, batch=1, seed=42)
     new_tokens = 24
@@ -264,3 +268,12 @@ def test_offline_without_cache_is_one_line_naming_the_local_directory_option(tmp
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.stdout + result.stderr
     assert "cannot be reached" in lines[0] and "--from path/to/dir" in lines[0]
+
+
+def test_export_command_says_a_char_model_has_no_transformers_tokenizer(tmp_path: Path) -> None:
+    checkpoint_path = tmp_path / "shakespeare_char.pt"
+    save_checkpoint(checkpoint_path, _tiny_payload(vocab_size=65, tokenizer={"kind": "char", "chars": "".join(map(chr, range(32, 97)))}))
+    result = CliRunner().invoke(app, ["export", str(checkpoint_path), str(tmp_path / "exported")])
+    assert result.exit_code == 0, result.output
+    assert f"no transformers tokenizer; its characters (id order) are in {CHAR_VOCABULARY_FILE}" in result.output
+    assert (tmp_path / "exported" / "model.safetensors").exists()

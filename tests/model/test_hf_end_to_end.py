@@ -107,7 +107,7 @@ def test_tune_from_a_huggingface_directory_lowers_the_loss_on_poems(
     before = _validation_loss(pretrained, poems_data)
     after = _validation_loss(model_from_checkpoint(payload), poems_data)
     assert after < before - 1.0, (before, after)
-    assert payload["origin"] == {"kind": "huggingface", "source": str(hf_dir)}
+    assert payload["origin"] == {"kind": "huggingface", "source": str(hf_dir.resolve())}
     assert payload["model_args"]["n_embd"] == 64 and payload["model_args"]["bias"] is True
     assert payload["tokenizer"] == {"kind": "gpt2"}
 
