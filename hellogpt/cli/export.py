@@ -13,8 +13,20 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    checkpoint: Annotated[str, typer.Argument(help="A checkpoint name (looked up in checkpoints/) or path.", show_default=False)],
-    out_dir: Annotated[Path, typer.Argument(help="The directory to write (config.json, model.safetensors, tokenizer files).", show_default=False)],
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            metavar="CHECKPOINT", help="A checkpoint name (looked up in checkpoints/) or path.", show_default=False
+        ),
+    ],
+    out_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUT_DIR",
+            help="The directory to write (config.json, model.safetensors, tokenizer files).",
+            show_default=False,
+        ),
+    ],
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace OUT_DIR if it exists.")] = False,
 ) -> None:
     """Write a checkpoint as a directory that transformers' from_pretrained loads.
