@@ -1,12 +1,15 @@
 """The live dashboard: a rich `Live` view redrawn at most 4 times a second, then a summary table.
 
-The loop runs in the consuming thread; rich redraws from its own thread and the
-hardware sampler reads sensors on a third, so neither ever waits on the other.
+The loop runs in the consuming thread, which only records each event. A redraw
+thread draws the view 4 times a second while events arrive and once a second
+otherwise (for the clock); the hardware sampler reads sensors on a third thread.
+Neither ever makes the training step wait.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,6 +37,7 @@ from hellogpt.dashboard.state import RunState
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, TrainingEvent
 
 REFRESHES_PER_SECOND = 4
+IDLE_REFRESH_SECONDS = 1.0
 SAMPLE_LINES_SHOWN = 6
 CHART_HEIGHT_LIMITS = (10, 16)  # at least the rows of the numbers table
 ROWS_AROUND_CHART = 24
@@ -57,10 +61,14 @@ class LiveView:
         self.hardware_reader = hardware_reader if hardware_reader is not None else default_hardware_reader()
         self.run_records = run_records
         self.sampler: Optional[HardwareSampler] = None
-        self._lock = threading.Lock()
+        self._chart: Optional[LossChart] = None
+        self._chart_key: tuple[int, int, int] = (0, 0, 0)
+        self._changed = threading.Event()
+        self._stop_redrawing = threading.Event()
+        self._redraw_thread: Optional[threading.Thread] = None
         self._live = Live(
             console=console,
-            refresh_per_second=REFRESHES_PER_SECOND,
+            auto_refresh=False,
             transient=True,
             redirect_stdout=False,
             redirect_stderr=False,
@@ -69,9 +77,14 @@ class LiveView:
 
     def __enter__(self) -> "LiveView":
         self._live.start()
+        self._redraw_thread = threading.Thread(target=self._redraw_loop, name="hellogpt-dashboard", daemon=True)
+        self._redraw_thread.start()
         return self
 
     def __exit__(self, exc_type: Optional[type], exc: Optional[BaseException], traceback: object) -> None:
+        self._stop_redrawing.set()
+        if self._redraw_thread is not None:
+            self._redraw_thread.join()
         if self.sampler is not None:
             self.sampler.stop()
         self._live.stop()
@@ -83,6 +96,7 @@ class LiveView:
 
     def handle(self, event: TrainingEvent) -> None:
         """Start the sampler on RunStarted; leave evals and checkpoints in the scrollback."""
+        self._changed.set()
         if isinstance(event, RunStarted):
             self.sampler = HardwareSampler(event.device, self.hardware_reader)
             self.sampler.start()
@@ -90,21 +104,28 @@ class LiveView:
             self.console.print(_eval_line(event), highlight=False)
         elif isinstance(event, CheckpointEvent):
             self.console.print(Text(f"  saved {event.path} at step {event.step} ({event.reason})", style="dim"))
-        elif isinstance(event, RunFinished):
-            self._live.refresh()
+
+    def _redraw_loop(self) -> None:
+        """Redraw after events (at most 4 times a second) and once a second in between."""
+        last_redraw = 0.0
+        while not self._stop_redrawing.wait(1 / REFRESHES_PER_SECOND):
+            now = time.monotonic()
+            if self._changed.is_set() or now - last_redraw >= IDLE_REFRESH_SECONDS:
+                self._changed.clear()
+                self._live.refresh()
+                last_redraw = now
 
     # ------------------------------------------------------------ rendering
 
     def render(self) -> RenderableType:
         """The whole dashboard from the current state (called by rich's refresh thread)."""
-        with self._lock:
-            if self.state.started is None:
-                return Text("hellogpt: starting the run...", style="dim")
-            parts: list[RenderableType] = [self.header(), self.progress(), self.middle(), self.hardware()]
-            sample = self.sample()
-            if sample is not None:
-                parts.append(sample)
-            return Group(*parts)
+        if self.state.started is None:
+            return Text("hellogpt: starting the run...", style="dim")
+        parts: list[RenderableType] = [self.header(), self.progress(), self.middle(), self.hardware()]
+        sample = self.sample()
+        if sample is not None:
+            parts.append(sample)
+        return Group(*parts)
 
     def header(self) -> RenderableType:
         started = self.state.started
@@ -135,7 +156,7 @@ class LiveView:
 
     def middle(self) -> RenderableType:
         chart_height = min(max(self.console.height - ROWS_AROUND_CHART, CHART_HEIGHT_LIMITS[0]), CHART_HEIGHT_LIMITS[1])
-        chart = LossChart(self.state.train_points, self.state.val_points, height=chart_height)
+        chart = self._current_chart(chart_height)
         row = Table.grid(expand=True)
         row.add_column(ratio=1)
         row.add_column(width=31)
@@ -145,6 +166,14 @@ class LiveView:
             Panel(self.numbers(), title="training", title_align="left", height=panel_height),
         )
         return row
+
+    def _current_chart(self, height: int) -> LossChart:
+        """The chart for the points so far: drawn again only when a point arrives or the size changes."""
+        key = (len(self.state.train_points), len(self.state.val_points), height)
+        if self._chart is None or self._chart_key != key:
+            self._chart = LossChart(self.state.train_points, self.state.val_points, height=height)
+            self._chart_key = key
+        return self._chart
 
     def numbers(self) -> Table:
         state = self.state
@@ -238,13 +267,13 @@ def hardware_readings(reading: dict[str, Any]) -> list[tuple[str, str]]:
         pairs.append(("RSS", format_bytes(rss)))
     ram_used, ram_total = first("ram_used_bytes", "system_ram_used_bytes"), first("ram_total_bytes", "system_ram_total_bytes")
     if ram_used is not None:
-        pairs.append(("RAM", f"{format_bytes(ram_used)}/{format_bytes(ram_total)}"))
+        pairs.append(("RAM", _used_of_total(ram_used, ram_total)))
     gpu_util = first("gpu_util_percent", "gpu_utilization_percent")
     if gpu_util is not None:
         pairs.append(("GPU", f"{gpu_util:.0f}%"))
     gpu_used, gpu_total = first("gpu_memory_used_bytes"), first("gpu_memory_total_bytes")
     if gpu_used is not None:
-        pairs.append(("GPU mem", f"{format_bytes(gpu_used)}/{format_bytes(gpu_total)}"))
+        pairs.append(("GPU mem", _used_of_total(gpu_used, gpu_total)))
     temperature = first("gpu_temperature_c", "gpu_temperature_celsius")
     if temperature is not None:
         pairs.append(("temp", f"{temperature:.0f}°C"))
@@ -252,6 +281,10 @@ def hardware_readings(reading: dict[str, Any]) -> list[tuple[str, str]]:
     if power is not None:
         pairs.append(("power", f"{power:.0f} W"))
     return pairs
+
+
+def _used_of_total(used: float, total: Optional[float]) -> str:
+    return format_bytes(used) if total is None else f"{format_bytes(used)}/{format_bytes(total)}"
 
 
 def _chart_title() -> Text:

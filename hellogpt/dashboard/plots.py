@@ -135,20 +135,28 @@ class BrailleCanvas:
 
 
 class LossChart:
-    """A rich renderable: train and val loss over steps, as wide as it is given."""
+    """A rich renderable: train and val loss over steps, as wide as it is given.
+
+    The drawing is kept per (width, height): the live view redraws the same chart several
+    times a second while its points only change at each logged step.
+    """
 
     Y_LABEL_WIDTH = 7
 
     def __init__(self, train: Points, val: Points, height: int = 10) -> None:
         self.train, self.val, self.height = list(train), list(val), height
+        self._drawn: dict[tuple[int, int], list[Segment]] = {}
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = max(options.max_width, self.Y_LABEL_WIDTH + 12)
         rows = options.height or self.height
+        if (width, rows) not in self._drawn:
+            self._drawn[(width, rows)] = self._draw(width, rows)
+        yield from self._drawn[(width, rows)]
+
+    def _draw(self, width: int, rows: int) -> list[Segment]:
         if not self.train and not self.val:
-            yield Segment("waiting for the first logged step...", AXIS_STYLE)
-            yield Segment.line()
-            return
+            return [Segment("waiting for the first logged step...", AXIS_STYLE), Segment.line()]
         plot_columns = width - self.Y_LABEL_WIDTH - 1
         plot_rows = max(rows - 2, 3)
         axes = Axes.around(self.train, self.val)
@@ -157,17 +165,25 @@ class LossChart:
         canvas.plot(self.val, axes, series=1)
         labels = self._y_labels(axes, plot_rows)
         styles = {0: TRAIN_STYLE, 1: VAL_STYLE}
+        segments: list[Segment] = []
         for row in range(plot_rows):
-            yield Segment(labels.get(row, "").rjust(self.Y_LABEL_WIDTH - 1) + " ", AXIS_STYLE)
-            yield Segment("┤" if row in labels else "│", AXIS_STYLE)
-            for column in range(plot_columns):
-                character, owner = canvas.cell(row, column)
-                yield Segment(character, styles.get(owner))
-            yield Segment.line()
-        yield Segment(" " * self.Y_LABEL_WIDTH + "└" + "─" * plot_columns, AXIS_STYLE)
-        yield Segment.line()
-        yield Segment(self._x_labels(axes, plot_columns), AXIS_STYLE)
-        yield Segment.line()
+            axis = labels.get(row, "").rjust(self.Y_LABEL_WIDTH - 1) + (" ┤" if row in labels else " │")
+            segments.append(Segment(axis, AXIS_STYLE))
+            cells = [canvas.cell(row, column) for column in range(plot_columns)]
+            run_start = 0
+            for column in range(1, plot_columns + 1):  # one segment per run of cells in the same colour
+                if column == plot_columns or cells[column][1] != cells[run_start][1]:
+                    text = "".join(character for character, _ in cells[run_start:column])
+                    segments.append(Segment(text, styles.get(cells[run_start][1])))
+                    run_start = column
+            segments.append(Segment.line())
+        segments += [
+            Segment(" " * self.Y_LABEL_WIDTH + "└" + "─" * plot_columns, AXIS_STYLE),
+            Segment.line(),
+            Segment(self._x_labels(axes, plot_columns), AXIS_STYLE),
+            Segment.line(),
+        ]
+        return segments
 
     def _y_labels(self, axes: Axes, plot_rows: int) -> dict[int, str]:
         """Tick values by the row they fall on (top, middle, bottom at least)."""

@@ -126,3 +126,25 @@ def test_live_run_gives_way_to_a_summary_table(tmp_path: Path) -> None:
     for expected in ("best val loss   │ 2.1000", "wall time       │ 1:15", "409.60k", "5,461 tokens/s", CHECKPOINT):
         assert expected in summary
     assert str(tmp_path / RUN_NAME) in summary
+
+
+def test_hardware_panel_on_cuda_shows_gpu_utilisation_memory_temperature_and_power() -> None:
+    from hellogpt.dashboard.live import hardware_readings
+
+    reading = {
+        **fixed_reading("cuda"),
+        "gpu_util_percent": 97.0,
+        "gpu_memory_used_bytes": 30 * 2**30,
+        "gpu_memory_total_bytes": 80 * 2**30,
+        "gpu_temperature_c": 64.0,
+        "gpu_power_w": 412.0,
+    }
+    assert dict(hardware_readings(reading)) == {
+        "CPU": "37%",
+        "RSS": "512.0 MiB",
+        "RAM": "6.0 GiB/16.0 GiB",
+        "GPU": "97%",
+        "GPU mem": "30.0 GiB/80.0 GiB",
+        "temp": "64°C",
+        "power": "412 W",
+    }

@@ -1,0 +1,150 @@
+"""Dashboard overhead: step time of the real quickstart loop under the live dashboard vs plain lines.
+
+The quickstart model (4x128, char tokenizer, batch 32 x 128) trains on tinyshakespeare on the CPU
+three ways, interleaved: events consumed by nothing, by the plain log, and by the live dashboard
+(rich Live on a terminal console writing to memory, the hardware sampler running). The time
+between two StepEvents, as the consumer sees it, includes everything the display does.
+Also times one full dashboard frame, which rich redraws at most 4 times a second.
+
+    python benchmarks/dashboard.py [--quick] [--steps N] [--log-interval N] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+from hellogpt.config.layers import resolve_config
+from hellogpt.dashboard import display_training
+from hellogpt.dashboard.live import REFRESHES_PER_SECOND, LiveView
+from hellogpt.dashboard.state import RunState
+from hellogpt.data.prepare import prepare_dataset
+from hellogpt.train.events import EvalEvent, RunStarted, StepEvent, TrainingEvent
+from hellogpt.train.loop import train
+
+SHAKESPEARE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinyshakespeare" / "input.txt"
+WARMUP_INTERVALS = 2
+
+
+def run_seconds_per_step(
+    data_dir: Path, work_dir: Path, steps: int, log_interval: int, consume: Callable[[Iterator[TrainingEvent]], object]
+) -> list[float]:
+    """Seconds per optimizer step between consecutive StepEvents (after warm-up), as seen by `consume`."""
+    resolved = resolve_config(
+        "quickstart",
+        [],
+        [
+            f"train.max_iters={steps}",
+            f"train.log_interval={log_interval}",
+            f"train.eval_interval={steps}",
+            "train.eval_iters=2",
+            f"train.runs_dir={work_dir / 'runs'}",
+            "sample.max_new_tokens=8",
+            "system.device=cpu",
+            "system.compile=false",
+        ],
+    )
+    stamps: list[tuple[int, float]] = []
+
+    def timed(events: Iterator[TrainingEvent]) -> Iterator[TrainingEvent]:
+        for event in events:
+            if isinstance(event, StepEvent):
+                stamps.append((event.step, time.perf_counter()))
+            yield event
+
+    events = train(resolved, data_dir=data_dir, checkpoint_path=work_dir / "bench.pt", run_name="bench")
+    consume(timed(events))
+    return [
+        (later_time - earlier_time) / (later_step - earlier_step)
+        for (earlier_step, earlier_time), (later_step, later_time) in zip(stamps, stamps[1:])
+    ][WARMUP_INTERVALS:]
+
+
+def consume_nothing(events: Iterator[TrainingEvent]) -> None:
+    for _ in events:
+        pass
+
+
+def consume_plain(events: Iterator[TrainingEvent]) -> None:
+    display_training(events, plain=True, console=Console(file=io.StringIO(), width=100))
+
+
+def consume_live(events: Iterator[TrainingEvent]) -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=100, height=40)
+    display_training(events, plain=False, console=console)
+
+
+def frame_milliseconds(repeats: int = 30) -> float:
+    """Median time to render the whole dashboard with 1000 logged steps and 4 evals."""
+    console = Console(file=io.StringIO(), force_terminal=True, width=100, height=40)
+    state = RunState()
+    view = LiveView(console, state, hardware_reader=lambda device: {"cpu_percent": 50.0, "process_rss_bytes": 2**29})
+    events: list[TrainingEvent] = [RunStarted("bench", "quickstart", "cpu", "float32", 812_345, 10**6, 0, 1000, 4096, "x.pt")]
+    for step in range(1, 1001):
+        events.append(StepEvent(step, 4 / (1 + step / 100), 1e-3, 0.5, 50.0, 80_000.0, 0.01, 4096 * step, step * 0.05))
+        if step % 250 == 0:
+            events.append(EvalEvent(step, 4 / (1 + step / 100), 4.1 / (1 + step / 100), 1.0, "sample text\n" * 4))
+    for event in events:
+        state.update(event)
+        view.handle(event)
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        console.print(view.render())
+        timings.append((time.perf_counter() - started) * 1000)
+    if view.sampler is not None:
+        view.sampler.stop()
+    return statistics.median(timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="60 steps, logged every 5, 2 repeats")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--log-interval", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    steps = args.steps or (60 if args.quick else 300)
+    log_interval = args.log_interval or (5 if args.quick else 25)
+    repeats = args.repeats or (2 if args.quick else 3)
+
+    modes = {"no display": consume_nothing, "plain": consume_plain, "live dashboard": consume_live}
+    per_step: dict[str, list[float]] = {name: [] for name in modes}
+    with tempfile.TemporaryDirectory() as temporary:
+        work_dir = Path(temporary)
+        text_dir = work_dir / "text"
+        text_dir.mkdir()
+        (text_dir / "input.txt").write_text(SHAKESPEARE.read_text(encoding="utf-8"), encoding="utf-8")
+        data_dir = work_dir / "data"
+        prepare_dataset([str(text_dir)], data_dir, tokenizer="char")
+        for _ in range(repeats):
+            for name, consume in modes.items():  # interleaved, so drift in machine load hits every mode alike
+                per_step[name] += run_seconds_per_step(data_dir, work_dir, steps, log_interval, consume)
+
+    plain_median = statistics.median(per_step["plain"])
+    table = Table(title=f"Dashboard overhead: quickstart model on the CPU, {steps} steps x {repeats}, log every {log_interval}")
+    table.add_column("display")
+    table.add_column("median ms/step", justify="right")
+    table.add_column("intervals", justify="right")
+    table.add_column("vs plain", justify="right")
+    for name, timings in per_step.items():
+        median = statistics.median(timings)
+        table.add_row(name, f"{median * 1000:.2f}", str(len(timings)), f"{median / plain_median:.3f}x")
+    frame = frame_milliseconds()
+    Console().print(table)
+    Console().print(
+        f"one dashboard frame (1000 steps on the chart): {frame:.2f} ms; at {REFRESHES_PER_SECOND} frames/s "
+        f"that is {frame * REFRESHES_PER_SECOND / 10:.2f}% of one core, drawn on rich's refresh thread"
+    )
+
+
+if __name__ == "__main__":
+    main()
