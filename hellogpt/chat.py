@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Literal, Optional, Protocol
 
 import torch
 import yaml
@@ -32,6 +32,7 @@ CONTINUATION_PROMPT = "... "
 LINE_CONTINUATION = "\\"
 # In conversation mode, earlier turns are joined into one text, each turn on lines of its own.
 TURN_SEPARATOR = "\n"
+ReplEnd = Literal["quit", "end of input", "interrupted"]
 UNSET_WORDS = frozenset({"none", "null", "off", "unset", "-"})
 HELP_TEXT = """\
 Type text and the model continues it. A line ending in \\ continues on the next line.
@@ -174,7 +175,7 @@ class ChatSession:
         weight = self.model.lm_head.weight
         facts = {
             **self.model_info,
-            "parameters": f"{self.model.num_parameters() / 1e6:.2f}M",
+            "parameters": format_count(self.model.num_parameters()),
             "shape": f"{config.n_layer} layers x {config.n_embd} wide, {config.n_head} heads",
             "context": f"{config.block_size} tokens",
             "vocabulary": f"{config.vocab_size} ({self.tokenizer.name} tokenizer)",
@@ -247,6 +248,14 @@ class ChatSession:
         return CommandResult(f"saved {len(self.history)} turns to {path}")
 
 
+def format_count(count: int) -> str:
+    """124439808 -> '124.4M': parameter counts at a glance."""
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= threshold:
+            return f"{count / threshold:.1f}{suffix}"
+    return str(count)
+
+
 def _parse_setting_value(raw_value: str) -> Any:
     """A YAML scalar, as in `--set`; words like `none` or `off` unset the value."""
     text = raw_value.strip()
@@ -291,17 +300,19 @@ def read_prompt(read_line: Callable[[str], str]) -> str:
     return "\n".join(lines)
 
 
-def run_repl(session: ChatSession, read_line: Callable[[str], str], view: ReplView) -> None:
+def run_repl(session: ChatSession, read_line: Callable[[str], str], view: ReplView) -> ReplEnd:
     """Read prompts until /quit, end of input or Ctrl-C at the prompt; Ctrl-C during a reply only stops the reply.
 
     `read_line(prompt)` returns one line without its newline and raises EOFError at the end of input
-    and KeyboardInterrupt on Ctrl-C, as `input()` does.
+    and KeyboardInterrupt on Ctrl-C, as `input()` does. Returns how the REPL ended.
     """
     while True:
         try:
             text = read_prompt(read_line)
-        except (EOFError, KeyboardInterrupt):
-            return
+        except EOFError:
+            return "end of input"
+        except KeyboardInterrupt:
+            return "interrupted"
         if not text.strip():
             continue
         if text.lstrip().startswith("/"):
@@ -309,7 +320,7 @@ def run_repl(session: ChatSession, read_line: Callable[[str], str], view: ReplVi
             if result.message:
                 view.show_message(result.message)
             if result.quit:
-                return
+                return "quit"
             continue
         _show_reply(session, text, view)
 

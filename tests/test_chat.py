@@ -149,7 +149,8 @@ def test_unknown_commands_get_a_hint() -> None:
 def test_repl_runs_commands_and_replies_until_end_of_input() -> None:
     session = make_session()
     view = RecordingView()
-    run_repl(session, scripted_input("/help", "the cat", "", "   ", "/set max_new_tokens 3", "a dog"), view)
+    ended = run_repl(session, scripted_input("/help", "the cat", "", "   ", "/set max_new_tokens 3", "a dog"), view)
+    assert ended == "end of input"
     assert "/memory on|off" in view.messages()[0]
     assert [turn.prompt for turn in session.history] == ["the cat", "a dog"]
     ends = [value for kind, value in view.events if kind == "end"]
@@ -178,7 +179,7 @@ def test_ctrl_c_during_a_reply_stops_it_and_returns_to_the_prompt() -> None:
 def test_ctrl_c_at_the_prompt_ends_the_repl() -> None:
     session = make_session()
     read_line = scripted_input(KeyboardInterrupt(), "never read")
-    run_repl(session, read_line, RecordingView())
+    assert run_repl(session, read_line, RecordingView()) == "interrupted"
     assert session.history == [] and len(read_line.prompts) == 1
 
 
@@ -204,5 +205,5 @@ def test_a_context_longer_than_the_model_is_noticed_once() -> None:
 @pytest.mark.parametrize("command", ["/quit", "/exit"])
 def test_quit_ends_the_repl(command: str) -> None:
     read_line = scripted_input(command, "never read")
-    run_repl(make_session(), read_line, RecordingView())
+    assert run_repl(make_session(), read_line, RecordingView()) == "quit"
     assert len(read_line.prompts) == 1

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from hellogpt.chat import ChatSession, ReplyStats
 
 SAMPLE_SEPARATOR = "\n---\n"
+# Lines arriving within this gap of each other were pasted as one block, not typed.
+PASTE_GAP_SECONDS = 0.01
 
 
 def register(app: typer.Typer) -> None:
@@ -193,17 +195,18 @@ class _TerminalView:
 
 
 def _run_interactive(session: "ChatSession") -> None:
-    from hellogpt.chat import run_repl
+    from hellogpt.chat import format_count, run_repl
 
     console = _console()
     _enable_line_editing()
     facts = session.model_info.get("model", "the model")
     console.print(
-        f"[bold]hellogpt chat[/] with {facts} ({session.model.num_parameters() / 1e6:.1f}M parameters). "
+        f"[bold]hellogpt chat[/] with {facts} ({format_count(session.model.num_parameters())} parameters). "
         "Type text and the model continues it; [bold]/help[/] for commands, Ctrl-D to quit."
     )
     console.print(f"[dim]{session.settings_text()}[/]")
-    run_repl(session, _prompt_reader(console), _TerminalView(console))
+    if run_repl(session, _prompt_reader(console), _TerminalView(console)) != "quit":
+        console.print()  # Ctrl-D or Ctrl-C left the cursor after the prompt
 
 
 def _enable_line_editing() -> None:
@@ -215,12 +218,31 @@ def _enable_line_editing() -> None:
 
 
 def _prompt_reader(console: "Console"):
-    """`input()` with a coloured prompt that readline measures correctly (escapes wrapped in \\001..\\002)."""
+    """`input()` with a coloured prompt that readline measures correctly (escapes wrapped in \\001..\\002).
+
+    Lines already waiting on stdin when one is read were pasted together: they come back as one prompt.
+    """
+    from hellogpt.chat import CONTINUATION_PROMPT
+
     styled = console.is_terminal and not console.no_color
 
+    def styled_input(prompt: str) -> str:
+        return input(f"\001\033[1;32m\002{prompt}\001\033[0m\002" if styled else prompt)
+
     def read_line(prompt: str) -> str:
-        if styled:
-            prompt = f"\001\033[1;32m\002{prompt}\001\033[0m\002"
-        return input(prompt)
+        lines = [styled_input(prompt)]
+        while _more_input_waiting():
+            lines.append(styled_input(CONTINUATION_PROMPT))
+        return "\n".join(lines)
 
     return read_line
+
+
+def _more_input_waiting() -> bool:
+    """True when stdin already holds more typed or pasted text (readline reads it byte by byte, so it is still there)."""
+    import select
+
+    try:
+        return bool(select.select([sys.stdin], [], [], PASTE_GAP_SECONDS)[0])
+    except (OSError, ValueError):
+        return False
