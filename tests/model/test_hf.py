@@ -277,3 +277,22 @@ def test_export_command_says_a_char_model_has_no_transformers_tokenizer(tmp_path
     assert result.exit_code == 0, result.output
     assert f"no transformers tokenizer; its characters (id order) are in {CHAR_VOCABULARY_FILE}" in result.output
     assert (tmp_path / "exported" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_offline_a_hub_name_loads_from_the_hf_home_cache(tmp_path: Path, hf_dir: Path) -> None:
+    snapshot = tmp_path / "hf_home" / "hub" / "models--gpt2" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_bytes((hf_dir / name).read_bytes())
+    script = (
+        "from hellogpt.model.hf import load_pretrained\n"
+        "model, origin = load_pretrained('gpt2')\n"
+        "print(model.config.n_embd, model.config.n_layer, origin)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "64 2 {'kind': 'huggingface', 'source': 'gpt2'}"
