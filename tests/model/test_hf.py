@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, GPT2Config, GPT2LMHeadModel
-from typer.testing import CliRunner
 
-from hellogpt.cli import app
 from hellogpt.errors import UserError
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.hf import (
@@ -23,7 +21,6 @@ from hellogpt.model.hf import (
     is_huggingface_source,
     load_pretrained,
 )
-from hellogpt.train.checkpoint import load_checkpoint, save_checkpoint
 
 GPT2_VOCAB = 50257
 
@@ -49,11 +46,11 @@ def our_model(hf_dir: Path) -> GPT:
     return model
 
 
-def _random_ids(length: int, batch: int = 2, seed: int = 0, vocab: int = GPT2_VOCAB) -> torch.Tensor:
+def random_ids(length: int, batch: int = 2, seed: int = 0, vocab: int = GPT2_VOCAB) -> torch.Tensor:
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-def _tiny_payload(bias: bool = True, vocab_size: int = 50304, tokenizer: dict | None = None, seed: int = 0) -> dict:
+def tiny_payload(bias: bool = True, vocab_size: int = 50304, tokenizer: dict | None = None, seed: int = 0) -> dict:
     """A checkpoint payload (contract 3) around a random model, as the training loop would save it."""
     torch.manual_seed(seed)
     config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=vocab_size, bias=bias)
@@ -65,7 +62,7 @@ def _tiny_payload(bias: bool = True, vocab_size: int = 50304, tokenizer: dict | 
     return {"model_args": config.to_dict(), "model": model.state_dict(), "tokenizer": tokenizer or {"kind": "gpt2"}}
 
 
-def _our_logits(payload: dict, ids: torch.Tensor) -> torch.Tensor:
+def our_logits(payload: dict, ids: torch.Tensor) -> torch.Tensor:
     model = GPT(GPTConfig(**payload["model_args"]))
     model.load_state_dict(payload["model"])
     with torch.no_grad():
@@ -85,7 +82,7 @@ def test_load_pretrained_returns_an_fp32_cpu_model_and_its_origin(
 
 @pytest.mark.parametrize("length", [1, 7, 64, 200])
 def test_loaded_model_logits_equal_transformers(our_model: GPT, hf_model: GPT2LMHeadModel, length: int) -> None:
-    ids = _random_ids(length, seed=length)
+    ids = random_ids(length, seed=length)
     with torch.no_grad():
         ours, _ = our_model(ids)
         theirs = hf_model(ids).logits
@@ -94,7 +91,7 @@ def test_loaded_model_logits_equal_transformers(our_model: GPT, hf_model: GPT2LM
 
 @pytest.mark.slow
 def test_greedy_generation_matches_transformers_token_for_token(our_model: GPT, hf_model: GPT2LMHeadModel) -> None:
-    prompt = _random_ids(9, batch=1, seed=42)
+    prompt = random_ids(9, batch=1, seed=42)
     new_tokens = 24
     expected = hf_model.generate(
         prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=new_tokens, pad_token_id=50256
@@ -165,29 +162,29 @@ def test_is_huggingface_source_accepts_a_model_directory_only(hf_dir: Path, tmp_
     ("bias", "vocab_size"), [(True, 50304), (False, 50304), (True, GPT2_VOCAB)], ids=["padded", "no-bias", "exact-vocab"]
 )
 def test_export_loads_in_transformers_with_equal_logits(tmp_path: Path, bias: bool, vocab_size: int) -> None:
-    payload = _tiny_payload(bias=bias, vocab_size=vocab_size)
+    payload = tiny_payload(bias=bias, vocab_size=vocab_size)
     out_dir = export_checkpoint(payload, tmp_path / "exported")
     hf_model = GPT2LMHeadModel.from_pretrained(out_dir).eval()
     assert hf_model.config.vocab_size == GPT2_VOCAB  # padding rows dropped: config and tokenizer agree
-    ids = _random_ids(40, seed=3)
+    ids = random_ids(40, seed=3)
     with torch.no_grad():
         theirs = hf_model(ids).logits
-    torch.testing.assert_close(theirs, _our_logits(payload, ids)[..., :GPT2_VOCAB], atol=1e-5, rtol=0)
+    torch.testing.assert_close(theirs, our_logits(payload, ids)[..., :GPT2_VOCAB], atol=1e-5, rtol=0)
 
 
 def test_export_then_load_pretrained_gives_back_the_same_model(tmp_path: Path) -> None:
-    payload = _tiny_payload()
+    payload = tiny_payload()
     out_dir = export_checkpoint(payload, tmp_path / "exported")
     model, origin = load_pretrained(str(out_dir))
-    ids = _random_ids(20, seed=4)
+    ids = random_ids(20, seed=4)
     with torch.no_grad():
         logits = model(ids)[0]
-    torch.testing.assert_close(logits, _our_logits(payload, ids)[..., :GPT2_VOCAB], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits, our_logits(payload, ids)[..., :GPT2_VOCAB], atol=1e-5, rtol=0)
     assert origin["kind"] == "huggingface"
 
 
 def test_exported_tokenizer_loads_offline_with_gpt2_ids(tmp_path: Path) -> None:
-    out_dir = export_checkpoint(_tiny_payload(), tmp_path / "exported")
+    out_dir = export_checkpoint(tiny_payload(), tmp_path / "exported")
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     assert tokenizer("Hello world")["input_ids"] == [15496, 995]
     assert tokenizer.eos_token_id == 50256
@@ -196,14 +193,14 @@ def test_exported_tokenizer_loads_offline_with_gpt2_ids(tmp_path: Path) -> None:
 
 def test_char_model_exports_weights_and_its_character_table(tmp_path: Path) -> None:
     chars = "\n !abcdefghijklmnopqrstuvwxyz"
-    payload = _tiny_payload(vocab_size=len(chars), tokenizer={"kind": "char", "chars": chars})
+    payload = tiny_payload(vocab_size=len(chars), tokenizer={"kind": "char", "chars": chars})
     out_dir = export_checkpoint(payload, tmp_path / "exported")
     assert json.loads((out_dir / CHAR_VOCABULARY_FILE).read_text()) == {"kind": "char", "chars": chars}
     assert not (out_dir / "vocab.json").exists()
     hf_model = GPT2LMHeadModel.from_pretrained(out_dir).eval()
-    ids = _random_ids(30, vocab=len(chars))
+    ids = random_ids(30, vocab=len(chars))
     with torch.no_grad():
-        torch.testing.assert_close(hf_model(ids).logits, _our_logits(payload, ids), atol=1e-5, rtol=0)
+        torch.testing.assert_close(hf_model(ids).logits, our_logits(payload, ids), atol=1e-5, rtol=0)
     with pytest.raises(UserError, match="character-level export"):
         load_pretrained(str(out_dir))
 
@@ -213,46 +210,11 @@ def test_export_refuses_an_existing_directory_unless_forced(tmp_path: Path) -> N
     out_dir.mkdir()
     (out_dir / "old.txt").write_text("old")
     with pytest.raises(UserError, match="already exists.*--force"):
-        export_checkpoint(_tiny_payload(), out_dir)
-    export_checkpoint(_tiny_payload(), out_dir, force=True)
+        export_checkpoint(tiny_payload(), out_dir)
+    export_checkpoint(tiny_payload(), out_dir, force=True)
     assert not (out_dir / "old.txt").exists()
     assert (out_dir / "model.safetensors").exists()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["exported"]  # no temporary directories left
-
-
-@pytest.mark.slow
-def test_trained_checkpoint_survives_the_export_command(tmp_path: Path) -> None:
-    payload = _tiny_payload()
-    model = GPT(GPTConfig(**payload["model_args"]))
-    model.load_state_dict(payload["model"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    batch = _random_ids(33, batch=4, seed=5)
-    for _ in range(5):
-        _, loss = model(batch[:, :-1], batch[:, 1:])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    checkpoint_path = tmp_path / "trained.pt"
-    save_checkpoint(checkpoint_path, {**payload, "model": model.state_dict(), "step": 5, "origin": {"kind": "scratch"}})
-
-    result = CliRunner().invoke(app, ["export", str(checkpoint_path), str(tmp_path / "exported")])
-    assert result.exit_code == 0, result.output
-    assert "exported" in result.output
-
-    hf_model = GPT2LMHeadModel.from_pretrained(tmp_path / "exported").eval()
-    ids = _random_ids(50, seed=6)
-    with torch.no_grad():
-        theirs = hf_model(ids).logits
-    torch.testing.assert_close(theirs, _our_logits(load_checkpoint(checkpoint_path), ids)[..., :GPT2_VOCAB], atol=1e-5, rtol=0)
-
-
-def test_export_command_refuses_an_existing_directory_in_one_line(tmp_path: Path) -> None:
-    checkpoint_path = tmp_path / "tiny.pt"
-    save_checkpoint(checkpoint_path, _tiny_payload())
-    (tmp_path / "exported").mkdir()
-    result = CliRunner().invoke(app, ["export", str(checkpoint_path), str(tmp_path / "exported")])
-    assert result.exit_code == 2
-    assert "already exists" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.slow
@@ -268,15 +230,6 @@ def test_offline_without_cache_is_one_line_naming_the_local_directory_option(tmp
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.stdout + result.stderr
     assert "cannot be reached" in lines[0] and "--from path/to/dir" in lines[0]
-
-
-def test_export_command_says_a_char_model_has_no_transformers_tokenizer(tmp_path: Path) -> None:
-    checkpoint_path = tmp_path / "shakespeare_char.pt"
-    save_checkpoint(checkpoint_path, _tiny_payload(vocab_size=65, tokenizer={"kind": "char", "chars": "".join(map(chr, range(32, 97)))}))
-    result = CliRunner().invoke(app, ["export", str(checkpoint_path), str(tmp_path / "exported")])
-    assert result.exit_code == 0, result.output
-    assert f"no transformers tokenizer; its characters (id order) are in {CHAR_VOCABULARY_FILE}" in result.output
-    assert (tmp_path / "exported" / "model.safetensors").exists()
 
 
 @pytest.mark.slow
