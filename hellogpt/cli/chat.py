@@ -63,19 +63,37 @@ def chat(
     """
     source = _one_model_source(checkpoint, source or gpt2base)
     flags = {"seed": seed, "temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
-    overrides = [*(set_ or []), *(f"sample.{key}={value}" for key, value in flags.items() if value is not None)]
-    if device is not None:
-        overrides.append(f"system.device={device}")
     interactive = prompt is None and sys.stdin.isatty()
     if not interactive and prompt is None:
         prompt = sys.stdin.read().rstrip("\n")
     loaded = _load_model(checkpoint, source)
-    resolved = resolve_cli_config(profile, config, overrides, defaults=loaded.sample_defaults)
-    session = _start_session(loaded, resolved.config, memory and interactive, interactive)
+    run_config = resolve_cli_config(profile, config, set_, defaults=loaded.sample_defaults).config
+    run_config = _with_flags(run_config, {"sample": flags, "system": {"device": device}})
+    session = _start_session(loaded, run_config, memory and interactive, interactive)
     if interactive:
         _run_interactive(session)
     else:
         _complete(session, prompt or "", num_samples)
+
+
+def _with_flags(run_config: Any, flags_by_section: dict[str, dict[str, Any]]) -> Any:
+    """Lay the given flags over the resolved config, checked by the schema and reported by flag name."""
+    from pydantic import ValidationError
+
+    updated = run_config.model_dump()
+    given = {
+        (section, key): value for section, values in flags_by_section.items() for key, value in values.items()
+        if value is not None
+    }
+    for (section, key), value in given.items():
+        updated[section][key] = value
+    try:
+        return type(run_config).model_validate(updated)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        section, key = problem["loc"][0], problem["loc"][1]
+        flag = "--" + str(key).replace("_", "-")
+        raise UserError(f"{flag} {given[(section, key)]}: {problem['msg']}") from None
 
 
 class _LoadedModel:

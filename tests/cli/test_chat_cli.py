@@ -89,7 +89,8 @@ def test_a_prompt_longer_than_the_context_is_noticed_on_stderr(checkpoint: Path)
         (["--prompt", "x"], "--checkpoint"),
         (["--checkpoint", "a.pt", "--from", "gpt2", "--prompt", "x"], "not both"),
         (["--checkpoint", "CORRUPT", "--prompt", "x"], "corrupt"),
-        (["--checkpoint", "TINY", "--prompt", "x", "--top-k", "0"], "top_k"),
+        (["--checkpoint", "TINY", "--prompt", "x", "--top-k", "0"], "--top-k 0: input should be greater than 0"),
+        (["--checkpoint", "TINY", "--prompt", "x", "--set", "sample.top_p=2"], "sample.top_p"),
     ],
 )
 def test_errors_are_one_line_and_exit_code_2(args: list[str], expected: str, tmp_path: Path, checkpoint: Path) -> None:
