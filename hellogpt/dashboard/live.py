@@ -69,9 +69,7 @@ class LiveView:
         self._live = Live(
             console=console,
             auto_refresh=False,
-            transient=True,
-            redirect_stdout=False,
-            redirect_stderr=False,
+            transient=True,  # stdout/stderr writes (warnings) are shown above the view, which stays whole
             get_renderable=self.render,
         )
 
@@ -125,6 +123,9 @@ class LiveView:
         sample = self.sample()
         if sample is not None:
             parts.append(sample)
+        # An empty last line holds the cursor: the terminal's "^C" echo lands there instead of
+        # wrapping a full-width line, which would scroll the screen and leave a stale row behind.
+        parts.append(Text(""))
         return Group(*parts)
 
     def header(self) -> RenderableType:

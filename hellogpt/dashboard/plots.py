@@ -120,13 +120,18 @@ class BrailleCanvas:
             fraction = index / steps
             self.dot(round(x0 + (x1 - x0) * fraction), round(y0 + (y1 - y0) * fraction), series)
 
-    def plot(self, points: Points, axes: Axes, series: int) -> None:
+    def plot(self, points: Points, axes: Axes, series: int, markers: bool = False) -> None:
+        """A line through `points`; with `markers`, each point also gets a 2x2 dot square (val's few evals)."""
         width, height = self.pixel_width - 1, self.pixel_height - 1
         scaled = [axes.scale(step, loss, width, height) for step, loss in points if math.isfinite(loss)]
         if len(scaled) == 1:
             self.dot(round(scaled[0][0]), round(scaled[0][1]), series)
         for start, end in zip(scaled, scaled[1:]):
             self.line(start, end, series)
+        if markers:
+            for x, y in scaled:
+                for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1), (-1, 0), (0, -1)):
+                    self.dot(round(x) + dx, round(y) + dy, series)
 
     def cell(self, row: int, column: int) -> tuple[str, int]:
         """The braille character of one cell and the series that owns it (-1 when empty)."""
@@ -162,7 +167,7 @@ class LossChart:
         axes = Axes.around(self.train, self.val)
         canvas = BrailleCanvas(plot_columns, plot_rows)
         canvas.plot(self.train, axes, series=0)
-        canvas.plot(self.val, axes, series=1)
+        canvas.plot(self.val, axes, series=1, markers=True)
         labels = self._y_labels(axes, plot_rows)
         styles = {0: TRAIN_STYLE, 1: VAL_STYLE}
         segments: list[Segment] = []
@@ -284,7 +289,8 @@ GLYPHS = {
     "a": ("000", "011", "101", "101", "011"), "i": ("010", "000", "010", "010", "010"),
     "n": ("000", "110", "101", "101", "101"), "v": ("000", "101", "101", "101", "010"),
     "l": ("110", "010", "010", "010", "111"), "s": ("011", "100", "010", "001", "110"),
-    "p": ("110", "101", "110", "100", "100"), " ": ("000", "000", "000", "000", "000"),
+    "p": ("110", "101", "110", "100", "100"), "o": ("000", "111", "101", "101", "111"),
+    " ": ("000", "000", "000", "000", "000"),
 }
 
 
@@ -366,6 +372,8 @@ def loss_curve_png(train: Points, val: Points) -> bytes:
         label = format_tick(tick)
         image.text(int(x) - image.text_width(label) // 2, int(y) + 9, label)
     left, bottom = position(axes.x_min, axes.y_min)
+    image.text(int(left + plot_width / 2) - image.text_width("step") // 2, PNG_HEIGHT - 14, "step")
+    image.text(8, 6, "loss")
     image.line((left, PNG_MARGIN_TOP), (left, bottom), BLACK)
     image.line((left, bottom), (left + plot_width, bottom), BLACK)
     for points, color in ((train, _hex_color(TRAIN_COLOR)), (val, _hex_color(VAL_COLOR))):
