@@ -215,55 +215,87 @@ class LossChart:
         return "".join(line).rstrip()
 
 
-# ---------------------------------------------------------------- SVG
+# ---------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """The plot box inside an image (margins in pixels) and data -> pixel positions, for SVG and PNG alike."""
+
+    axes: Axes
+    width: int
+    height: int
+    margin_left: int
+    margin_right: int
+    margin_top: int
+    margin_bottom: int
+
+    @property
+    def plot_width(self) -> int:
+        return self.width - self.margin_left - self.margin_right
+
+    @property
+    def plot_height(self) -> int:
+        return self.height - self.margin_top - self.margin_bottom
+
+    @property
+    def plot_left(self) -> float:
+        return float(self.margin_left)
+
+    @property
+    def plot_bottom(self) -> float:
+        return float(self.margin_top + self.plot_height)
+
+    def position(self, step: float, loss: float) -> tuple[float, float]:
+        x, y = self.axes.scale(step, loss, self.plot_width, self.plot_height)
+        return self.margin_left + x, self.margin_top + y
+
+    def series(self, points: Points) -> list[tuple[float, float]]:
+        return [self.position(step, loss) for step, loss in points if math.isfinite(loss)]
+
+    def y_ticks(self) -> list[tuple[str, float]]:
+        """(label, pixel row) of the loss grid lines."""
+        ticks = nice_ticks(self.axes.y_min, self.axes.y_max, 6)
+        return [(label, self.position(self.axes.x_min, tick)[1]) for tick, label in zip(ticks, format_loss_ticks(ticks))]
+
+    def x_ticks(self) -> list[tuple[str, float]]:
+        """(label, pixel column) of the step ticks."""
+        return [(format_tick(tick), self.position(tick, self.axes.y_min)[0]) for tick in nice_ticks(self.axes.x_min, self.axes.x_max, 8)]
+
 
 SVG_WIDTH, SVG_HEIGHT = 720, 400
-SVG_MARGIN_LEFT, SVG_MARGIN_RIGHT, SVG_MARGIN_TOP, SVG_MARGIN_BOTTOM = 64, 24, 44, 48
+SVG_MARGINS = (64, 24, 44, 48)  # left, right, top, bottom
 
 
 def loss_curve_svg(train: Points, val: Points, title: str = "loss") -> str:
     """A self-contained SVG: axes with ticks, train as a line, val as a line with dots, a legend."""
-    axes = Axes.around(train, val)
-    plot_width = SVG_WIDTH - SVG_MARGIN_LEFT - SVG_MARGIN_RIGHT
-    plot_height = SVG_HEIGHT - SVG_MARGIN_TOP - SVG_MARGIN_BOTTOM
-
-    def position(step: float, loss: float) -> tuple[float, float]:
-        x, y = axes.scale(step, loss, plot_width, plot_height)
-        return SVG_MARGIN_LEFT + x, SVG_MARGIN_TOP + y
-
+    layout = ImageLayout(Axes.around(train, val), SVG_WIDTH, SVG_HEIGHT, *SVG_MARGINS)
+    left, bottom, right = layout.plot_left, layout.plot_bottom, layout.plot_left + layout.plot_width
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" height="{SVG_HEIGHT}" '
         f'viewBox="0 0 {SVG_WIDTH} {SVG_HEIGHT}" font-family="sans-serif" font-size="12">',
         f'<rect width="{SVG_WIDTH}" height="{SVG_HEIGHT}" fill="white"/>',
         f'<text x="{SVG_WIDTH / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>',
     ]
-    y_ticks = nice_ticks(axes.y_min, axes.y_max, 6)
-    for tick, label in zip(y_ticks, format_loss_ticks(y_ticks)):
-        x, y = position(axes.x_min, tick)
-        parts.append(f'<line x1="{x}" y1="{y:.1f}" x2="{x + plot_width}" y2="{y:.1f}" stroke="#e5e5e5"/>')
-        parts.append(f'<text x="{x - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
-    for tick in nice_ticks(axes.x_min, axes.x_max, 8):
-        x, y = position(tick, axes.y_min)
-        parts.append(f'<line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 5}" stroke="black"/>')
-        parts.append(f'<text x="{x:.1f}" y="{y + 18}" text-anchor="middle">{format_tick(tick)}</text>')
-    left, bottom = position(axes.x_min, axes.y_min)
+    for label, y in layout.y_ticks():
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#e5e5e5"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
+    for label, x in layout.x_ticks():
+        parts.append(f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 5}" stroke="black"/>')
+        parts.append(f'<text x="{x:.1f}" y="{bottom + 18}" text-anchor="middle">{label}</text>')
     parts.append(
-        f'<polyline points="{left},{SVG_MARGIN_TOP} {left},{bottom} {left + plot_width},{bottom}" '
-        'fill="none" stroke="black"/>'
+        f'<polyline points="{left},{layout.margin_top} {left},{bottom} {right},{bottom}" fill="none" stroke="black"/>'
     )
-    parts.append(f'<text x="{left + plot_width / 2}" y="{SVG_HEIGHT - 10}" text-anchor="middle">step</text>')
+    parts.append(f'<text x="{(left + right) / 2}" y="{SVG_HEIGHT - 10}" text-anchor="middle">step</text>')
     for series_id, points, color in (("train", train, TRAIN_COLOR), ("val", val, VAL_COLOR)):
-        coordinates = " ".join(f"{x:.1f},{y:.1f}" for x, y in (position(s, l) for s, l in points if math.isfinite(l)))
+        coordinates = " ".join(f"{x:.1f},{y:.1f}" for x, y in layout.series(points))
         parts.append(
             f'<polyline id="{series_id}" points="{coordinates}" fill="none" stroke="{color}" stroke-width="1.8"/>'
         )
-    parts.extend(
-        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{VAL_COLOR}"/>'
-        for x, y in (position(s, l) for s, l in val if math.isfinite(l))
-    )
-    legend_x = SVG_WIDTH - SVG_MARGIN_RIGHT - 150
+    parts.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{VAL_COLOR}"/>' for x, y in layout.series(val))
+    legend_x = right - 150
     for index, (label, color, count) in enumerate((("train", TRAIN_COLOR, len(train)), ("val", VAL_COLOR, len(val)))):
-        y = SVG_MARGIN_TOP + 12 + index * 18
+        y = layout.margin_top + 12 + index * 18
         parts.append(f'<line x1="{legend_x}" y1="{y}" x2="{legend_x + 24}" y2="{y}" stroke="{color}" stroke-width="3"/>')
         parts.append(f'<text x="{legend_x + 30}" y="{y + 4}">{label} ({count} points)</text>')
     parts.append("</svg>")
@@ -273,7 +305,7 @@ def loss_curve_svg(train: Points, val: Points, title: str = "loss") -> str:
 # ---------------------------------------------------------------- PNG
 
 PNG_WIDTH, PNG_HEIGHT = 720, 400
-PNG_MARGIN_LEFT, PNG_MARGIN_RIGHT, PNG_MARGIN_TOP, PNG_MARGIN_BOTTOM = 64, 24, 24, 40
+PNG_MARGINS = (64, 24, 24, 40)  # left, right, top, bottom
 WHITE, BLACK, GRID = (255, 255, 255), (0, 0, 0), (229, 229, 229)
 FONT_SCALE = 2
 # A 3x5 pixel font: just what tick labels and the legend need.
@@ -288,8 +320,7 @@ GLYPHS = {
     "t": ("010", "111", "010", "010", "011"), "r": ("000", "111", "100", "100", "100"),
     "a": ("000", "011", "101", "101", "011"), "i": ("010", "000", "010", "010", "010"),
     "n": ("000", "110", "101", "101", "101"), "v": ("000", "101", "101", "101", "010"),
-    "l": ("110", "010", "010", "010", "111"), "s": ("011", "100", "010", "001", "110"),
-    "p": ("110", "101", "110", "100", "100"), "o": ("000", "111", "101", "101", "111"),
+    "l": ("110", "010", "010", "010", "111"),
     " ": ("000", "000", "000", "000", "000"),
 }
 
@@ -352,40 +383,26 @@ def _hex_color(color: str) -> tuple[int, int, int]:
 
 def loss_curve_png(train: Points, val: Points) -> bytes:
     """The same chart as the SVG as PNG bytes (zlib + struct only); a tEXt chunk counts the points."""
-    axes = Axes.around(train, val)
+    layout = ImageLayout(Axes.around(train, val), PNG_WIDTH, PNG_HEIGHT, *PNG_MARGINS)
+    left, bottom, right = layout.plot_left, layout.plot_bottom, layout.plot_left + layout.plot_width
     image = RasterImage(PNG_WIDTH, PNG_HEIGHT)
-    plot_width = PNG_WIDTH - PNG_MARGIN_LEFT - PNG_MARGIN_RIGHT
-    plot_height = PNG_HEIGHT - PNG_MARGIN_TOP - PNG_MARGIN_BOTTOM
-
-    def position(step: float, loss: float) -> tuple[float, float]:
-        x, y = axes.scale(step, loss, plot_width, plot_height)
-        return PNG_MARGIN_LEFT + x, PNG_MARGIN_TOP + y
-
-    y_ticks = nice_ticks(axes.y_min, axes.y_max, 6)
-    for tick, label in zip(y_ticks, format_loss_ticks(y_ticks)):
-        x, y = position(axes.x_min, tick)
-        image.line((x, y), (x + plot_width, y), GRID)
-        image.text(int(x) - 6 - image.text_width(label), int(y) - 5, label)
-    for tick in nice_ticks(axes.x_min, axes.x_max, 8):
-        x, y = position(tick, axes.y_min)
-        image.line((x, y), (x, y + 5), BLACK)
-        label = format_tick(tick)
-        image.text(int(x) - image.text_width(label) // 2, int(y) + 9, label)
-    left, bottom = position(axes.x_min, axes.y_min)
-    image.text(int(left + plot_width / 2) - image.text_width("step") // 2, PNG_HEIGHT - 14, "step")
-    image.text(8, 6, "loss")
-    image.line((left, PNG_MARGIN_TOP), (left, bottom), BLACK)
-    image.line((left, bottom), (left + plot_width, bottom), BLACK)
+    for label, y in layout.y_ticks():
+        image.line((left, y), (right, y), GRID)
+        image.text(int(left) - 6 - image.text_width(label), int(y) - 5, label)
+    for label, x in layout.x_ticks():
+        image.line((x, bottom), (x, bottom + 5), BLACK)
+        image.text(int(x) - image.text_width(label) // 2, int(bottom) + 9, label)
+    image.line((left, layout.margin_top), (left, bottom), BLACK)
+    image.line((left, bottom), (right, bottom), BLACK)
     for points, color in ((train, _hex_color(TRAIN_COLOR)), (val, _hex_color(VAL_COLOR))):
-        scaled = [position(step, loss) for step, loss in points if math.isfinite(loss)]
+        scaled = layout.series(points)
         for start, end in zip(scaled, scaled[1:]):
             image.line(start, end, color, thickness=2)
-        if points is val:
-            for x, y in scaled:
-                image.line((x - 2, y - 2), (x - 2, y - 2), color, thickness=5)
-    legend_x = PNG_WIDTH - PNG_MARGIN_RIGHT - 110
+    for x, y in layout.series(val):
+        image.line((x - 2, y - 2), (x - 2, y - 2), _hex_color(VAL_COLOR), thickness=5)
+    legend_x = right - 110
     for index, (label, color) in enumerate((("train", TRAIN_COLOR), ("val", VAL_COLOR))):
-        y = PNG_MARGIN_TOP + 10 + index * 18
+        y = layout.margin_top + 10 + index * 18
         image.line((legend_x, y), (legend_x + 24, y), _hex_color(color), thickness=3)
-        image.text(legend_x + 32, y - 4, label)
+        image.text(int(legend_x) + 32, y - 4, label)
     return image.encode(comment=f"hellogpt loss curve: train_points={len(train)} val_points={len(val)}")
