@@ -86,6 +86,8 @@ class LiveView:
         if self.sampler is not None:
             self.sampler.stop()
         self._live.stop()
+        if self.state.started is None:  # failed while setting up: the error says it all
+            return
         finished = self.state.finished
         if finished is None and exc_type is not None:
             finished = self.state.stand_in_finish(FAILED, f"{exc_type.__name__}: {exc}")
@@ -116,7 +118,7 @@ class LiveView:
     # ------------------------------------------------------------ rendering
 
     def render(self) -> RenderableType:
-        """The whole dashboard from the current state (called by rich's refresh thread)."""
+        """The whole dashboard from the current state (called on the redraw thread)."""
         if self.state.started is None:
             return Text("hellogpt: starting the run...", style="dim")
         parts: list[RenderableType] = [self.header(), self.progress(), self.middle(), self.hardware()]

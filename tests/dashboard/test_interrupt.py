@@ -11,6 +11,7 @@ from rich.console import Console
 
 from hellogpt.dashboard import display_training
 from hellogpt.dashboard.plain import PlainView
+from hellogpt.errors import UserError
 from hellogpt.train.events import RunFinished, TrainingEvent
 
 from tests.dashboard.synthetic import CHECKPOINT, RUN_NAME, run_events
@@ -91,3 +92,14 @@ def test_a_failing_loop_stops_the_live_view_and_keeps_its_error(tmp_path: Path) 
         display_training(failing_loop(), plain=False, console=console)
     assert f"run {RUN_NAME}: failed" in console.export_text()
     assert (tmp_path / RUN_NAME / "metrics.jsonl").exists()
+
+
+def test_an_error_before_the_run_starts_prints_no_summary() -> None:
+    def loop_without_data() -> Iterator[TrainingEvent]:
+        raise UserError("dataset data/x not found")
+        yield  # a generator, like the real loop
+
+    console = recording_console()
+    with pytest.raises(UserError):
+        display_training(loop_without_data(), plain=False, console=console, run_records=False)
+    assert "failed" not in console.export_text()
