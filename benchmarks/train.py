@@ -10,27 +10,34 @@ two so that a busy CPU slows both alike. Reported: median ms/step after warm-up,
 against the measured peak of each one's dtype, the loss after the first and the last step, and
 ours/reference tokens/s.
 
-    python benchmarks/train.py [--quick] [--steps N] [--warmup N] [--cases char,poe] [--threads N]
+OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE unless set): on a
+CPU shared with other work, spinning threads made every step 20x slower for both implementations.
+
+    python benchmarks/train.py [--quick] [--steps N] [--warmup N] [--cases char,poe] [--threads N] [--dtype D]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+# Read by OpenMP when torch loads, so it must be set before the imports below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hellogpt.config.schema import OptimConfig
-from hellogpt.hardware import autocast_context, choose_device, choose_dtype, mfu, peak_flops
-from hellogpt.model.gpt import GPT, GPTConfig
-from hellogpt.train.optimizer import build_optimizer
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from hellogpt.config.schema import OptimConfig  # noqa: E402
+from hellogpt.hardware import autocast_context, choose_device, choose_dtype, mfu, peak_flops  # noqa: E402
+from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
+from hellogpt.train.optimizer import build_optimizer  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 GRAD_CLIP = 1.0
@@ -102,7 +109,7 @@ def copy_into_transformers(model: GPT):
     config = model.config
     hf_config = GPT2Config(
         vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd, n_layer=config.n_layer,
-        n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
     )
     hf_model = GPT2LMHeadModel(hf_config)
     transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -192,7 +199,8 @@ def print_table(rows: list[tuple[Case, Result, dict[str, float], Optional[float]
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Training step on CPU ({torch.get_num_threads()} threads), median of {steps} after {warmup} warm-up")
+    title = f"Training step on CPU ({torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), "
+    table = Table(title=title + f"median of {steps} after {warmup} warm-up")
     for column in ("model", "implementation", "dtype", "ms/step (spread)", "tokens/s", "MFU", "loss first -> last", "speed vs ref"):
         table.add_column(column, justify="left" if column in ("model", "implementation", "dtype") else "right")
     for case, result, summary, ratio in rows:
