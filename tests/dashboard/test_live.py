@@ -148,3 +148,12 @@ def test_hardware_panel_on_cuda_shows_gpu_utilisation_memory_temperature_and_pow
         "temp": "64°C",
         "power": "412 W",
     }
+
+
+def test_the_whole_dashboard_fits_an_80_column_terminal(tmp_path: Path) -> None:
+    console = recording_console(width=80, height=30)
+    view = view_after(list(run_events(tmp_path, finish_reason=None)), console)
+    text = rendered_text(view, console)
+    view.sampler.stop()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "train loss      2.0000" in text and "102,400" in text and "100/100" in text
