@@ -77,6 +77,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is a folder, not a checkpoint file: give the .pt file inside it")
     if not path.exists():
         raise UserError(_not_found_message(path))
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{path} cannot be read (permission denied): check the file's owner and mode")
     try:
         with warnings.catch_warnings():
             # torch warns about unusual pickle protocols before failing; the UserError below says it better.
