@@ -157,3 +157,14 @@ def test_a_real_short_run_records_every_logged_step(tmp_path: Path) -> None:
     assert [record["step"] for record in records if record["kind"] == "step"] == list(range(1, 9))
     assert [record["step"] for record in records if record["kind"] == "eval"] == [4, 8]
     assert len(svg_points(tmp_path / "runs" / "tiny" / "loss.svg", "train")) == 8
+
+
+def test_tensorboard_logs_every_step_and_eval_when_installed(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    display_training(run_events(tmp_path), plain=True, console=Console(file=io.StringIO()), tensorboard=True)
+    events = EventAccumulator(str(tmp_path / RUN_NAME / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("loss/train")) == 10
+    assert [(event.step, round(event.value, 4)) for event in events.Scalars("loss/val")] == [(50, 3.1), (100, 2.1)]
