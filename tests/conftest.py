@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# OpenMP threads that spin while waiting make torch 10-20x slower on a CPU shared with other work
+# (tests/train/test_loop.py: 58 s -> 5 s on the shared 2-core box). Read when torch loads, so set here,
+# before any test module imports torch; subprocesses of `hellogpt` inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
