@@ -26,6 +26,9 @@ VAL_STYLE = Style(color="bright_yellow", bold=True)
 AXIS_STYLE = Style(dim=True)
 # Braille cell: 2 dots wide, 4 high; bit of the dot at (column, row).
 BRAILLE_BASE = 0x2800
+# The terminal chart's loss range ignores the first tenth of the steps (drawn clipped at the top):
+# a from-scratch GPT-2 run starts near 10.8 and would squeeze the rest of its curve into a few rows.
+EARLY_STEPS_ABOVE_THE_CHART = 0.1
 BRAILLE_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 
 
@@ -39,23 +42,29 @@ class Axes:
     y_max: float
 
     @classmethod
-    def around(cls, *series: Points) -> "Axes":
+    def around(cls, *series: Points, skip_early: float = 0.0) -> "Axes":
+        """Axes that hold every point; with `skip_early`, the top of the y range ignores that first
+        fraction of the steps, so the first steps' high loss does not flatten the rest of the curve."""
         xs = [step for points in series for step, _ in points]
-        ys = [loss for points in series for _, loss in points if math.isfinite(loss)]
-        if not xs or not ys:
+        if not xs or not any(math.isfinite(loss) for points in series for _, loss in points):
             return cls(0.0, 1.0, 0.0, 1.0)
         x_min, x_max = float(min(xs)), float(max(xs))
-        y_min, y_max = min(ys), max(ys)
+        ys = [loss for points in series for _, loss in points if math.isfinite(loss)]
+        later = [
+            loss for points in series for step, loss in points
+            if math.isfinite(loss) and step >= x_min + skip_early * (x_max - x_min)
+        ]
+        y_min, y_max = min(ys), max(later or ys)
         if x_max == x_min:
             x_max = x_min + 1.0
         padding = (y_max - y_min) * 0.05 or 0.5
         return cls(x_min, x_max, y_min - padding, y_max + padding)
 
     def scale(self, step: float, loss: float, width: float, height: float) -> tuple[float, float]:
-        """Data -> (x right, y down) in a width x height box."""
+        """Data -> (x right, y down) in a width x height box; a loss above the range sits on the top edge."""
         x = (step - self.x_min) / (self.x_max - self.x_min) * width
         y = (self.y_max - loss) / (self.y_max - self.y_min) * height
-        return x, y
+        return x, max(y, 0.0)
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -164,7 +173,7 @@ class LossChart:
             return [Segment("waiting for the first logged step...", AXIS_STYLE), Segment.line()]
         plot_columns = width - self.Y_LABEL_WIDTH - 1
         plot_rows = max(rows - 2, 3)
-        axes = Axes.around(self.train, self.val)
+        axes = Axes.around(self.train, self.val, skip_early=EARLY_STEPS_ABOVE_THE_CHART)
         canvas = BrailleCanvas(plot_columns, plot_rows)
         canvas.plot(self.train, axes, series=0)
         canvas.plot(self.val, axes, series=1, markers=True)

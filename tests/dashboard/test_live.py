@@ -114,7 +114,15 @@ def test_loss_chart_fits_80_columns_and_draws_both_curves() -> None:
     assert len(lines) == 12
     assert all(len(line) <= 80 for line in lines)
     assert sum(ord(char) in BRAILLE for line in lines for char in line) > 60
-    assert "4.0" in "".join(lines[:3]) and "1000" in lines[-1]
+    assert "3.5 ┤" in "".join(lines) and "1000" in lines[-1]
+
+
+def test_chart_range_leaves_out_the_first_steps_high_loss() -> None:
+    console = recording_console(width=80)
+    train = [(0, 10.8)] + [(step, 4.0 - step / 1000) for step in range(10, 1001, 10)]
+    console.print(LossChart(train, [], height=12))
+    y_labels = [float(line.split("┤")[0]) for line in console.export_text().splitlines() if "┤" in line]
+    assert max(y_labels) < 4.5 and min(y_labels) >= 2.9
 
 
 def test_live_run_gives_way_to_a_summary_table(tmp_path: Path) -> None:
