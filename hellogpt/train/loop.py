@@ -345,7 +345,7 @@ class _Run:
             token_ids = stream_tokens(
                 self.model,
                 _sample_prompt(tokenizer),
-                max_new_tokens=min(sample.max_new_tokens, self.model.config.block_size),
+                max_new_tokens=sample.max_new_tokens,
                 temperature=sample.temperature,
                 top_k=sample.top_k,
                 top_p=sample.top_p,
