@@ -24,7 +24,7 @@ DeviceLike = Union[str, torch.device]
 
 DTYPES_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Measured on a 2-core Xeon with AMX (see `cpu_bf16_is_faster`): below this width bf16 autocast
-# on CPU costs more in casts than its matmuls save; at and above it, it is 1.3-2x faster.
+# on CPU costs more in casts than its matmuls save; at and above it, it is 1.2-2x faster.
 CPU_BF16_MIN_WIDTH = 256
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 PEAK_CACHE_FILE = "peak_flops.json"
@@ -99,10 +99,10 @@ def cpu_has_native_bf16() -> bool:
 def cpu_bf16_is_faster(model_config: Any) -> bool:
     """Whether bf16 autocast beats fp32 on a native-bf16 CPU for this model, by its width.
 
-    Measured (forward+backward, median of 5 interleaved steps, 2-core Xeon with AMX, torch 2.13):
-    width 128 (4x128, block 64, batch 12): bf16 0.93x as fast as fp32; width 384 (6x384, block 256,
-    batch 4): 2.1x; the edgar_poe model (12x384, vocab 50304): 1.4-1.5x; width 768: 1.25x.
-    Narrow models are dominated by casts and small ops that bf16 does not speed up.
+    Measured (forward+backward, medians of 5 interleaved steps, 2-core Xeon with AMX, torch 2.13),
+    bf16 speed over fp32: width 128: 0.91x (vocab 65) and 0.53x (vocab 50304); width 192: 1.08x;
+    width 256: 1.5-1.9x; width 384: 2.0x (vocab 65), 1.4-1.5x (edgar_poe, vocab 50304); width 768: 1.24x.
+    Below 256 the casts and small ops that bf16 does not speed up outweigh the faster matmuls.
     """
     width = getattr(model_config, "n_embd", None) if model_config is not None else None
     return width is not None and width >= CPU_BF16_MIN_WIDTH
