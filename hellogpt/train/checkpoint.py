@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FORMAT_VERSION = 1
 CHECKPOINT_SUFFIX = ".pt"
+DEFAULT_CHECKPOINTS_DIR = Path("checkpoints")
 REQUIRED_KEYS = ("format_version", "model_args", "model")
 # Prefixes that torch.compile (`_orig_mod.`) and DDP/DataParallel (`module.`) put on parameter names.
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -40,7 +41,7 @@ _DEFAULT_FILE_MODE = 0o666
 _FALLBACK_UMASK = 0o022
 
 
-def resolve_checkpoint_path(name_or_path: str, checkpoints_dir: Path = Path("checkpoints")) -> Path:
+def resolve_checkpoint_path(name_or_path: str, checkpoints_dir: Path = DEFAULT_CHECKPOINTS_DIR) -> Path:
     """A bare name means `checkpoints/<name>.pt`; a path (with a separator, or one that exists) is kept."""
     expanded = Path(name_or_path).expanduser()
     has_separator = os.sep in name_or_path or (os.altsep is not None and os.altsep in name_or_path)
@@ -296,15 +297,13 @@ def _describe_tokenizer(description: Any) -> Optional[dict[str, Any]]:
 
 def _not_found_message(path: Path) -> str:
     folder = path.parent
+    hint = " (a bare name is looked up in checkpoints/)" if folder == DEFAULT_CHECKPOINTS_DIR else ""
     if folder.is_dir():
         available = sorted(candidate.name for candidate in folder.glob(f"*{CHECKPOINT_SUFFIX}"))
         if available:
             listing = ", ".join(available[:5]) + (" ..." if len(available) > 5 else "")
-            return f"no checkpoint at {path}; {folder}/ has: {listing} (a bare name is looked up in checkpoints/)"
-    return (
-        f"no checkpoint at {path} (a bare name is looked up in checkpoints/): train one with `hellogpt train`, "
-        "or give the checkpoint's path"
-    )
+            return f"no checkpoint at {path}; {folder}/ has: {listing}{hint}"
+    return f"no checkpoint at {path}{hint}: train one with `hellogpt train`, or give the checkpoint's path"
 
 
 def _corrupt_message(path: Path) -> str:

@@ -148,7 +148,7 @@ def test_a_newer_format_asks_for_an_upgrade(tmp_path: Path) -> None:
 
 def test_a_missing_checkpoint_names_where_it_looked_and_what_is_there(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "checkpoints" / "poe.pt", tiny_payload())
-    with pytest.raises(UserError, match=r"no checkpoint at .*poems\.pt; .*checkpoints/ has: poe\.pt"):
+    with pytest.raises(UserError, match=r"no checkpoint at .*poems\.pt; .*checkpoints/ has: poe\.pt$"):
         load_checkpoint(resolve_checkpoint_path("poems", tmp_path / "checkpoints"))
 
 
