@@ -306,9 +306,10 @@ def run_repl(session: ChatSession, read_line: Callable[[str], str], view: ReplVi
     `read_line(prompt)` returns one line without its newline and raises EOFError at the end of input
     and KeyboardInterrupt on Ctrl-C, as `input()` does. Returns how the REPL ended.
     """
+    pending: list[str] = []
     while True:
         try:
-            text = read_prompt(read_line)
+            text = pending.pop() if pending else read_prompt(read_line)
         except EOFError:
             return "end of input"
         except KeyboardInterrupt:
@@ -316,7 +317,11 @@ def run_repl(session: ChatSession, read_line: Callable[[str], str], view: ReplVi
         if not text.strip():
             continue
         if text.lstrip().startswith("/"):
-            result = session.run_command(text)
+            # A command is one line; lines pasted or typed ahead after it are the next input.
+            command, _, rest = text.lstrip().partition("\n")
+            if rest.strip():
+                pending.append(rest)
+            result = session.run_command(command)
             if result.message:
                 view.show_message(result.message)
             if result.quit:

@@ -165,6 +165,14 @@ def test_repl_joins_lines_ending_in_a_backslash() -> None:
     assert read_line.prompts == [PROMPT, CONTINUATION_PROMPT, CONTINUATION_PROMPT, PROMPT]
 
 
+def test_commands_pasted_with_other_lines_run_one_by_one() -> None:
+    session = make_session()
+    view = RecordingView()
+    run_repl(session, scripted_input("/set max_new_tokens 4\n/memory on\nthe cat\nsat"), view)
+    assert session.settings.max_new_tokens == 4 and session.memory
+    assert [turn.prompt for turn in session.history] == ["the cat\nsat"]
+
+
 def test_ctrl_c_during_a_reply_stops_it_and_returns_to_the_prompt() -> None:
     session = make_session()
     view = RecordingView(interrupt_after_pieces=3)
