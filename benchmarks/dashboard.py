@@ -147,7 +147,7 @@ def main() -> None:
     log_interval = args.log_interval or (5 if args.quick else 25)
     repeats = args.repeats or (1 if args.quick else 3)
 
-    modes = {"no display": consume_nothing, "plain": consume_plain, "live dashboard": consume_live}
+    modes = {"none": consume_nothing, "plain": consume_plain, "live": consume_live}
     runs: dict[str, list[RunTiming]] = {name: [] for name in modes}
     with tempfile.TemporaryDirectory() as temporary:
         work_dir = Path(temporary)
@@ -161,8 +161,8 @@ def main() -> None:
                 runs[name].append(timed_run(data_dir, work_dir, steps, log_interval, consume))
 
     plain_median = statistics.median(t for run in runs["plain"] for t in run.seconds_per_step)
-    table = Table(title=f"Dashboard overhead: quickstart model on the CPU, {steps} steps x {repeats}, log every {log_interval}")
-    for column in ("display", "median ms/step", "vs plain", "display in loop thread ms/step", "redraw CPU ms/s", "frames/s", "display cost"):
+    table = Table(title=f"Dashboard overhead: quickstart on the CPU, {steps} steps x {repeats}, log every {log_interval}")
+    for column in ("display", "ms/step", "vs plain", "in loop ms/step", "redraw ms/s", "frames/s", "cost"):
         table.add_column(column, justify="left" if column == "display" else "right")
     for name, timings in runs.items():
         median = statistics.median(t for run in timings for t in run.seconds_per_step)
@@ -184,8 +184,9 @@ def main() -> None:
     console = Console()
     console.print(table)
     console.print(
-        "display cost = (time the display held the loop's thread + CPU time of rich's redraws) / wall time; "
-        "it does not depend on how busy the machine is, unlike ms/step."
+        "ms/step: median between StepEvents (machine load moves it). in loop: time the display held the "
+        "loop's thread per step. redraw: CPU time of the dashboard redraws per second of run. "
+        "cost = (loop-thread time + redraw CPU time) / wall time, which load hardly moves."
     )
     console.print(f"one dashboard frame (1000 steps on the chart): {frame:.2f} ms, drawn at most {REFRESHES_PER_SECOND} times a second")
 
