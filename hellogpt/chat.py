@@ -8,9 +8,7 @@ and the CLI plugs in readline and rich.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from pydantic import ValidationError
 from hellogpt.config.schema import SampleConfig
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
+from hellogpt.files import write_text_atomically
 from hellogpt.generate import stream_text, stream_tokens
 from hellogpt.model.gpt import GPT
 
@@ -265,18 +264,6 @@ def _parse_setting_value(raw_value: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: never half a transcript."""
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as temp_file:
-            temp_file.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 class ReplView(Protocol):

@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, ContextManager, Optional, Union
@@ -355,14 +354,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """Best effort: an unwritable cache only means measuring again next time."""
+    from hellogpt.files import write_text_atomically
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True))
     except OSError:
-        return
-    try:
-        with os.fdopen(handle, "w") as temp_file:
-            json.dump(data, temp_file, indent=2, sort_keys=True)
-        os.replace(temp_name, path)
-    except OSError:
-        Path(temp_name).unlink(missing_ok=True)
+        pass

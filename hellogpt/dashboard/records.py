@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import statistics
 from pathlib import Path
 from typing import IO, Any, Optional
@@ -17,6 +16,7 @@ from typing import IO, Any, Optional
 import yaml
 
 from hellogpt.errors import UserError
+from hellogpt.files import write_bytes_atomically, write_text_atomically
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, TrainingEvent
 
 METRICS_FILE = "metrics.jsonl"
@@ -162,9 +162,7 @@ def describe_run(path: Path) -> dict[str, Any]:
 
 
 def _write_atomically(path: Path, content: str | bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if isinstance(content, bytes):
-        temporary.write_bytes(content)
+        write_bytes_atomically(path, content)
     else:
-        temporary.write_text(content, encoding="utf-8")
-    os.replace(temporary, path)
+        write_text_atomically(path, content)

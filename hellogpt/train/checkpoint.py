@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 import warnings
 import zipfile
 from dataclasses import fields
@@ -22,6 +21,7 @@ import torch
 
 from hellogpt import __version__
 from hellogpt.errors import UserError
+from hellogpt.files import atomic_file
 from hellogpt.model.gpt import GPT, GPTConfig
 
 if TYPE_CHECKING:
@@ -36,9 +36,6 @@ WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 # Types that torch.load(weights_only=True) rebuilds; checked by exact type (np.float64 subclasses float).
 _PLAIN_TYPES = (type(None), bool, int, float, str, bytes, torch.dtype, torch.Size, torch.device)
 _MAX_NAMES_IN_ERROR = 3
-# mkstemp creates files as 0600; a checkpoint should get the mode any other new file would.
-_DEFAULT_FILE_MODE = 0o666
-_FALLBACK_UMASK = 0o022
 
 
 def resolve_checkpoint_path(name_or_path: str, checkpoints_dir: Path = DEFAULT_CHECKPOINTS_DIR) -> Path:
@@ -56,19 +53,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path = Path(path)
     payload = {"format_version": CHECKPOINT_FORMAT_VERSION, "hellogpt_version": __version__, **payload}
     _check_weights_only_safe(payload, "payload")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp_file:
-            torch.save(payload, temp_file)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        os.chmod(temp_name, _DEFAULT_FILE_MODE & ~_current_umask())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    with atomic_file(path, "wb") as temp_file:
+        torch.save(payload, temp_file)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -311,25 +297,3 @@ def _corrupt_message(path: Path) -> str:
         f"{path} is not a readable checkpoint (truncated or corrupt): "
         "use an earlier copy or retrain; `hellogpt info` on a good one shows what it holds"
     )
-
-
-def _current_umask() -> int:
-    """The process umask, read without changing it (os.umask can only be read by setting it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return _FALLBACK_UMASK
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless to skip where directories cannot be opened."""
-    if os.name != "posix":
-        return
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -205,7 +205,7 @@ class _Run:
 
     def _forward_backward(self) -> tuple[torch.Tensor, float]:
         """One optimizer step's worth of micro-batches; returns the mean loss and the gradient norm."""
-        train_config, model = self.config.train, self.forward_model
+        model = self.forward_model
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(self.state.step, self.config.optim)
         total_loss = torch.zeros((), device=self.context.device)

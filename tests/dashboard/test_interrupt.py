@@ -72,7 +72,7 @@ def test_ctrl_c_in_the_display_is_passed_into_the_loop(tmp_path: Path, monkeypat
     finished = display_training(loop_that_saves_on_interrupt(), plain=True, console=Console(file=output))
     assert seen_by_loop == ["interrupt"]
     assert finished.reason == "interrupted"
-    assert f"finished interrupted at step 20" in output.getvalue() and CHECKPOINT in output.getvalue()
+    assert "finished interrupted at step 20" in output.getvalue() and CHECKPOINT in output.getvalue()
 
 
 def test_a_stream_without_run_finished_still_returns_one(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hellogpt.errors import UserError
-from hellogpt.train.checkpoint import load_checkpoint, save_checkpoint
+from hellogpt.train.checkpoint import load_checkpoint
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent
 from hellogpt.train.loop import train
 from tests.train.conftest import events_of, tiny_config, write_char_dataset
