@@ -107,6 +107,7 @@ class ChatSession:
         prompt_ids = self._encode_context(prompt)
         pieces: list[str] = []
         token_count = 0
+        slid: list[int] = []  # token counts at which the context window slid
         start = time.perf_counter()
 
         def counted(token_ids: Iterator[int]) -> Iterator[int]:
@@ -124,15 +125,19 @@ class ChatSession:
             top_p=self.settings.top_p,
             eot_id=self.tokenizer.eot_id,
             generator=self._generator,
-            on_window_slide=self._notice_window_slide,
+            on_window_slide=lambda dropped_tokens: slid.append(token_count),
         )
         finished = False
         try:
             for piece in stream_text(self.tokenizer, counted(tokens)):
+                if slid and slid[0] == 0:
+                    self._notice_window_slide()  # the prompt itself was too long: say so before the reply
                 pieces.append(piece)
                 yield piece
             finished = True
         finally:
+            if slid:
+                self._notice_window_slide()  # the reply outgrew the window: said after it, not inside it
             self.last_reply = ReplyStats(token_count, time.perf_counter() - start, interrupted=not finished)
             self.history.append(Turn(prompt, "".join(pieces), self.last_reply))
 
@@ -193,7 +198,7 @@ class ChatSession:
             return [self.tokenizer.eot_id]
         raise UserError("the prompt is empty: type some text for the model to continue")
 
-    def _notice_window_slide(self, dropped_tokens: int) -> None:
+    def _notice_window_slide(self) -> None:
         if self._window_notice_given:
             return
         self._window_notice_given = True

@@ -122,6 +122,15 @@ def peak_flops(device: DeviceLike, dtype: torch.dtype, override: Optional[float]
     return measured
 
 
+def raise_cached_peak_flops(device: DeviceLike, dtype: torch.dtype, observed: float) -> None:
+    """Keep `observed` FLOP/s as the peak when it beats the cache: a probe taken on a busy machine reads low."""
+    cache_path = peak_flops_cache_path()
+    key = _peak_cache_key(torch.device(device), dtype)
+    cached = _read_json(cache_path)
+    if observed > float(cached.get(key) or 0.0):
+        _write_json_atomically(cache_path, {**cached, key: observed})
+
+
 def measure_peak_flops(device: DeviceLike, dtype: torch.dtype, seconds: float = PEAK_PROBE_SECONDS) -> float:
     """Best FLOP/s of repeated square matmuls in `dtype` over about `seconds` (best, because the CPU may be shared)."""
     device = torch.device(device)

@@ -35,6 +35,9 @@ CheckpointOption = Annotated[
 PlainOption = Annotated[
     bool, typer.Option("--plain", help="One plain line per event instead of the live dashboard (also when piped or NO_COLOR).")
 ]
+TensorBoardOption = Annotated[
+    bool, typer.Option("--tensorboard", help="Also log to TensorBoard under the run folder (needs `pip install tensorboard`).")
+]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _SECONDS_PER_UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -54,6 +57,7 @@ def train_command(
     max_time: MaxTimeOption = None,
     checkpoint: CheckpointOption = None,
     plain: PlainOption = False,
+    tensorboard: TensorBoardOption = False,
 ) -> None:
     """Train a GPT on a prepared dataset; Ctrl-C saves and stops (exit 130), --resume continues.
 
@@ -66,7 +70,16 @@ def train_command(
     max_seconds = parse_duration(max_time) if max_time else None
     data_dir = resolve_data_dir(resolved.config.data, data)
     checkpoint_path = checkpoint_path_for(resolved, checkpoint)
-    run_training(resolved, data_dir, checkpoint_path, resume=resume, max_seconds=max_seconds, run_name=name, plain=plain)
+    run_training(
+        resolved,
+        data_dir,
+        checkpoint_path,
+        resume=resume,
+        max_seconds=max_seconds,
+        run_name=name,
+        plain=plain,
+        tensorboard=tensorboard,
+    )
 
 
 def checkpoint_path_for(resolved: "ResolvedConfig", checkpoint: Optional[str]) -> Path:
@@ -86,10 +99,16 @@ def run_training(
     max_seconds: Optional[float] = None,
     run_name: Optional[str] = None,
     plain: bool = False,
+    tensorboard: bool = False,
     init: Optional[dict[str, Any]] = None,
 ) -> None:
     """Prepare the data when the config says how, run the loop under the dashboard, exit as it ended."""
     from hellogpt.train.distributed import launched_by_torchrun
+
+    if tensorboard:
+        from hellogpt.dashboard.tensorboard import require_tensorboard
+
+        require_tensorboard()
 
     is_main = not launched_by_torchrun() or _rank() == 0
     if is_main:
@@ -111,7 +130,7 @@ def run_training(
     from hellogpt.dashboard import display_training
 
     kept = _SampleKeeper(events)
-    finished = display_training(kept, plain=True if plain else None)
+    finished = display_training(kept, plain=True if plain else None, tensorboard=tensorboard)
     if finished.reason in ("completed", "time_budget") and kept.last_sample:
         _show_sample_and_chat_command(kept.last_sample, checkpoint_path, finished)
     _exit_as(finished, checkpoint_path, show=True)

@@ -8,7 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
-from hellogpt.cli.train import CheckpointOption, DataOption, MaxTimeOption, NameOption, PlainOption, parse_duration, run_training
+from hellogpt.cli.train import (
+    CheckpointOption,
+    DataOption,
+    MaxTimeOption,
+    NameOption,
+    PlainOption,
+    TensorBoardOption,
+    parse_duration,
+    run_training,
+)
 from hellogpt.errors import UserError
 
 
@@ -33,6 +42,7 @@ def tune_command(
     max_time: MaxTimeOption = None,
     checkpoint: CheckpointOption = None,
     plain: PlainOption = False,
+    tensorboard: TensorBoardOption = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the tuned checkpoint where it stopped.")] = False,
     gpt2base: Annotated[Optional[str], typer.Option("--gpt2base", hidden=True, help="The old tool's name for --from.")] = None,
 ) -> None:
@@ -57,5 +67,13 @@ def tune_command(
         init, source_path = load_tuning_source(source, out_dir)
     checkpoint_path = tuned_checkpoint_path(resolved, source, source_path, checkpoint)
     run_training(
-        resolved, data_dir, checkpoint_path, init=init, resume=resume, max_seconds=max_seconds, run_name=name, plain=plain
+        resolved,
+        data_dir,
+        checkpoint_path,
+        init=init,
+        resume=resume,
+        max_seconds=max_seconds,
+        run_name=name,
+        plain=plain,
+        tensorboard=tensorboard,
     )

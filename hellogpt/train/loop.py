@@ -373,6 +373,14 @@ class _Run:
             origin=self.origin,
         )
 
+    def _raise_peak_flops(self, observed_flops: float) -> float:
+        """A step faster than the cached peak proves the probe ran on a busy machine: the step is the new peak."""
+        from hellogpt.hardware import raise_cached_peak_flops
+
+        self.peak_flops = observed_flops
+        raise_cached_peak_flops(self.context.device, self.dtype, observed_flops)
+        return 1.0
+
     def _step_event(self, loss: float, grad_norm: float, step_seconds: float, elapsed: float) -> StepEvent:
         tokens_per_second = self.tokens_per_step / step_seconds if step_seconds > 0 else 0.0
         utilisation = None
@@ -381,6 +389,8 @@ class _Run:
 
             flops_per_token = self.model.flops_per_token(self.model.config.block_size)
             utilisation = mfu(flops_per_token, tokens_per_second, self.peak_flops * self.context.world_size)
+            if utilisation > 1.0 and self.config.system.peak_flops is None:
+                utilisation = self._raise_peak_flops(flops_per_token * tokens_per_second / self.context.world_size)
         return StepEvent(
             step=self.state.step,
             loss=loss,
