@@ -104,14 +104,24 @@ def _show(data: dict[str, Any], title: str, as_json: bool) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column(overflow="fold")
-    for key, value in data.items():
-        table.add_row(str(key), _format_value(value))
+    for key, value in _flatten(data).items():
+        table.add_row(key, _format_value(value))
     Console().print(table)
 
 
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys (`config.model.n_layer`), so a table row holds one value."""
+    rows: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows.update(_flatten(value, f"{name}."))
+        else:
+            rows[name] = value
+    return rows
+
+
 def _format_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return "\n".join(f"{key}: {_format_value(item)}" for key, item in value.items())
     if isinstance(value, list):
         return ", ".join(_format_value(item) for item in value) if value else "-"
     if isinstance(value, float):
