@@ -88,7 +88,7 @@ def _load_hf_config(spec: str, source: str) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source)
+        return _cache_first(AutoConfig.from_pretrained, source)
     except (OSError, ValueError) as error:
         raise _load_error(spec, error) from None
 
@@ -98,13 +98,21 @@ def _load_hf_state_dict(spec: str, source: str) -> dict[str, torch.Tensor]:
     from transformers import GPT2LMHeadModel
 
     try:
-        hf_model = GPT2LMHeadModel.from_pretrained(source)
+        hf_model = _cache_first(GPT2LMHeadModel.from_pretrained, source)
     except (OSError, ValueError) as error:
         raise _load_error(spec, error) from None
     state = dict(hf_model.state_dict())
     del hf_model
     gc.collect()
     return state
+
+
+def _cache_first(from_pretrained: Any, source: str) -> Any:
+    """The local cache first, then the hub: offline, a cached model loads at once instead of after the hub's retries."""
+    try:
+        return from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError):
+        return from_pretrained(source)
 
 
 def _load_error(spec: str, error: Exception) -> UserError:
