@@ -195,14 +195,14 @@ def inference_dtype(setting: str, device: torch.device, model_config: Optional[G
     least `CPU_BF16_MIN_WIDTH` wide (decoding reads every weight per token, so half the bytes is faster
     there; narrow models are dominated by per-op overhead that bf16 makes worse); else fp32.
     """
-    from hellogpt.hardware import CPU_BF16_MIN_WIDTH, DTYPES_BY_NAME, cpu_has_native_bf16
+    from hellogpt.hardware import CPU_BF16_MIN_WIDTH, DTYPES_BY_NAME, cpu_has_native_bf16, cuda_has_native_bf16
 
     if setting != "auto":
         if setting not in DTYPES_BY_NAME:
             raise UserError(f"system.dtype '{setting}' is not a dtype: use auto, float32, bfloat16 or float16")
         return DTYPES_BY_NAME[setting]
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16() else torch.float16
     wide_enough = model_config is None or model_config.n_embd >= CPU_BF16_MIN_WIDTH
     if device.type == "cpu" and wide_enough and cpu_has_native_bf16():
         return torch.bfloat16

@@ -72,6 +72,14 @@ def choose_dtype(setting: str, device: DeviceLike, model_config: Any = None) -> 
     return dtype
 
 
+def cuda_has_native_bf16() -> bool:
+    """bf16 in the GPU's hardware (Ampere and later); torch's default check also counts T4/V100's slow emulated bf16."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # an older torch: no such argument, and it counted native bf16 only
+        return bool(torch.cuda.is_bf16_supported())
+
+
 def needs_grad_scaler(dtype: torch.dtype) -> bool:
     """fp16 gradients underflow without loss scaling; bf16 and fp32 have fp32's exponent range."""
     return dtype == torch.float16
@@ -211,7 +219,7 @@ def read_hardware_state(device: DeviceLike) -> dict[str, Optional[float]]:
 
 def _auto_dtype(device: torch.device, model_config: Any) -> torch.dtype:
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16() else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16() and cpu_bf16_is_faster(model_config):
         return torch.bfloat16
     return torch.float32

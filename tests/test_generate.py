@@ -11,6 +11,7 @@ from hellogpt.data.tokenizer import CharTokenizer, gpt2_tokenizer
 from hellogpt.generate import (
     SLIDE_KEEP_FRACTION,
     StreamingDecoder,
+    inference_dtype,
     sample_next_token,
     stream_text,
     stream_tokens,
@@ -166,3 +167,8 @@ def test_char_tokens_stream_as_their_characters() -> None:
     tokenizer = CharTokenizer("\n abé")
     ids = tokenizer.encode("ab é\nba")
     assert list(stream_text(tokenizer, iter(ids))) == list("ab é\nba")
+
+
+def test_decoding_on_a_gpu_with_only_emulated_bf16_uses_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert inference_dtype("auto", torch.device("cuda")) == torch.float16

@@ -71,6 +71,12 @@ def test_auto_dtype_on_cuda_is_bf16_or_fp16_with_a_scaler(monkeypatch: pytest.Mo
     assert needs_grad_scaler(torch.float16) and not needs_grad_scaler(torch.bfloat16)
 
 
+def test_auto_dtype_on_a_gpu_with_only_emulated_bf16_is_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch counts T4/V100's emulated bf16 as supported unless asked for the hardware's own.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert choose_dtype("auto", "cuda") == torch.float16
+
+
 def test_auto_dtype_on_a_native_bf16_cpu_depends_on_model_width(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     assert choose_dtype("auto", "cpu", POE_MODEL) == torch.bfloat16

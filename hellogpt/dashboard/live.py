@@ -98,7 +98,8 @@ class LiveView:
         """Start the sampler on RunStarted; leave evals and checkpoints in the scrollback."""
         self._changed.set()
         if isinstance(event, RunStarted):
-            self.sampler = HardwareSampler(event.device, self.hardware_reader)
+            # The event's device reads "cuda:0 x2" under torchrun; the sensors want the device alone.
+            self.sampler = HardwareSampler(event.device.split()[0], self.hardware_reader)
             self.sampler.start()
         elif isinstance(event, EvalEvent):
             self.console.print(_eval_line(event), highlight=False)

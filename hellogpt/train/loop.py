@@ -272,7 +272,7 @@ class _Run:
         losses: dict[str, float] = {}
         for split_index, split in enumerate(("train", "val")):
             rng = np.random.default_rng((seed, EVAL_SEED_OFFSET, split_index))
-            total = torch.zeros((), device=self.context.device, dtype=torch.float64)
+            total = torch.zeros((), device=self.context.device, dtype=_loss_sum_dtype(self.context.device))
             for batch_index in range(eval_iters):
                 windows = self._sample_windows(split, rng)
                 if batch_index % self.context.world_size != self.context.rank:
@@ -280,7 +280,7 @@ class _Run:
                 inputs, targets = self._to_device(windows)
                 with self._autocast():
                     _, loss = self.model(inputs, targets)
-                total += loss.double()
+                total += loss.to(total.dtype)
             if self.context.is_distributed:
                 dist.all_reduce(total)
             losses[split] = float(total) / eval_iters
@@ -301,20 +301,21 @@ class _Run:
             yield from self._save("best" if is_best else "eval")
 
     def _save(self, reason: str) -> Iterator[TrainingEvent]:
-        """Write the checkpoint (main rank); every rank contributes its sampler state first."""
-        sampler_states = [generator_state(self.data_rng)]
+        """Write the checkpoint (main rank); every rank contributes its sampler and RNG states first."""
+        rank_states = [(generator_state(self.data_rng), capture_rng_state())]
         if self.context.is_distributed:
             gathered: list[Any] = [None] * self.context.world_size
-            dist.all_gather_object(gathered, sampler_states[0])
-            sampler_states = list(gathered)
+            dist.all_gather_object(gathered, rank_states[0])
+            rank_states = list(gathered)
         if not self.context.is_main:
             return
-        save_checkpoint(self.checkpoint_path, self._payload(sampler_states))
+        sampler_states, rng_states = [sampler for sampler, _ in rank_states], [rng for _, rng in rank_states]
+        save_checkpoint(self.checkpoint_path, self._payload(sampler_states, rng_states))
         self.state.last_checkpoint_step = self.state.step
         self.state.checkpoint_paths.append(str(self.checkpoint_path))
         yield CheckpointEvent(step=self.state.step, path=str(self.checkpoint_path), reason=reason)
 
-    def _payload(self, sampler_states: list[str]) -> dict[str, Any]:
+    def _payload(self, sampler_states: list[str], rng_states: list[dict[str, Any]]) -> dict[str, Any]:
         state = self.state
         return {
             "model_args": self.model.config.to_dict(),
@@ -327,7 +328,9 @@ class _Run:
             "best_val_loss": state.best_val_loss,
             "config": _config_with_architecture(self.config, self.model.config),
             "tokenizer": self.dataset.tokenizer.description(),
-            "rng": capture_rng_state(),
+            "rng": rng_states[0],
+            # Each rank's own: torchrun seeds ranks apart, and rank r's dropout draws from its own GPU's generator.
+            "rank_rngs": rng_states if self.context.is_distributed else None,
             "sampler": {"kind": "numpy", "world_size": self.context.world_size, "states": sampler_states},
             "origin": self.origin,
             "run_name": self.run_name,
@@ -465,7 +468,7 @@ def _prepare_run(
             val_loss=payload.get("val_loss"),
             last_checkpoint_step=int(payload["step"]),
         )
-        restore_rng_state(payload["rng"])
+        restore_rng_state(_restored_rng(payload, context))
         data_rng = _restored_sampler(payload.get("sampler"), context, data_rng)
     if context.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -591,6 +594,12 @@ def _restored_sampler(
     return generator_from_state(saved["states"][context.rank])
 
 
+def _restored_rng(payload: dict[str, Any], context: DistributedContext) -> dict[str, Any]:
+    """This rank's global RNGs as saved; rank 0's when the run was saved on another number of ranks."""
+    rank_rngs = payload.get("rank_rngs") or []
+    return rank_rngs[context.rank] if len(rank_rngs) == context.world_size else payload["rng"]
+
+
 def _wrap_for_training(model: GPT, config: RunConfig, context: DistributedContext) -> nn.Module:
     """torch.compile (auto = on CUDA only) and DistributedDataParallel around the model."""
     wrapped: nn.Module = model
@@ -611,6 +620,11 @@ def _peak_flops(measure: Any, device: torch.device, dtype: torch.dtype, override
         return float(measure(device, dtype, override=override))
     except (RuntimeError, OSError, ValueError):
         return None
+
+
+def _loss_sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for summing eval losses, except on MPS, which has no float64 tensors."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _config_with_architecture(config: RunConfig, model_config: GPTConfig) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from hellogpt.dashboard.live import LiveView
 from hellogpt.dashboard.plots import LossChart
 from hellogpt.dashboard.state import RunState
 
-from tests.dashboard.synthetic import CHECKPOINT, RUN_NAME, run_events
+from tests.dashboard.synthetic import CHECKPOINT, RUN_NAME, run_events, run_started
 
 BRAILLE = range(0x2801, 0x2900)
 
@@ -85,6 +86,22 @@ def test_hardware_panel_shows_the_sampled_readings(tmp_path: Path) -> None:
     text = rendered_text(view, console)
     view.sampler.stop()
     assert "CPU 37%" in text and "RSS 512.0 MiB" in text and "RAM 6.0 GiB/16.0 GiB" in text
+
+
+def test_the_sensors_of_a_torchrun_run_read_its_own_device(tmp_path: Path) -> None:
+    readings: list[str] = []
+
+    def recording_reader(device: str) -> dict[str, Any]:
+        readings.append(device)
+        return fixed_reading(device)
+
+    started = dataclasses.replace(run_started(tmp_path), device="cuda:1 x2")
+    view = view_after([started], recording_console(), recording_reader)
+    deadline = time.monotonic() + 5
+    while view.sampler.latest is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    view.sampler.stop()
+    assert readings and set(readings) == {"cuda:1"}
 
 
 def test_a_slow_sensor_never_blocks_the_consumer(tmp_path: Path) -> None:

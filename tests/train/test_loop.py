@@ -11,7 +11,8 @@ import torch
 from hellogpt.errors import UserError
 from hellogpt.train.checkpoint import load_checkpoint
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent
-from hellogpt.train.loop import train
+from hellogpt.train.distributed import DistributedContext
+from hellogpt.train.loop import _loss_sum_dtype, _restored_rng, train
 from tests.train.conftest import events_of, tiny_config, write_char_dataset
 
 
@@ -138,3 +139,19 @@ def test_tune_init_starts_from_the_given_weights_with_a_fresh_step_count(char_da
     assert tuned["origin"]["path"] == str(source) and tuned["model_args"]["dropout"] == 0.1
     first_loss = events_of(StepEvent, events)[0].loss
     assert first_loss < events_of(StepEvent, run(tiny_config(), char_dataset, tmp_path / "scratch.pt"))[0].loss
+
+
+def test_eval_losses_sum_in_float64_except_on_mps_which_has_none() -> None:
+    assert _loss_sum_dtype(torch.device("cpu")) == torch.float64
+    assert _loss_sum_dtype(torch.device("cuda", 0)) == torch.float64
+    assert _loss_sum_dtype(torch.device("mps")) == torch.float32
+
+
+def test_each_torchrun_rank_resumes_its_own_rngs_and_rank_0s_on_another_rank_count() -> None:
+    payload = {"rng": "rank 0", "rank_rngs": ["rank 0", "rank 1"]}
+    rank_1_of_2 = DistributedContext(rank=1, local_rank=1, world_size=2, device=torch.device("cuda", 1))
+    rank_1_of_4 = DistributedContext(rank=1, local_rank=1, world_size=4, device=torch.device("cuda", 1))
+    single = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    assert _restored_rng(payload, rank_1_of_2) == "rank 1"
+    assert _restored_rng(payload, rank_1_of_4) == "rank 0"
+    assert _restored_rng({"rng": "rank 0", "rank_rngs": None}, single) == "rank 0"
