@@ -296,7 +296,7 @@ def _describe_cuda() -> Union[str, list[str]]:
 
 def _read_cuda_state(device: torch.device) -> dict[str, Optional[float]]:
     index = device.index if device.index is not None else torch.cuda.current_device()
-    handle = _nvml_handle(index)
+    handle = _nvml_handle(_nvml_index(index))
     if handle is None:
         return {
             "gpu_util_percent": None,
@@ -315,6 +315,14 @@ def _read_cuda_state(device: torch.device) -> dict[str, Optional[float]]:
         "gpu_temperature_c": _nvml_reading(lambda: pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)),
         "gpu_power_w": _nvml_reading(lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),
     }
+
+
+def _nvml_index(cuda_index: int) -> int:
+    """NVML numbers every GPU of the machine; CUDA only those in CUDA_VISIBLE_DEVICES (cuda:0 may be GPU 2)."""
+    try:
+        return int(torch.cuda._get_nvml_device_index(cuda_index))
+    except Exception:  # a torch without the helper, or GPUs named by UUID without NVML: assume the same order
+        return cuda_index
 
 
 @functools.lru_cache(maxsize=None)

@@ -77,6 +77,13 @@ def test_auto_dtype_on_a_gpu_with_only_emulated_bf16_is_fp16(monkeypatch: pytest
     assert choose_dtype("auto", "cuda") == torch.float16
 
 
+def test_gpu_sensors_read_the_gpu_that_cuda_visible_devices_maps_cuda_n_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert hardware._nvml_index(0) == 2 and hardware._nvml_index(1) == 3
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert hardware._nvml_index(1) == 1
+
+
 def test_auto_dtype_on_a_native_bf16_cpu_depends_on_model_width(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     assert choose_dtype("auto", "cpu", POE_MODEL) == torch.bfloat16
