@@ -289,7 +289,7 @@ def _describe_cuda() -> Union[str, list[str]]:
     gpus = []
     for index in range(torch.cuda.device_count()):
         properties = torch.cuda.get_device_properties(index)
-        bf16 = "bf16" if torch.cuda.is_bf16_supported() else "no bf16"
+        bf16 = "bf16" if cuda_has_native_bf16() else "no native bf16"
         gpus.append(f"cuda:{index} {properties.name}, {properties.total_memory / BYTES_PER_GIB:.1f} GiB, {bf16}")
     return gpus
 

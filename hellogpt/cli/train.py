@@ -131,6 +131,7 @@ def run_training(
 
     kept = _SampleKeeper(events)
     finished = display_training(kept, plain=True if plain else None, tensorboard=tensorboard)
+    _drain(kept)  # past RunFinished the loop only leaves the process group (with the other ranks)
     if finished.reason in ("completed", "time_budget") and kept.last_sample:
         _show_sample_and_chat_command(kept.last_sample, checkpoint_path, finished)
     _exit_as(finished, checkpoint_path, show=True)

@@ -80,6 +80,9 @@ def train(
         with _StopSignals() as stop_signals:
             run = _prepare_run(resolved, context, Path(data_dir), Path(checkpoint_path), init, resume, run_name)
             yield from run.events(stop_signals, max_seconds)
+        if context.is_distributed:
+            # Leave together: a gloo rank that destroys its group while another still holds it aborts at exit.
+            dist.barrier()
     finally:
         teardown_distributed()
 
