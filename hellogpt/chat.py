@@ -125,7 +125,7 @@ class ChatSession:
             top_p=self.settings.top_p,
             eot_id=self.tokenizer.eot_id,
             generator=self._generator,
-            on_window_slide=lambda dropped_tokens: slid.append(token_count),
+            on_window_slide=lambda _dropped_tokens: slid.append(token_count),
         )
         finished = False
         try:

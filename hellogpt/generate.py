@@ -37,14 +37,6 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits.float() / temperature
 
 
-def top_k_mask(logits: torch.Tensor, top_k: Optional[int]) -> torch.Tensor:
-    """Logits with everything below the k-th largest set to -inf (ties with the k-th are kept)."""
-    if top_k is None or top_k >= logits.size(-1):
-        return logits
-    kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth_largest, float("-inf"))
-
-
 def top_p_mask(logits: torch.Tensor, top_p: Optional[float]) -> torch.Tensor:
     """Logits outside the nucleus set to -inf: the smallest set of most likely tokens whose mass reaches `top_p`.
 

@@ -15,7 +15,6 @@ from hellogpt.generate import (
     sample_next_token,
     stream_text,
     stream_tokens,
-    top_k_mask,
     top_p_mask,
 )
 from hellogpt.model.gpt import GPT, GPTConfig
@@ -53,13 +52,6 @@ def greedy_without_cache(model: GPT, prompt: list[int], new_tokens: int) -> list
 
 def greedy(model: GPT, prompt: list[int], new_tokens: int, **kwargs) -> list[int]:
     return list(stream_tokens(model, prompt, max_new_tokens=new_tokens, temperature=0.0, **kwargs))
-
-
-def test_top_k_mask_keeps_the_k_largest_logits() -> None:
-    logits = torch.tensor([1.0, 3.0, 2.0, 0.0, -1.0])
-    assert top_k_mask(logits, 2).tolist() == [NEG_INF, 3.0, 2.0, NEG_INF, NEG_INF]
-    assert top_k_mask(logits, None).tolist() == logits.tolist()
-    assert top_k_mask(logits, 10).tolist() == logits.tolist()
 
 
 def test_top_p_mask_keeps_the_smallest_set_reaching_the_mass() -> None:

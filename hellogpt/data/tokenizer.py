@@ -187,12 +187,3 @@ def tokenizer_from_description(desc: dict[str, Any]) -> Tokenizer:
             raise UserError("a char tokenizer description needs its 'chars' string; prepare the dataset again")
         return CharTokenizer(chars)
     raise UserError(f"unknown tokenizer description {desc!r}: expected kind 'gpt2' or 'char'")
-
-
-def tokenizer_by_name(name: str, texts: Iterable[str] = ()) -> Tokenizer:
-    """The tokenizer `prepare --tokenizer NAME` means; `char` learns its vocabulary from `texts`."""
-    if name == "gpt2":
-        return gpt2_tokenizer()
-    if name == "char":
-        return CharTokenizer.from_texts(texts)
-    raise UserError(f"unknown tokenizer {name!r}: use gpt2 or char")
