@@ -34,7 +34,7 @@ from hellogpt.dashboard.plots import TRAIN_STYLE, VAL_STYLE, LossChart
 from hellogpt.dashboard.records import run_directory
 from hellogpt.dashboard.sampler import HardwareReader, HardwareSampler, default_hardware_reader
 from hellogpt.dashboard.state import RunState
-from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, TrainingEvent
+from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepProgress, TrainingEvent
 
 REFRESHES_PER_SECOND = 4
 IDLE_REFRESH_SECONDS = 1.0
@@ -152,6 +152,8 @@ class LiveView:
             ("  elapsed ", "dim"), format_duration(state.elapsed_seconds()),
             ("  ETA ", "dim"), format_duration(state.eta_seconds()),
         )
+        if state.in_progress is not None:
+            label.append_text(_in_progress_text(state.in_progress))
         row = Table.grid(expand=True)
         row.add_column(ratio=1)
         row.add_column(no_wrap=True)
@@ -289,6 +291,12 @@ def hardware_readings(reading: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _used_of_total(used: float, total: Optional[float]) -> str:
     return format_bytes(used) if total is None else f"{format_bytes(used)}/{format_bytes(total)}"
+
+
+def _in_progress_text(progress: StepProgress) -> Text:
+    """Within a long step: which micro-batch (or eval batch) is running, short enough for 80 columns."""
+    what = "eval" if progress.phase == "eval" else "micro-batch"
+    return Text(f"  {what} {progress.done + 1}/{progress.total}", style="yellow")
 
 
 def _chart_title() -> Text:

@@ -17,7 +17,15 @@ from hellogpt.dashboard.formatting import (
 )
 from hellogpt.dashboard.records import run_directory
 from hellogpt.dashboard.state import RunState
-from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, TrainingEvent
+from hellogpt.train.events import (
+    CheckpointEvent,
+    EvalEvent,
+    RunFinished,
+    RunStarted,
+    StepEvent,
+    StepProgress,
+    TrainingEvent,
+)
 
 SAMPLE_CHARACTERS_SHOWN = 160
 SEPARATOR = " | "
@@ -74,6 +82,15 @@ def format_sample(event: EvalEvent) -> Optional[str]:
     return f"sample step {event.step}{SEPARATOR}{text}"
 
 
+def format_progress(event: StepProgress) -> str:
+    """Where a long step or evaluation is: `step 13 | micro-batch 4/10 | 0:46` (or `eval step 200 | batch ...`)."""
+    if event.phase == "eval":
+        where = f"eval step {event.step}{SEPARATOR}batch {event.done + 1}/{event.total}"
+    else:
+        where = f"step {event.step}{SEPARATOR}micro-batch {event.done + 1}/{event.total}"
+    return f"{where}{SEPARATOR}{format_duration(event.elapsed_seconds)} so far"
+
+
 def format_checkpoint(event: CheckpointEvent) -> str:
     return f"checkpoint step {event.step}{SEPARATOR}saved {event.path} ({event.reason})"
 
@@ -100,6 +117,8 @@ def format_event(event: TrainingEvent, state: RunState) -> list[str]:
     if isinstance(event, EvalEvent):
         sample = format_sample(event)
         return [format_eval(event)] + ([sample] if sample else [])
+    if isinstance(event, StepProgress):
+        return [format_progress(event)]
     if isinstance(event, CheckpointEvent):
         return [format_checkpoint(event)]
     if isinstance(event, RunFinished):

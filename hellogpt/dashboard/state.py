@@ -9,7 +9,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, TrainingEvent
+from hellogpt.train.events import (
+    CheckpointEvent,
+    EvalEvent,
+    RunFinished,
+    RunStarted,
+    StepEvent,
+    StepProgress,
+    TrainingEvent,
+)
 
 INTERRUPTED = "interrupted"
 STREAM_ENDED = "incomplete"
@@ -22,6 +30,8 @@ class RunState:
     started: Optional[RunStarted] = None
     last_step: Optional[StepEvent] = None
     last_eval: Optional[EvalEvent] = None
+    # Within a long step or evaluation: how far it is; cleared when the step or evaluation ends.
+    in_progress: Optional[StepProgress] = None
     finished: Optional[RunFinished] = None
     train_points: list[tuple[int, float]] = field(default_factory=list)
     val_points: list[tuple[int, float]] = field(default_factory=list)
@@ -31,6 +41,7 @@ class RunState:
     clock_started: float = field(default_factory=time.monotonic)
 
     def update(self, event: TrainingEvent) -> None:
+        self.in_progress = event if isinstance(event, StepProgress) else None
         if isinstance(event, RunStarted):
             self.started = event
             self.clock_started = time.monotonic()

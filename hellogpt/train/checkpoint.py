@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import warnings
 import zipfile
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
@@ -31,6 +32,11 @@ CHECKPOINT_FORMAT_VERSION = 1
 CHECKPOINT_SUFFIX = ".pt"
 DEFAULT_CHECKPOINTS_DIR = Path("checkpoints")
 REQUIRED_KEYS = ("format_version", "model_args", "model")
+# Beside NAME.pt (the best model, or the latest with always_save_checkpoint), the resumable latest
+# state when it is newer than the best: NAME.latest.pt.
+LATEST_SUFFIX = ".latest"
+# A run name becomes a folder under train.runs_dir: one plain path component.
+_RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=@-]*$")
 # Prefixes that torch.compile (`_orig_mod.`) and DDP/DataParallel (`module.`) put on parameter names.
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 # Types that torch.load(weights_only=True) rebuilds; checked by exact type (np.float64 subclasses float).
@@ -48,16 +54,158 @@ def resolve_checkpoint_path(name_or_path: str, checkpoints_dir: Path = DEFAULT_C
     return Path(checkpoints_dir) / file_name
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to a temporary file beside `path`, fsync it, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    payload = {"format_version": CHECKPOINT_FORMAT_VERSION, "hellogpt_version": __version__, **payload}
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint's contents, checked once on load: the rest of the code reads typed fields, never raw keys.
+
+    `step`, `optimizer`, `rng` and `sampler` are set by training and make a checkpoint resumable;
+    `pending_eval` says the run stopped on a step whose evaluation (or the final one) has not run yet.
+    """
+
+    model_args: GPTConfig
+    model: dict[str, torch.Tensor]
+    step: Optional[int] = None
+    optimizer: Optional[dict[str, Any]] = None
+    scaler: Optional[dict[str, Any]] = None
+    train_loss: Optional[float] = None
+    val_loss: Optional[float] = None
+    best_val_loss: Optional[float] = None
+    config: Optional[dict[str, Any]] = None
+    tokenizer: Optional[dict[str, Any]] = None
+    rng: Optional[dict[str, Any]] = None
+    rank_rngs: Optional[list[dict[str, Any]]] = None
+    sampler: Optional[dict[str, Any]] = None
+    origin: Optional[dict[str, Any]] = None
+    run_name: Optional[str] = None
+    pending_eval: bool = False
+    format_version: int = CHECKPOINT_FORMAT_VERSION
+    hellogpt_version: Optional[str] = None
+
+    @property
+    def resumable(self) -> bool:
+        return self.step is not None and self.optimizer is not None and self.rng is not None
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict `torch.save` writes: tensors and plain values only."""
+        payload = {field.name: getattr(self, field.name) for field in fields(self)}
+        payload["model_args"] = self.model_args.to_dict()
+        payload["format_version"] = CHECKPOINT_FORMAT_VERSION
+        payload["hellogpt_version"] = __version__
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: Any, path: Path) -> "Checkpoint":
+        """Check every field's type once; a malformed file is a UserError naming the field."""
+        _check_is_ours(path, payload)
+        known = {field.name for field in fields(cls)}
+        values = {key: value for key, value in payload.items() if key in known}
+        try:
+            values["model_args"] = _model_args(payload["model_args"])
+            for name, kinds in _FIELD_TYPES.items():
+                _check_field(name, values.get(name), kinds)
+            values["model"] = _tensor_dict(payload["model"])
+        except _MalformedField as problem:
+            raise UserError(
+                f"{path} is a damaged checkpoint: {problem}; use an earlier copy or retrain "
+                "(`hellogpt info` on a good one shows what it holds)"
+            ) from None
+        for name in ("train_loss", "val_loss", "best_val_loss"):
+            if values.get(name) is not None:
+                values[name] = float(values[name])
+        if values.get("run_name") is not None and not is_valid_run_name(values["run_name"]):
+            raise UserError(
+                f"{path} names its run {values['run_name']!r}, which is not a plain folder name "
+                "(no '/', '\\' or '..'): it was edited or not written by hellogpt; resume it with --name NEW_NAME"
+            )
+        return cls(**values)
+
+    def require_resumable(self, path: Path) -> None:
+        """Resuming needs the training state, not only the weights."""
+        if not self.resumable:
+            raise UserError(
+                f"{path} holds weights without the training state (step, optimizer, RNGs) that --resume needs: "
+                f"start a new run from it with `hellogpt tune --from {path}`"
+            )
+
+
+class _MalformedField(Exception):
+    pass
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "step": (int,),
+    "optimizer": (dict,),
+    "scaler": (dict,),
+    "train_loss": (float, int),
+    "val_loss": (float, int),
+    "best_val_loss": (float, int),
+    "config": (dict,),
+    "tokenizer": (dict,),
+    "rng": (dict,),
+    "rank_rngs": (list,),
+    "sampler": (dict,),
+    "origin": (dict,),
+    "run_name": (str,),
+    "pending_eval": (bool,),
+    "hellogpt_version": (str,),
+}
+
+
+def _check_field(name: str, value: Any, kinds: tuple[type, ...]) -> None:
+    """None (absent) or one of `kinds`; bool is not an int here, and steps are not negative."""
+    if value is None:
+        return
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise _MalformedField(f"{name} is a {type(value).__name__}")
+    if name == "step" and value < 0:
+        raise _MalformedField(f"step is {value}")
+    if name == "optimizer" and not {"state", "param_groups"} <= set(value):
+        raise _MalformedField("optimizer lacks state/param_groups")
+    if name == "tokenizer" and not isinstance(value.get("kind"), str):
+        raise _MalformedField("tokenizer has no kind")
+
+
+def _model_args(model_args: Any) -> GPTConfig:
+    if not isinstance(model_args, dict):
+        raise _MalformedField(f"model_args is a {type(model_args).__name__}")
+    config = gpt_config_from_args(model_args)
+    for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise _MalformedField(f"model_args.{name} is {value!r}")
+    if config.n_embd % config.n_head:
+        raise _MalformedField(f"model_args.n_embd {config.n_embd} is not a multiple of n_head {config.n_head}")
+    return config
+
+
+def _tensor_dict(model: Any) -> dict[str, torch.Tensor]:
+    if not isinstance(model, dict) or not model:
+        raise _MalformedField("model holds no weights")
+    bad = [str(name) for name, tensor in model.items() if not isinstance(name, str) or not torch.is_tensor(tensor)]
+    if bad:
+        raise _MalformedField(f"model entries {', '.join(bad[:_MAX_NAMES_IN_ERROR])} are not tensors")
+    return dict(model)
+
+
+def is_valid_run_name(name: str) -> bool:
+    """One plain path component: letters, digits and `_ . + = @ -`, not starting with a dot."""
+    return bool(_RUN_NAME.match(name)) and ".." not in name
+
+
+def latest_checkpoint_path(checkpoint_path: Path) -> Path:
+    """Where the resumable latest state goes beside the best model: NAME.pt -> NAME.latest.pt."""
+    return checkpoint_path.with_name(f"{checkpoint_path.stem}{LATEST_SUFFIX}{CHECKPOINT_SUFFIX}")
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Write `checkpoint` to a temporary file beside `path`, fsync it, then rename: a crash never leaves half a file."""
+    payload = checkpoint.to_payload()
     _check_weights_only_safe(payload, "payload")
-    with atomic_file(path, "wb") as temp_file:
+    with atomic_file(Path(path), "wb") as temp_file:
         torch.save(payload, temp_file)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path) -> Checkpoint:
     """Load a checkpoint safely (no code runs) onto the CPU; UserError if it is missing, corrupt or not ours."""
     path = Path(path)
     if path.is_dir():
@@ -77,29 +225,54 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
                 f"{path} was not written by hellogpt: it holds Python objects that a safe load refuses to run"
             ) from None
         raise UserError(_corrupt_message(path)) from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError, TypeError):
+    # What torch.load raises on damaged bytes (found by fuzzing truncated and mutated files); only around the load.
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError):
         raise UserError(_corrupt_message(path)) from None
-    _check_is_ours(path, payload)
-    return payload
+    return Checkpoint.from_payload(payload, path)
 
 
-def model_from_checkpoint(payload: Mapping[str, Any], device: Optional[Union[str, torch.device]] = None) -> GPT:
+def peek_step(path: Path) -> Optional[int]:
+    """The step saved in `path`, read through a memory map (no copy of the weights); None when unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError):
+        return None
+    step = payload.get("step") if isinstance(payload, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def resume_source(checkpoint_path: Path) -> Path:
+    """The file `--resume` continues: NAME.latest.pt when it is newer than NAME.pt, else NAME.pt."""
+    latest = latest_checkpoint_path(checkpoint_path)
+    if not latest.is_file():
+        return checkpoint_path
+    if not checkpoint_path.is_file():
+        return latest
+    latest_step, best_step = peek_step(latest), peek_step(checkpoint_path)
+    if latest_step is None or best_step is None:
+        return latest if best_step is None else checkpoint_path
+    return latest if latest_step > best_step else checkpoint_path
+
+
+def model_from_checkpoint(checkpoint: Checkpoint, device: Optional[Union[str, torch.device]] = None) -> GPT:
     """Rebuild the GPT of a loaded checkpoint (fp32, eval mode) on `device`; UserError if weights and args disagree."""
-    config = gpt_config_from_args(payload["model_args"])
+    config = checkpoint.model_args
     model = GPT(config)
-    state_dict = strip_wrapper_prefixes(payload["model"])
+    state_dict = strip_wrapper_prefixes(checkpoint.model)
     _check_weights_fit(model, state_dict, config)
     model.load_state_dict(state_dict, strict=False)
     model.eval()
     return model.to(device) if device is not None else model
 
 
-def tokenizer_from_checkpoint(payload: Mapping[str, Any]) -> "Tokenizer":
+def tokenizer_from_checkpoint(checkpoint: Checkpoint) -> "Tokenizer":
     """The tokenizer the checkpoint was trained with, rebuilt from its description."""
     from hellogpt.data.tokenizer import tokenizer_from_description
 
-    description = payload.get("tokenizer")
-    if not isinstance(description, dict) or "kind" not in description:
+    description = checkpoint.tokenizer
+    if description is None:
         raise UserError("this checkpoint has no tokenizer description: it cannot encode text; retrain or re-export it")
     return tokenizer_from_description(description)
 
@@ -107,26 +280,28 @@ def tokenizer_from_checkpoint(payload: Mapping[str, Any]) -> "Tokenizer":
 def describe_checkpoint(path: Path) -> dict[str, Any]:
     """What `hellogpt info CHECKPOINT` shows (and prints as JSON): progress, losses, shape, tokenizer, origin, config."""
     path = Path(path)
-    payload = load_checkpoint(path)
-    model_args = payload.get("model_args", {})
+    checkpoint = load_checkpoint(path)
     stat = path.stat()
+    latest = latest_checkpoint_path(path)
     return {
         "path": str(path),
-        "run_name": payload.get("run_name"),
-        "step": payload.get("step"),
-        "train_loss": payload.get("train_loss"),
-        "val_loss": payload.get("val_loss"),
-        "best_val_loss": payload.get("best_val_loss"),
-        "n_params": count_parameters(payload["model"]),
-        "architecture": dict(model_args),
-        "tokenizer": _describe_tokenizer(payload.get("tokenizer")),
-        "origin": payload.get("origin"),
+        "run_name": checkpoint.run_name,
+        "step": checkpoint.step,
+        "train_loss": checkpoint.train_loss,
+        "val_loss": checkpoint.val_loss,
+        "best_val_loss": checkpoint.best_val_loss,
+        "n_params": count_parameters(checkpoint.model),
+        "architecture": checkpoint.model_args.to_dict(),
+        "tokenizer": _describe_tokenizer(checkpoint.tokenizer),
+        "origin": checkpoint.origin,
         "size_bytes": stat.st_size,
         "modified": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc).isoformat(timespec="seconds"),
-        "format_version": payload.get("format_version"),
-        "hellogpt_version": payload.get("hellogpt_version"),
-        "resumable": payload.get("optimizer") is not None,
-        "config": payload.get("config"),
+        "format_version": checkpoint.format_version,
+        "hellogpt_version": checkpoint.hellogpt_version,
+        "resumable": checkpoint.resumable,
+        "pending_eval": checkpoint.pending_eval,
+        "latest_state": str(latest) if latest.is_file() and latest != path else None,
+        "config": checkpoint.config,
     }
 
 

@@ -64,6 +64,20 @@ class CheckpointEvent:
 
 
 @dataclass(frozen=True)
+class StepProgress:
+    """Sent during a long step or evaluation (every few seconds), so that a slow machine never looks stuck.
+
+    `phase` is "train" (`done` of `total` micro-batches of step `step`) or "eval" (batches of both splits).
+    """
+
+    step: int
+    phase: str
+    done: int
+    total: int
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
 class RunFinished:
     """Sent last. `reason`: completed, time_budget, interrupted or diverged (NaN/inf loss)."""
 
@@ -77,4 +91,4 @@ class RunFinished:
     message: Optional[str] = None
 
 
-TrainingEvent = Union[RunStarted, StepEvent, EvalEvent, CheckpointEvent, RunFinished]
+TrainingEvent = Union[RunStarted, StepEvent, StepProgress, EvalEvent, CheckpointEvent, RunFinished]

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Iterator, Optional
+from typing import Any, Generator, Iterator, Optional
 
 import numpy as np
 import torch
@@ -36,16 +36,27 @@ from hellogpt.train.distributed import (
     teardown_distributed,
 )
 from hellogpt.train.checkpoint import (
+    Checkpoint,
     capture_rng_state,
     generator_from_state,
     generator_state,
     gpt_config_from_args,
+    latest_checkpoint_path,
     load_checkpoint,
     restore_rng_state,
+    resume_source,
     save_checkpoint,
     strip_wrapper_prefixes,
 )
-from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, TrainingEvent
+from hellogpt.train.events import (
+    CheckpointEvent,
+    EvalEvent,
+    RunFinished,
+    RunStarted,
+    StepEvent,
+    StepProgress,
+    TrainingEvent,
+)
 from hellogpt.train.optimizer import build_optimizer
 from hellogpt.train.schedule import learning_rate_at
 
@@ -55,6 +66,14 @@ ARCHITECTURE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", 
 # evaluating never moves the training sampler (which keeps resume exact).
 EVAL_SEED_OFFSET = 0xE7A1
 SAMPLE_PROMPT_CHARS = ("\n", " ")
+# Long steps and evaluations report their progress (a slow CPU must not look stuck): after this
+# long into one, and then at most this often.
+PROGRESS_AFTER_SECONDS = 2.0
+PROGRESS_EVERY_SECONDS = 2.0
+# A forward pass costs about a third of forward + backward: eval batches are priced from train micro-steps.
+FORWARD_SHARE_OF_STEP = 1 / 3
+# Until a save has been timed, --max-time assumes the checkpoint is written this fast.
+ASSUMED_SAVE_BYTES_PER_SECOND = 200e6
 
 
 def train(
@@ -120,7 +139,48 @@ class _RunState:
     train_loss: Optional[float] = None
     val_loss: Optional[float] = None
     last_checkpoint_step: Optional[int] = None
+    last_eval_step: Optional[int] = None
+    pending_eval: bool = False
     checkpoint_paths: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _TimeBudget:
+    """`--max-time` as a real budget: the closing evaluation and save must fit inside it.
+
+    Durations are measured as the run goes; until the first evaluation its cost is estimated
+    from the micro-step time (a forward pass is about a third of forward + backward).
+    """
+
+    seconds: Optional[float] = None
+    started: float = field(default_factory=time.perf_counter)
+    micro_step_seconds: float = 0.0
+    eval_batch_seconds: Optional[float] = None
+    save_seconds: Optional[float] = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def remaining(self) -> float:
+        return math.inf if self.seconds is None else self.seconds - self.elapsed()
+
+    def cannot_fit(self, work_seconds: float, closing_seconds: float) -> bool:
+        """True when `work_seconds` more, then the closing work, would run past the budget."""
+        return self.seconds is not None and work_seconds + closing_seconds > self.remaining()
+
+    def closing_seconds(self, eval_batches: int, save_estimate: float) -> float:
+        batch = self.eval_batch_seconds
+        if batch is None:
+            batch = self.micro_step_seconds * FORWARD_SHARE_OF_STEP
+        return batch * eval_batches + (self.save_seconds if self.save_seconds is not None else save_estimate)
+
+    def affordable_eval_batches(self, wanted: int, save_estimate: float) -> int:
+        """Eval batches per split that still fit (at least one): the closing evaluation is cut to fit."""
+        batch = self.eval_batch_seconds or self.micro_step_seconds * FORWARD_SHARE_OF_STEP
+        if self.seconds is None or batch <= 0:
+            return wanted
+        save = self.save_seconds if self.save_seconds is not None else save_estimate
+        return max(1, min(wanted, int((self.remaining() - save) / (2 * batch))))
 
 
 @dataclass
@@ -143,47 +203,76 @@ class _Run:
     origin: dict[str, Any]
     peak_flops: Optional[float]
     state: _RunState
+    budget: _TimeBudget = field(default_factory=_TimeBudget)
+    # Sampler and RNG states when the step in flight began: what a save mid-step records.
+    _step_start_states: Optional[tuple[dict[str, Any], dict[str, Any]]] = None
 
     @property
     def tokens_per_step(self) -> int:
         train = self.config.train
         return train.batch_size * self.model.config.block_size * train.gradient_accumulation_steps
 
+    @property
+    def latest_path(self) -> Path:
+        return latest_checkpoint_path(self.checkpoint_path)
+
     def events(self, stop_signals: _StopSignals, max_seconds: Optional[float]) -> Iterator[TrainingEvent]:
         """The loop itself: steps, logging, evaluation, checkpoints, and the reason it ended."""
         config, state, is_main = self.config, self.state, self.context.is_main
-        start_step, started = state.step, time.perf_counter()
+        start_step = state.step
+        budget = self.budget = _TimeBudget(max_seconds)
         if is_main:
             yield self._run_started()
         reason, message = "completed", None
-        while state.step < config.train.max_iters:
+        if state.pending_eval:
+            # Resumed from a stop on a step whose evaluation had not run yet: it runs first.
+            if not (yield from self._evaluate_and_save(state.step >= config.train.max_iters, stop_signals)):
+                reason = "interrupted"
+        while reason == "completed" and state.step < config.train.max_iters:
             step_started = time.perf_counter()
-            loss, grad_norm = self._forward_backward()
-            elapsed = time.perf_counter() - started
-            over_time = max_seconds is not None and elapsed >= max_seconds
-            loss_value, any_stop, any_over_time = self._agree(loss, stop_signals.requested, over_time)
+            loss, grad_norm, dropped = yield from self._forward_backward(stop_signals, budget)
+            next_step_fits = not budget.cannot_fit(time.perf_counter() - step_started, self._closing_seconds(budget))
+            loss_value, any_stop, any_over_time = self._agree(
+                loss, stop_signals.requested or dropped == "interrupted", dropped == "time_budget" or not next_step_fits
+            )
+            if dropped is not None:
+                self.optimizer.zero_grad(set_to_none=True)  # the partial accumulation is dropped
+                reason = "interrupted" if dropped == "interrupted" else "time_budget"
+                break
             if not math.isfinite(loss_value) or (not self.scaler.is_enabled() and not math.isfinite(grad_norm)):
                 reason, message = "diverged", self._divergence_message(loss_value, grad_norm)
                 break
             self._apply_update()
             state.step += 1
+            self._step_start_states = None
             step_seconds = time.perf_counter() - step_started
             if is_main and (state.step % config.train.log_interval == 0 or state.step == start_step + 1):
-                yield self._step_event(loss_value, grad_norm, step_seconds, time.perf_counter() - started)
+                yield self._step_event(loss_value, grad_norm, step_seconds, budget.elapsed())
+            finishing = state.step >= config.train.max_iters
+            eval_due = state.step % config.train.eval_interval == 0 or finishing
             if any_stop:
-                reason = "interrupted"
-                yield from self._save("interrupted")
+                reason, state.pending_eval = "interrupted", eval_due
                 break
-            finishing = any_over_time or state.step >= config.train.max_iters
-            if state.step % config.train.eval_interval == 0 or finishing:
-                yield from self._evaluate_and_save(with_sample=finishing)
-            if any_over_time:
+            if any_over_time and not finishing:
                 reason = "time_budget"
                 break
+            if eval_due and not (yield from self._evaluate_and_save(finishing, stop_signals, closing=any_over_time)):
+                reason = "interrupted"
+        if reason == "time_budget":
+            if state.step == start_step and not state.pending_eval:
+                message = self._budget_too_short_message(max_seconds or 0.0)
+            elif state.last_eval_step != state.step or state.pending_eval:
+                if not (yield from self._evaluate_and_save(True, stop_signals, closing=True)):
+                    reason = "interrupted"
+            elif state.last_checkpoint_step != state.step:
+                yield from self._save("time_budget")
+        if reason == "interrupted" and (state.last_checkpoint_step != state.step or state.pending_eval):
+            if state.step > start_step or state.pending_eval:
+                yield from self._save("interrupted")
         if self.context.is_distributed:
             self._check_ranks_agree()
         # Every rank gets the last event, so that each process can exit as the run ended.
-        wall = time.perf_counter() - started
+        wall = budget.elapsed()
         tokens = (state.step - start_step) * self.tokens_per_step
         yield RunFinished(
             step=state.step,
@@ -193,7 +282,7 @@ class _Run:
             tokens_seen=state.step * self.tokens_per_step,
             tokens_per_second=tokens / wall if wall > 0 else 0.0,
             checkpoint_paths=tuple(dict.fromkeys(state.checkpoint_paths)),
-            message=message if reason == "diverged" else self._finish_message(reason),
+            message=message or self._finish_message(reason),
         )
 
     def _check_ranks_agree(self) -> None:
@@ -206,14 +295,35 @@ class _Run:
         if len(set(digests)) != 1:
             raise RuntimeError(f"DDP replicas differ after step {self.state.step}: weight digests {digests}")
 
-    def _forward_backward(self) -> tuple[torch.Tensor, float]:
-        """One optimizer step's worth of micro-batches; returns the mean loss and the gradient norm."""
+    def _forward_backward(
+        self, stop_signals: _StopSignals, budget: _TimeBudget
+    ) -> Generator[TrainingEvent, None, tuple[Optional[torch.Tensor], float, Optional[str]]]:
+        """One optimizer step's worth of micro-batches: (mean loss, gradient norm, None), or
+        (None, nan, why) when a stop or the time budget arrives between micro-batches (single process).
+
+        The sampler and RNG states at the step's start are kept, so a dropped step leaves no trace.
+        """
         model = self.forward_model
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(self.state.step, self.config.optim)
+        self._step_start_states = (generator_state(self.data_rng), capture_rng_state())
+        may_drop = not self.context.is_distributed  # ranks cannot leave a step half-reduced
         total_loss = torch.zeros((), device=self.context.device)
-        next_batch = self._batch("train", self.data_rng)
+        started = last_report = time.perf_counter()
+        next_batch = None
         for micro_step in range(self.accumulation_steps):
+            now = time.perf_counter()
+            if micro_step:
+                budget.micro_step_seconds = (now - started) / micro_step
+            if may_drop and stop_signals.requested:
+                return None, math.nan, "interrupted"
+            if may_drop and budget.cannot_fit(budget.micro_step_seconds * (self.accumulation_steps - micro_step), self._closing_seconds(budget)):
+                return None, math.nan, "time_budget"
+            if self.context.is_main and now - started >= PROGRESS_AFTER_SECONDS and now - last_report >= PROGRESS_EVERY_SECONDS:
+                last_report = now
+                yield StepProgress(self.state.step + 1, "train", micro_step, self.accumulation_steps, now - started)
+            if next_batch is None:
+                next_batch = self._batch("train", self.data_rng)
             inputs, targets = next_batch
             is_last = micro_step == self.accumulation_steps - 1
             # Gradients are all-reduced only on the micro-step that precedes the update.
@@ -230,23 +340,33 @@ class _Run:
             self.scaler.unscale_(self.optimizer)
         max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        return total_loss, float(grad_norm)
+        return total_loss, float(grad_norm), None
 
     def _apply_update(self) -> None:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _agree(self, loss: torch.Tensor, stop_requested: bool, over_time: bool) -> tuple[float, bool, bool]:
+    def _agree(self, loss: Optional[torch.Tensor], stop: bool, over_time: bool) -> tuple[float, bool, bool]:
         """The loss averaged over ranks, and whether any rank wants to stop: all ranks decide alike."""
+        loss_value = float(loss) if loss is not None else math.nan
         if not self.context.is_distributed:
-            return float(loss), stop_requested, over_time
-        status = torch.stack(
-            [loss.float(), torch.tensor(float(stop_requested), device=loss.device), torch.tensor(float(over_time), device=loss.device)]
-        )
+            return loss_value, stop, over_time
+        device = self.context.device
+        status = torch.tensor([loss_value, float(stop), float(over_time)], device=device)
         dist.all_reduce(status)
         loss_sum, stops, over = status.tolist()
         return loss_sum / self.context.world_size, stops > 0, over > 0
+
+    def _closing_seconds(self, budget: _TimeBudget) -> float:
+        """The closing evaluation (both splits, this rank's share) and save, measured or estimated."""
+        eval_batches = 2 * math.ceil(self.config.train.eval_iters / self.context.world_size)
+        return budget.closing_seconds(eval_batches, self._save_estimate())
+
+    def _save_estimate(self) -> float:
+        """Until a save is timed: weights and AdamW's two moments at a modest disk speed."""
+        weight_bytes = sum(parameter.numel() * parameter.element_size() for parameter in self.model.parameters())
+        return 3 * weight_bytes / ASSUMED_SAVE_BYTES_PER_SECOND
 
     def _batch(self, split: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self._to_device(self._sample_windows(split, rng))
@@ -267,77 +387,126 @@ class _Run:
 
         return autocast_context(self.context.device, self.dtype)
 
-    @torch.no_grad()
-    def _estimate_losses(self) -> dict[str, float]:
-        """Mean loss over `eval_iters` fixed batches per split; the batches are shared out among ranks."""
-        eval_iters, seed = self.config.train.eval_iters, self.config.train.seed
+    def _estimate_losses(
+        self, batches: int, stop_signals: _StopSignals
+    ) -> Generator[TrainingEvent, None, Optional[dict[str, float]]]:
+        """Mean loss over `batches` fixed batches per split (shared out among ranks); None when a stop
+        arrives (single process), so that a long evaluation never delays Ctrl-C."""
+        seed, world_size = self.config.train.seed, self.context.world_size
+        may_stop = not self.context.is_distributed
         self.model.eval()
         losses: dict[str, float] = {}
-        for split_index, split in enumerate(("train", "val")):
-            rng = np.random.default_rng((seed, EVAL_SEED_OFFSET, split_index))
-            total = torch.zeros((), device=self.context.device, dtype=_loss_sum_dtype(self.context.device))
-            for batch_index in range(eval_iters):
-                windows = self._sample_windows(split, rng)
-                if batch_index % self.context.world_size != self.context.rank:
-                    continue
-                inputs, targets = self._to_device(windows)
-                with self._autocast():
-                    _, loss = self.model(inputs, targets)
-                total += loss.to(total.dtype)
-            if self.context.is_distributed:
-                dist.all_reduce(total)
-            losses[split] = float(total) / eval_iters
-        self.model.train()
+        started = last_report = time.perf_counter()
+        try:
+            for split_index, split in enumerate(("train", "val")):
+                rng = np.random.default_rng((seed, EVAL_SEED_OFFSET, split_index))
+                total = torch.zeros((), device=self.context.device, dtype=_loss_sum_dtype(self.context.device))
+                for batch_index in range(batches):
+                    windows = self._sample_windows(split, rng)
+                    if batch_index % world_size != self.context.rank:
+                        continue
+                    if may_stop and stop_signals.requested:
+                        return None
+                    now = time.perf_counter()
+                    if self.context.is_main and now - started >= PROGRESS_AFTER_SECONDS and now - last_report >= PROGRESS_EVERY_SECONDS:
+                        last_report = now
+                        yield StepProgress(self.state.step, "eval", split_index * batches + batch_index, 2 * batches, now - started)
+                    total += self._eval_loss(windows).to(total.dtype)
+                if self.context.is_distributed:
+                    dist.all_reduce(total)
+                losses[split] = float(total) / batches
+        finally:
+            self.model.train()
         return losses
 
-    def _evaluate_and_save(self, with_sample: bool) -> Iterator[TrainingEvent]:
-        state, always_save = self.state, self.config.train.always_save_checkpoint
-        losses = self._estimate_losses()
+    @torch.no_grad()
+    def _eval_loss(self, windows: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
+        inputs, targets = self._to_device(windows)
+        with self._autocast():
+            _, loss = self.model(inputs, targets)
+        return loss
+
+    def _evaluate_and_save(
+        self, finishing: bool, stop_signals: _StopSignals, closing: bool = False
+    ) -> Generator[TrainingEvent, None, bool]:
+        """Evaluate, then save: a new best to the checkpoint, other states per always_save_checkpoint, and the
+        final state always. False when a stop cut the evaluation short (it then runs first on --resume).
+
+        A closing evaluation under --max-time uses as many of its batches as still fit; a shortened one
+        is shown but never counts as a new best (it is noisier than the full ones it would be compared with).
+        """
+        state, train_config, budget = self.state, self.config.train, self.budget
+        wanted = train_config.eval_iters
+        batches = wanted
+        if closing and not self.context.is_distributed:
+            batches = budget.affordable_eval_batches(wanted, self._save_estimate())
+        eval_started = time.perf_counter()
+        losses = yield from self._estimate_losses(batches, stop_signals)
+        if losses is None:
+            state.pending_eval = True
+            return False
+        budget.eval_batch_seconds = (time.perf_counter() - eval_started) / (2 * math.ceil(batches / self.context.world_size))
+        state.pending_eval, state.last_eval_step = False, state.step
         state.train_loss, state.val_loss = losses["train"], losses["val"]
-        is_best = state.best_val_loss is None or losses["val"] < state.best_val_loss
+        is_best = batches == wanted and (state.best_val_loss is None or losses["val"] < state.best_val_loss)
         if is_best:
             state.best_val_loss = losses["val"]
-        sample = self._sample_text() if with_sample and self.context.is_main else None
+        with_sample = finishing and self.context.is_main and not budget.cannot_fit(budget.eval_batch_seconds, 0.0)
+        sample = self._sample_text() if with_sample else None
         if self.context.is_main:
             yield EvalEvent(state.step, losses["train"], losses["val"], state.best_val_loss or losses["val"], sample)
-        if is_best or always_save:
-            yield from self._save("best" if is_best else "eval")
+        if is_best:
+            yield from self._save("best")
+        elif train_config.always_save_checkpoint or finishing:
+            yield from self._save("eval" if not finishing else "final")
+        return True
 
     def _save(self, reason: str) -> Iterator[TrainingEvent]:
-        """Write the checkpoint (main rank); every rank contributes its sampler and RNG states first."""
-        rank_states = [(generator_state(self.data_rng), capture_rng_state())]
+        """Write a checkpoint (main rank); every rank contributes its sampler and RNG states first.
+
+        A new best goes to the checkpoint path; so does every save with always_save_checkpoint. Otherwise
+        the latest state goes beside it (NAME.latest.pt), so the best model is never overwritten.
+        """
+        saved_started = time.perf_counter()
+        rank_states = [self._step_start_states or (generator_state(self.data_rng), capture_rng_state())]
         if self.context.is_distributed:
             gathered: list[Any] = [None] * self.context.world_size
             dist.all_gather_object(gathered, rank_states[0])
             rank_states = list(gathered)
         if not self.context.is_main:
             return
+        writes_checkpoint = reason == "best" or self.config.train.always_save_checkpoint
+        path = self.checkpoint_path if writes_checkpoint else self.latest_path
         sampler_states, rng_states = [sampler for sampler, _ in rank_states], [rng for _, rng in rank_states]
-        save_checkpoint(self.checkpoint_path, self._payload(sampler_states, rng_states))
+        save_checkpoint(path, self._checkpoint(sampler_states, rng_states))
+        if writes_checkpoint:
+            self.latest_path.unlink(missing_ok=True)  # older than what was just written
         self.state.last_checkpoint_step = self.state.step
-        self.state.checkpoint_paths.append(str(self.checkpoint_path))
-        yield CheckpointEvent(step=self.state.step, path=str(self.checkpoint_path), reason=reason)
+        self.state.checkpoint_paths.append(str(path))
+        self.budget.save_seconds = time.perf_counter() - saved_started
+        yield CheckpointEvent(step=self.state.step, path=str(path), reason=reason)
 
-    def _payload(self, sampler_states: list[str], rng_states: list[dict[str, Any]]) -> dict[str, Any]:
+    def _checkpoint(self, sampler_states: list[dict[str, Any]], rng_states: list[dict[str, Any]]) -> Checkpoint:
         state = self.state
-        return {
-            "model_args": self.model.config.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "step": state.step,
-            "train_loss": state.train_loss,
-            "val_loss": state.val_loss,
-            "best_val_loss": state.best_val_loss,
-            "config": _config_with_architecture(self.config, self.model.config),
-            "tokenizer": self.dataset.tokenizer.description(),
-            "rng": rng_states[0],
+        return Checkpoint(
+            model_args=self.model.config,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            step=state.step,
+            train_loss=state.train_loss,
+            val_loss=state.val_loss,
+            best_val_loss=state.best_val_loss,
+            config=_config_with_architecture(self.config, self.model.config),
+            tokenizer=self.dataset.tokenizer.description(),
+            rng=rng_states[0],
             # Each rank's own: torchrun seeds ranks apart, and rank r's dropout draws from its own GPU's generator.
-            "rank_rngs": rng_states if self.context.is_distributed else None,
-            "sampler": {"kind": "numpy", "world_size": self.context.world_size, "states": sampler_states},
-            "origin": self.origin,
-            "run_name": self.run_name,
-        }
+            rank_rngs=rng_states if self.context.is_distributed else None,
+            sampler={"kind": "numpy", "world_size": self.context.world_size, "states": sampler_states},
+            origin=self.origin,
+            run_name=self.run_name,
+            pending_eval=state.pending_eval,
+        )
 
     def _sample_text(self) -> str:
         """A short continuation from the model as trained, to show what it learned (its own RNG: no side effects)."""
@@ -356,9 +525,10 @@ class _Run:
                 top_k=sample.top_k,
                 top_p=sample.top_p,
                 eot_id=tokenizer.eot_id,
+                vocab_size=tokenizer.vocab_size,
                 generator=generator,
             )
-            produced = [token for token in token_ids if token < tokenizer.vocab_size]
+            produced = list(token_ids)
         finally:
             self.model.train()
         return tokenizer.decode(produced)
@@ -422,11 +592,28 @@ class _Run:
         )
 
     def _finish_message(self, reason: str) -> Optional[str]:
+        if reason not in ("interrupted", "time_budget"):
+            return None
+        step = self.state.step
+        what = "interrupted" if reason == "interrupted" else "time budget reached"
+        if self.state.last_checkpoint_step != step:
+            return f"{what} at step {step}: nothing new to save"
+        saved = self.state.checkpoint_paths[-1]
+        text = f"{what} at step {step}: saved {saved}"
+        if saved == str(self.latest_path) and self.checkpoint_path.exists():
+            text += f" (the latest state; the best model stays in {self.checkpoint_path})"
         if reason == "interrupted":
-            return f"interrupted at step {self.state.step}: saved {self.checkpoint_path}; continue with --resume"
-        if reason == "time_budget":
-            return f"time budget reached at step {self.state.step}"
-        return None
+            text += "; continue with --resume" + (" (its evaluation runs first)" if self.state.pending_eval else "")
+        return text
+
+    def _budget_too_short_message(self, max_seconds: float) -> str:
+        step = self.budget.micro_step_seconds * self.accumulation_steps
+        needed = step + self._closing_seconds(self.budget)
+        return (
+            f"--max-time {max_seconds:g}s ended before the first step could finish: a step takes about {step:.0f} s "
+            f"here and the closing evaluation and save about {needed - step:.0f} s more; nothing new was saved: "
+            f"give --max-time at least {math.ceil(needed * 1.2)}s, or lower train.gradient_accumulation_steps"
+        )
 
 
 def _prepare_run(
@@ -444,11 +631,12 @@ def _prepare_run(
     config = resolved.config
     dataset = _open_training_data(config, context, data_dir)
     accumulation_steps = local_accumulation_steps(config.train.gradient_accumulation_steps, context.world_size)
-    payload = _load_resume_payload(checkpoint_path, config) if resume else None
-    source = payload if payload is not None else init
+    resumed_path, resumed = _load_resume_checkpoint(checkpoint_path, config) if resume else (None, None)
+    source = _weights_of(resumed) if resumed is not None else init
     if source is not None:
-        _check_tokenizer_fits(source, dataset, checkpoint_path if resume else None)
+        _check_tokenizer_fits(source, dataset, resumed_path)
     model_config = _model_config(resolved, dataset, source, is_resume=resume)
+    dataset.require_windows(model_config.block_size)
 
     torch.manual_seed(config.train.seed + context.rank)
     model = GPT(model_config)
@@ -460,24 +648,23 @@ def _prepare_run(
     scaler = torch.amp.GradScaler(context.device.type, enabled=needs_grad_scaler(dtype))
     data_rng = np.random.default_rng(config.train.seed + context.rank)
     state = _RunState()
-    if payload is not None:
-        optimizer.load_state_dict(payload["optimizer"])
-        if payload.get("scaler") and scaler.is_enabled():
-            scaler.load_state_dict(payload["scaler"])
+    if resumed is not None and resumed_path is not None:
+        _load_optimizer_state(optimizer, scaler, resumed, resumed_path)
         state = _RunState(
-            step=int(payload["step"]),
-            best_val_loss=payload.get("best_val_loss"),
-            train_loss=payload.get("train_loss"),
-            val_loss=payload.get("val_loss"),
-            last_checkpoint_step=int(payload["step"]),
+            step=resumed.step or 0,
+            best_val_loss=resumed.best_val_loss,
+            train_loss=resumed.train_loss,
+            val_loss=resumed.val_loss,
+            last_checkpoint_step=resumed.step,
+            pending_eval=resumed.pending_eval,
         )
-        restore_rng_state(_restored_rng(payload, context))
-        data_rng = _restored_sampler(payload.get("sampler"), context, data_rng)
+        restore_rng_state(_restored_rng(resumed, context))
+        data_rng = _restored_sampler(resumed.sampler, context, data_rng)
     if context.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     forward_model = _wrap_for_training(model, config, context)
-    origin = (payload or {}).get("origin") or (init or {}).get("origin") or {"kind": "scratch"}
+    origin = (source or {}).get("origin") or {"kind": "scratch"}
     return _Run(
         config=config,
         profile=resolved.profile,
@@ -491,7 +678,7 @@ def _prepare_run(
         accumulation_steps=accumulation_steps,
         data_rng=data_rng,
         checkpoint_path=checkpoint_path,
-        run_name=run_name or (payload or {}).get("run_name") or checkpoint_path.stem,
+        run_name=run_name or (resumed.run_name if resumed is not None else None) or checkpoint_path.stem,
         origin=origin,
         peak_flops=_peak_flops(peak_flops, context.device, dtype, config.system.peak_flops) if context.is_main else None,
         state=state,
@@ -509,16 +696,44 @@ def _open_training_data(config: RunConfig, context: DistributedContext, data_dir
     return open_dataset(data_dir)
 
 
-def _load_resume_payload(checkpoint_path: Path, config: RunConfig) -> dict[str, Any]:
-    if not checkpoint_path.exists():
+def _load_resume_checkpoint(checkpoint_path: Path, config: RunConfig) -> tuple[Path, Checkpoint]:
+    """The newest resumable state of the run: NAME.latest.pt when newer than NAME.pt."""
+    path = resume_source(checkpoint_path)
+    if not path.exists():
         raise UserError(f"--resume: checkpoint {checkpoint_path} does not exist; train without --resume to start it")
-    payload = load_checkpoint(checkpoint_path)
-    if int(payload["step"]) >= config.train.max_iters:
+    checkpoint = load_checkpoint(path)
+    checkpoint.require_resumable(path)
+    step = checkpoint.step or 0
+    if step >= config.train.max_iters and not checkpoint.pending_eval:
         raise UserError(
-            f"{checkpoint_path} is already at step {payload['step']}, train.max_iters is {config.train.max_iters}: "
-            f"raise it to continue, e.g. --set train.max_iters={int(payload['step']) * 2}"
+            f"{path} is already at step {step}, train.max_iters is {config.train.max_iters}: "
+            f"raise it to continue, e.g. --set train.max_iters={max(step * 2, 1)}"
         )
-    return payload
+    return path, checkpoint
+
+
+def _weights_of(checkpoint: Checkpoint) -> dict[str, Any]:
+    """A checkpoint as the starting weights `train(init=...)` takes."""
+    return {
+        "model_args": checkpoint.model_args.to_dict(),
+        "model": checkpoint.model,
+        "tokenizer": checkpoint.tokenizer,
+        "origin": checkpoint.origin,
+    }
+
+
+def _load_optimizer_state(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, checkpoint: Checkpoint, path: Path
+) -> None:
+    try:
+        optimizer.load_state_dict(checkpoint.optimizer or {})
+        if checkpoint.scaler and scaler.is_enabled():
+            scaler.load_state_dict(checkpoint.scaler)
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise UserError(
+            f"{path}'s optimizer state does not fit its model ({' '.join(str(error).split())[:120]}): "
+            f"the file was edited or written by another program; start anew from its weights with `hellogpt tune --from {path}`"
+        ) from None
 
 
 def _check_tokenizer_fits(source: dict[str, Any], dataset: TokenDataset, checkpoint_path: Optional[Path]) -> None:
@@ -597,10 +812,10 @@ def _restored_sampler(
     return generator_from_state(saved["states"][context.rank])
 
 
-def _restored_rng(payload: dict[str, Any], context: DistributedContext) -> dict[str, Any]:
+def _restored_rng(checkpoint: Checkpoint, context: DistributedContext) -> dict[str, Any]:
     """This rank's global RNGs as saved; rank 0's when the run was saved on another number of ranks."""
-    rank_rngs = payload.get("rank_rngs") or []
-    return rank_rngs[context.rank] if len(rank_rngs) == context.world_size else payload["rng"]
+    rank_rngs = checkpoint.rank_rngs or []
+    return rank_rngs[context.rank] if len(rank_rngs) == context.world_size else (checkpoint.rng or {})
 
 
 def _wrap_for_training(model: GPT, config: RunConfig, context: DistributedContext) -> nn.Module:

@@ -33,12 +33,12 @@ def load_tuning_source(spec: str, checkpoints_dir: Path) -> tuple[dict[str, Any]
 
         if is_huggingface_source(spec):
             return _huggingface_init(spec), None
-    payload = load_checkpoint(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path)
     init = {
-        "model_args": payload["model_args"],
-        "model": payload["model"],
-        "tokenizer": payload.get("tokenizer"),
-        "origin": {"kind": "checkpoint", "path": str(checkpoint_path), "step": payload.get("step")},
+        "model_args": checkpoint.model_args.to_dict(),
+        "model": checkpoint.model,
+        "tokenizer": checkpoint.tokenizer,
+        "origin": {"kind": "checkpoint", "path": str(checkpoint_path), "step": checkpoint.step},
     }
     return init, checkpoint_path
 

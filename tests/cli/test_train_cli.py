@@ -52,7 +52,7 @@ def assert_one_line_error(result, *fragments: str) -> None:
 def test_train_writes_the_checkpoint_and_ends_with_the_chat_command(workdir: Path) -> None:
     result = invoke("train", "--data", "data/tiny", "--checkpoint", "tiny.pt", "--plain", *sets())
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(workdir / "checkpoints" / "tiny.pt")["step"] == 8
+    assert load_checkpoint(workdir / "checkpoints" / "tiny.pt").step == 8
     assert "chat with it: hellogpt chat --checkpoint checkpoints/tiny.pt" in result.output
 
 
@@ -77,8 +77,8 @@ def test_tune_starts_from_our_checkpoint_and_writes_a_new_one(workdir: Path) -> 
     result = invoke("tune", "--from", "base.pt", "--data", "data/tiny", "--plain", *sets("train.max_iters=2"))
     assert result.exit_code == 0, result.output
     tuned = load_checkpoint(workdir / "checkpoints" / "base_tuned.pt")
-    assert tuned["origin"] == {"kind": "checkpoint", "path": "checkpoints/base.pt", "step": 4}
-    assert tuned["step"] == 2 and load_checkpoint(workdir / "checkpoints" / "base.pt")["step"] == 4
+    assert tuned.origin == {"kind": "checkpoint", "path": "checkpoints/base.pt", "step": 4}
+    assert tuned.step == 2 and load_checkpoint(workdir / "checkpoints" / "base.pt").step == 4
 
 
 def test_tune_refuses_to_overwrite_its_source(workdir: Path) -> None:
@@ -114,11 +114,11 @@ def test_ctrl_c_saves_exits_130_and_resume_finishes_the_run(workdir: Path) -> No
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted: saved checkpoints/tiny.pt" in stderr and "--resume" in stderr and "Traceback" not in stderr
-    saved_step = load_checkpoint(workdir / "checkpoints" / "tiny.pt")["step"]
+    saved_step = load_checkpoint(workdir / "checkpoints" / "tiny.pt").step
     assert saved_step >= 3
     result = invoke("train", "--data", "data/tiny", "--checkpoint", "tiny.pt", "--resume", *sets(f"train.max_iters={saved_step + 2}"))
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(workdir / "checkpoints" / "tiny.pt")["step"] == saved_step + 2
+    assert load_checkpoint(workdir / "checkpoints" / "tiny.pt").step == saved_step + 2
 
 
 def test_tune_from_a_hugging_face_name_goes_through_the_hf_seam(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,5 +142,5 @@ def test_tune_from_a_hugging_face_name_goes_through_the_hf_seam(workdir: Path, m
     result = invoke("tune", "--from", "gpt2", "--data", "data/bpe", "--plain", *sets_of(loop_settings))
     assert result.exit_code == 0, result.output
     tuned = load_checkpoint(workdir / "checkpoints" / "gpt2_tuned.pt")
-    assert tuned["origin"] == {"kind": "huggingface", "source": "gpt2"}
-    assert tuned["model_args"]["n_embd"] == 8 and tuned["tokenizer"] == {"kind": "gpt2"}
+    assert tuned.origin == {"kind": "huggingface", "source": "gpt2"}
+    assert tuned.model_args.n_embd == 8 and tuned.tokenizer == {"kind": "gpt2"}

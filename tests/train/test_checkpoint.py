@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -18,6 +19,7 @@ from hellogpt.errors import UserError
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.train import checkpoint
 from hellogpt.train.checkpoint import (
+    Checkpoint,
     capture_rng_state,
     describe_checkpoint,
     generator_from_state,
@@ -60,14 +62,17 @@ def tiny_payload(model: GPT | None = None) -> dict[str, Any]:
     }
 
 
+def tiny_checkpoint(model: GPT | None = None) -> Checkpoint:
+    return Checkpoint.from_payload({**tiny_payload(model), "format_version": 1}, Path("tiny.pt"))
+
+
 def run_info(*args: str) -> Any:
     return CliRunner().invoke(app, ["info", *args])
 
 
 def test_round_trip_restores_identical_weights_and_logits(tmp_path: Path) -> None:
     model = GPT(TINY)
-    payload = tiny_payload(model)
-    save_checkpoint(tmp_path / "tiny.pt", payload)
+    save_checkpoint(tmp_path / "tiny.pt", tiny_checkpoint(model))
     restored = model_from_checkpoint(load_checkpoint(tmp_path / "tiny.pt"))
     idx = torch.randint(0, TINY.vocab_size, (1, TINY.block_size))
     model.eval()
@@ -77,9 +82,9 @@ def test_round_trip_restores_identical_weights_and_logits(tmp_path: Path) -> Non
 
 def test_round_trip_keeps_every_payload_key_under_weights_only(tmp_path: Path) -> None:
     payload = tiny_payload()
-    save_checkpoint(tmp_path / "tiny.pt", payload)
+    save_checkpoint(tmp_path / "tiny.pt", tiny_checkpoint())
     loaded = torch.load(tmp_path / "tiny.pt", weights_only=True)
-    assert set(payload) | {"format_version", "hellogpt_version"} == set(loaded)
+    assert set(payload) | {"format_version", "hellogpt_version", "rank_rngs", "pending_eval"} == set(loaded)
     assert loaded["format_version"] == 1
     for key in ("step", "train_loss", "val_loss", "best_val_loss", "config", "tokenizer", "origin", "run_name", "sampler"):
         assert loaded[key] == payload[key], key
@@ -89,16 +94,16 @@ def test_round_trip_keeps_every_payload_key_under_weights_only(tmp_path: Path) -
 
 
 def test_compiled_and_ddp_prefixes_are_stripped(tmp_path: Path) -> None:
-    payload = tiny_payload()
-    payload["model"] = {f"module._orig_mod.{name}": tensor for name, tensor in payload["model"].items()}
-    save_checkpoint(tmp_path / "wrapped.pt", payload)
+    tiny = tiny_checkpoint()
+    wrapped = dataclasses.replace(tiny, model={f"module._orig_mod.{name}": tensor for name, tensor in tiny.model.items()})
+    save_checkpoint(tmp_path / "wrapped.pt", wrapped)
     restored = model_from_checkpoint(load_checkpoint(tmp_path / "wrapped.pt"))
-    assert torch.equal(restored.transformer.wte.weight, payload["model"]["module._orig_mod.transformer.wte.weight"])
+    assert torch.equal(restored.transformer.wte.weight, tiny.model["transformer.wte.weight"])
 
 
 def test_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "tiny.pt"
-    save_checkpoint(target, tiny_payload())
+    save_checkpoint(target, tiny_checkpoint())
     before = target.read_bytes()
 
     def crash_midway(obj: Any, file: Any) -> None:
@@ -107,16 +112,15 @@ def test_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path: Path, monkey
 
     monkeypatch.setattr(checkpoint.torch, "save", crash_midway)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(target, tiny_payload())
+        save_checkpoint(target, tiny_checkpoint())
     assert target.read_bytes() == before
     assert [path.name for path in tmp_path.iterdir()] == ["tiny.pt"]
 
 
 def test_saving_a_numpy_array_fails_at_save_time(tmp_path: Path) -> None:
-    payload = tiny_payload()
-    payload["sampler"] = {"key": np.arange(3)}
+    with_array = dataclasses.replace(tiny_checkpoint(), sampler={"key": np.arange(3)})
     with pytest.raises(TypeError, match=r"payload\['sampler'\]\['key'\] is a ndarray"):
-        save_checkpoint(tmp_path / "tiny.pt", payload)
+        save_checkpoint(tmp_path / "tiny.pt", with_array)
     assert not list(tmp_path.iterdir())
 
 
@@ -132,7 +136,7 @@ def test_saving_a_numpy_array_fails_at_save_time(tmp_path: Path) -> None:
 )
 def test_unreadable_files_are_one_line_user_errors(tmp_path: Path, make_file: Any, expected: str) -> None:
     good = tmp_path / "good.pt"
-    save_checkpoint(good, tiny_payload())
+    save_checkpoint(good, tiny_checkpoint())
     bad = tmp_path / "bad.pt"
     make_file(bad, good)
     with pytest.raises(UserError, match=expected) as raised:
@@ -141,22 +145,21 @@ def test_unreadable_files_are_one_line_user_errors(tmp_path: Path, make_file: An
 
 
 def test_a_newer_format_asks_for_an_upgrade(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "future.pt", {**tiny_payload(), "format_version": 99, "hellogpt_version": "9.0"})
+    torch.save({**tiny_payload(), "format_version": 99, "hellogpt_version": "9.0"}, tmp_path / "future.pt")
     with pytest.raises(UserError, match=r"format 99 \(written by hellogpt 9.0\).*pip install -U hellogpt"):
         load_checkpoint(tmp_path / "future.pt")
 
 
 def test_a_missing_checkpoint_names_where_it_looked_and_what_is_there(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "checkpoints" / "poe.pt", tiny_payload())
+    save_checkpoint(tmp_path / "checkpoints" / "poe.pt", tiny_checkpoint())
     with pytest.raises(UserError, match=r"no checkpoint at .*poems\.pt; .*checkpoints/ has: poe\.pt$"):
         load_checkpoint(resolve_checkpoint_path("poems", tmp_path / "checkpoints"))
 
 
 def test_weights_that_do_not_fit_the_architecture_are_a_user_error(tmp_path: Path) -> None:
-    payload = tiny_payload()
-    payload["model_args"] = {**TINY.to_dict(), "n_layer": 3, "vocab_size": 12}
+    misfit = dataclasses.replace(tiny_checkpoint(), model_args=dataclasses.replace(TINY, n_layer=3, vocab_size=12))
     with pytest.raises(UserError, match=r"do not fit its architecture \(n_layer=3.*missing: transformer\.h\.2.*wrong shape"):
-        model_from_checkpoint(payload)
+        model_from_checkpoint(misfit)
 
 
 @pytest.mark.parametrize(
@@ -181,28 +184,28 @@ def test_an_existing_file_in_the_current_folder_is_kept(tmp_path: Path, monkeypa
 def test_restoring_rng_state_repeats_the_same_draws(tmp_path: Path) -> None:
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     np.random.standard_normal()  # leaves a cached gaussian in numpy's legacy state
-    save_checkpoint(tmp_path / "rng.pt", {**tiny_payload(), "rng": capture_rng_state()})
+    save_checkpoint(tmp_path / "rng.pt", dataclasses.replace(tiny_checkpoint(), rng=capture_rng_state()))
     first = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist())
-    restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    restore_rng_state(load_checkpoint(tmp_path / "rng.pt").rng or {})
     assert (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()) == first
 
 
 def test_sampler_generator_continues_after_a_round_trip(tmp_path: Path) -> None:
     generator = np.random.default_rng(5)
     generator.integers(0, 100, 10)
-    save_checkpoint(tmp_path / "s.pt", {**tiny_payload(), "sampler": generator_state(generator)})
-    resumed = generator_from_state(load_checkpoint(tmp_path / "s.pt")["sampler"])
+    save_checkpoint(tmp_path / "s.pt", dataclasses.replace(tiny_checkpoint(), sampler=generator_state(generator)))
+    resumed = generator_from_state(load_checkpoint(tmp_path / "s.pt").sampler or {})
     assert resumed.integers(0, 1000, 5).tolist() == generator.integers(0, 1000, 5).tolist()
 
 
 def test_tokenizer_comes_back_from_its_description() -> None:
-    tokenizer = tokenizer_from_checkpoint(tiny_payload())
+    tokenizer = tokenizer_from_checkpoint(tiny_checkpoint())
     assert tokenizer.decode(tokenizer.encode("jab\n")) == "jab\n"
     assert tokenizer.vocab_size == len(CHARS)
 
 
 def test_describe_reports_progress_shape_tokenizer_and_origin(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "tiny.pt", tiny_payload())
+    save_checkpoint(tmp_path / "tiny.pt", tiny_checkpoint())
     described = describe_checkpoint(tmp_path / "tiny.pt")
     assert described["step"] == 1 and described["best_val_loss"] == 2.6
     assert described["n_params"] == GPT(TINY).num_parameters()
@@ -213,7 +216,7 @@ def test_describe_reports_progress_shape_tokenizer_and_origin(tmp_path: Path) ->
 
 
 def test_info_json_prints_the_checkpoint_as_one_object(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "tiny.pt", tiny_payload())
+    save_checkpoint(tmp_path / "tiny.pt", tiny_checkpoint())
     result = run_info(str(tmp_path / "tiny.pt"), "--json")
     assert result.exit_code == 0, result.output
     described = json.loads(result.output)

@@ -58,4 +58,4 @@ def test_two_gloo_ranks_agree_save_once_and_track_a_single_process(tmp_path: Pat
     assert single.returncode == 0, single.stderr[-3000:]
     ddp_loss, single_loss = (float(VAL_LOSS.search(run.stdout).group(1)) for run in (distributed, single))
     assert abs(ddp_loss - single_loss) < 0.1
-    assert load_checkpoint(tmp_path / "checkpoints" / "ddp.pt")["sampler"]["world_size"] == 2
+    assert load_checkpoint(tmp_path / "checkpoints" / "ddp.pt").sampler["world_size"] == 2

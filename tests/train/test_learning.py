@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from hellogpt.cli import app
 from hellogpt.train.checkpoint import load_checkpoint
-from tests.train.conftest import SHARED_DATA
 
 # "Clearly below": at least this far under the unigram entropy, in nats per token.
 MARGIN_NATS = 0.3
@@ -42,16 +41,13 @@ def test_quickstart_prepares_its_corpus_and_learns(tmp_path: Path, monkeypatch: 
     )
     entropy = unigram_entropy(tmp_path / "data" / "quickstart")
     checkpoint = load_checkpoint(tmp_path / "checkpoints" / "quickstart.pt")
-    assert checkpoint["step"] == 80
-    assert checkpoint["val_loss"] < entropy - MARGIN_NATS
+    assert checkpoint.step == 80
+    assert checkpoint.val_loss < entropy - MARGIN_NATS
 
 
 @pytest.mark.slow
 def test_a_short_poems_run_learns_beyond_word_frequencies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hellogpt.data.prepare import prepare_dataset
-
-    monkeypatch.chdir(tmp_path)
-    prepare_dataset([str(SHARED_DATA / "poems")], tmp_path / "data" / "poems")
+    monkeypatch.chdir(tmp_path)  # the profile prepares builtin:poems into data/poems itself
     settings = [
         "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
         "train.batch_size=16", "train.gradient_accumulation_steps=1", "train.max_iters=100",
@@ -60,4 +56,4 @@ def test_a_short_poems_run_learns_beyond_word_frequencies(tmp_path: Path, monkey
     ]
     train("--profile", "poems", *[argument for setting in settings for argument in ("--set", setting)])
     checkpoint = load_checkpoint(tmp_path / "checkpoints" / "poems_from_poe.pt")
-    assert checkpoint["val_loss"] < unigram_entropy(tmp_path / "data" / "poems") - MARGIN_NATS
+    assert checkpoint.val_loss < unigram_entropy(tmp_path / "data" / "poems") - MARGIN_NATS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hellogpt.errors import UserError
 from hellogpt.train.checkpoint import load_checkpoint
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent
 from hellogpt.train.distributed import DistributedContext
-from hellogpt.train.loop import _loss_sum_dtype, _restored_rng, train
+from hellogpt.train.loop import _loss_sum_dtype, _restored_rng, _weights_of, train
 from tests.train.conftest import events_of, tiny_config, write_char_dataset
 
 
@@ -30,8 +31,8 @@ def test_a_run_reports_start_steps_evals_checkpoints_and_finish(char_dataset: Pa
     assert events[-1].reason == "completed" and events[-1].step == 8
     assert events[0].tokens_per_step == 4 * 32 * 2
     payload = load_checkpoint(checkpoint)
-    assert payload["step"] == 8 and payload["origin"] == {"kind": "scratch"}
-    assert payload["model_args"]["vocab_size"] == payload["config"]["model"]["vocab_size"] > 0
+    assert payload.step == 8 and payload.origin == {"kind": "scratch"}
+    assert payload.model_args.vocab_size == payload.config["model"]["vocab_size"] > 0
 
 
 def test_the_final_evaluation_carries_a_sample_in_the_dataset_alphabet(char_dataset: Path, tmp_path: Path) -> None:
@@ -52,7 +53,7 @@ def test_resume_continues_the_same_loss_curve(char_dataset: Path, tmp_path: Path
     assert split_losses == straight_losses
     assert events_of(EvalEvent, second_half)[-1].val_loss == events_of(EvalEvent, straight)[-1].val_loss
     assert second_half[0].start_step == 4
-    resumed, uninterrupted = load_checkpoint(split)["model"], load_checkpoint(tmp_path / "straight.pt")["model"]
+    resumed, uninterrupted = load_checkpoint(split).model, load_checkpoint(tmp_path / "straight.pt").model
     assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)
 
 
@@ -62,7 +63,7 @@ def test_always_save_off_writes_only_on_a_new_best(char_dataset: Path, tmp_path:
     evals = events_of(EvalEvent, events)
     improving_steps = [e.step for index, e in enumerate(evals) if e.val_loss < min([x.val_loss for x in evals[:index]] or [1e9])]
     assert [event.step for event in events_of(CheckpointEvent, events)] == improving_steps
-    assert load_checkpoint(tmp_path / "best.pt")["best_val_loss"] == min(e.val_loss for e in evals)
+    assert load_checkpoint(tmp_path / "best.pt").best_val_loss == min(e.val_loss for e in evals)
 
 
 def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
@@ -87,7 +88,7 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
     finished = events[-1]
     assert finished.reason == "diverged" and finished.step == 5
     assert "step 6" in finished.message and str(checkpoint) in finished.message and "\n" not in finished.message
-    assert load_checkpoint(checkpoint)["step"] == 4
+    assert load_checkpoint(checkpoint).step == 4
 
 
 def test_resume_refuses_a_checkpoint_of_another_architecture(char_dataset: Path, tmp_path: Path) -> None:
@@ -122,21 +123,32 @@ def test_a_missing_dataset_names_the_prepare_command(tmp_path: Path) -> None:
         run(tiny_config("data.tokenizer=char"), tmp_path / "missing", tmp_path / "tiny.pt")
 
 
-def test_the_time_budget_stops_with_an_evaluation_and_a_checkpoint(char_dataset: Path, tmp_path: Path) -> None:
+def test_the_time_budget_ends_with_an_evaluation_and_a_checkpoint_inside_it(char_dataset: Path, tmp_path: Path) -> None:
+    budget = 3.0
+    events = run(tiny_config("train.max_iters=100000", "train.eval_interval=100000"), char_dataset, tmp_path / "tiny.pt", max_seconds=budget)
+    finished = events[-1]
+    assert finished.reason == "time_budget" and 1 < finished.step < 100000
+    assert [event.step for event in events_of(EvalEvent, events)] == [finished.step]
+    assert [event.step for event in events_of(CheckpointEvent, events)] == [finished.step]
+    assert finished.wall_seconds <= budget + 0.5  # the closing evaluation and save fit in the budget
+
+
+def test_a_budget_shorter_than_one_step_saves_nothing_and_says_so(char_dataset: Path, tmp_path: Path) -> None:
     events = run(tiny_config("train.max_iters=100000"), char_dataset, tmp_path / "tiny.pt", max_seconds=0.0)
-    assert events[-1].reason == "time_budget" and events[-1].step == 1
-    assert [event.step for event in events_of(CheckpointEvent, events)] == [1]
+    assert events[-1].reason == "time_budget" and events[-1].step == 0
+    assert not events_of(CheckpointEvent, events) and not (tmp_path / "tiny.pt").exists()
+    assert "ended before the first step could finish" in (events[-1].message or "")
 
 
 def test_tune_init_starts_from_the_given_weights_with_a_fresh_step_count(char_dataset: Path, tmp_path: Path) -> None:
     source = tmp_path / "source.pt"
     run(tiny_config("train.max_iters=4"), char_dataset, source)
     payload = load_checkpoint(source)
-    init = {**payload, "origin": {"kind": "checkpoint", "path": str(source), "step": 4}}
+    init = {**_weights_of(payload), "origin": {"kind": "checkpoint", "path": str(source), "step": 4}}
     events = run(tiny_config("model.dropout=0.1", "train.max_iters=2"), char_dataset, tmp_path / "tuned.pt", init=init)
     assert events[0].start_step == 0 and events[-1].step == 2
     tuned = load_checkpoint(tmp_path / "tuned.pt")
-    assert tuned["origin"]["path"] == str(source) and tuned["model_args"]["dropout"] == 0.1
+    assert tuned.origin["path"] == str(source) and tuned.model_args.dropout == 0.1
     first_loss = events_of(StepEvent, events)[0].loss
     assert first_loss < events_of(StepEvent, run(tiny_config(), char_dataset, tmp_path / "scratch.pt"))[0].loss
 
@@ -148,10 +160,10 @@ def test_eval_losses_sum_in_float64_except_on_mps_which_has_none() -> None:
 
 
 def test_each_torchrun_rank_resumes_its_own_rngs_and_rank_0s_on_another_rank_count() -> None:
-    payload = {"rng": "rank 0", "rank_rngs": ["rank 0", "rank 1"]}
+    payload = SimpleNamespace(rng="rank 0", rank_rngs=["rank 0", "rank 1"])
     rank_1_of_2 = DistributedContext(rank=1, local_rank=1, world_size=2, device=torch.device("cuda", 1))
     rank_1_of_4 = DistributedContext(rank=1, local_rank=1, world_size=4, device=torch.device("cuda", 1))
     single = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     assert _restored_rng(payload, rank_1_of_2) == "rank 1"
     assert _restored_rng(payload, rank_1_of_4) == "rank 0"
-    assert _restored_rng({"rng": "rank 0", "rank_rngs": None}, single) == "rank 0"
+    assert _restored_rng(SimpleNamespace(rng="rank 0", rank_rngs=None), single) == "rank 0"
