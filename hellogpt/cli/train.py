@@ -22,7 +22,13 @@ DataOption = Annotated[
     typer.Option("--data", "-d", help="Dataset folder from `hellogpt prepare`; default: data.dataset, else data/<dataset>."),
 ]
 NameOption = Annotated[
-    Optional[str], typer.Option("--name", "-n", help="Run name for the records under train.runs_dir; default: checkpoint name and time.")
+    Optional[str],
+    typer.Option(
+        "--name",
+        "-n",
+        help="Run name: its records go to train.runs_dir/NAME and, without --checkpoint, its checkpoint to NAME.pt; "
+        "default: checkpoint name and time.",
+    ),
 ]
 MaxTimeOption = Annotated[
     Optional[str],
@@ -69,7 +75,7 @@ def train_command(
     resolved = resolve_cli_config(profile, config, set_)
     max_seconds = parse_duration(max_time) if max_time else None
     data_dir = resolve_data_dir(resolved.config.data, data)
-    checkpoint_path = checkpoint_path_for(resolved, checkpoint)
+    checkpoint_path = checkpoint_path_for(resolved, checkpoint or checked_run_name(name))
     run_training(
         resolved,
         data_dir,
@@ -80,6 +86,17 @@ def train_command(
         plain=plain,
         tensorboard=tensorboard,
     )
+
+
+def checked_run_name(name: Optional[str]) -> Optional[str]:
+    """`--name` becomes a folder under train.runs_dir and, without --checkpoint, the checkpoint's name."""
+    from hellogpt.train.checkpoint import is_valid_run_name
+
+    if name is not None and not is_valid_run_name(name):
+        raise UserError(
+            f"--name {name!r} is not a plain name: use letters, digits and _ . - (no '/', no '..', no leading dot)"
+        )
+    return name
 
 
 def checkpoint_path_for(resolved: "ResolvedConfig", checkpoint: Optional[str]) -> Path:
@@ -203,7 +220,11 @@ def _exit_as(finished: Optional["RunFinished"], checkpoint_path: Path, show: boo
         return
     if finished.reason == "interrupted":
         if show:
-            sys.stderr.write(f"interrupted: saved {checkpoint_path}; continue with: {_resume_command()}\n")
+            saved = finished.checkpoint_paths[-1] if finished.checkpoint_paths else None
+            what = f"saved {saved}" if saved else f"nothing new to save ({checkpoint_path} is as it was)"
+            if saved or checkpoint_path.exists():
+                what += f"; continue with: {_resume_command()}"
+            sys.stderr.write(f"interrupted: {what}\n")
         raise typer.Exit(INTERRUPTED_EXIT_CODE)
     if finished.reason == "diverged":
         if show:

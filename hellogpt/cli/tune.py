@@ -15,6 +15,7 @@ from hellogpt.cli.train import (
     NameOption,
     PlainOption,
     TensorBoardOption,
+    checked_run_name,
     parse_duration,
     run_training,
 )
@@ -65,7 +66,7 @@ def tune_command(
         init, source_path = None, existing_checkpoint(source, out_dir)
     else:
         init, source_path = load_tuning_source(source, out_dir)
-    checkpoint_path = tuned_checkpoint_path(resolved, source, source_path, checkpoint)
+    checkpoint_path = tuned_checkpoint_path(resolved, source, source_path, checkpoint or checked_run_name(name))
     run_training(
         resolved,
         data_dir,

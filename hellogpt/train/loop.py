@@ -315,13 +315,14 @@ class _Run:
             now = time.perf_counter()
             if micro_step:
                 budget.micro_step_seconds = (now - started) / micro_step
-            if may_drop and stop_signals.requested:
-                return None, math.nan, "interrupted"
-            if may_drop and budget.cannot_fit(budget.micro_step_seconds * (self.accumulation_steps - micro_step), self._closing_seconds(budget)):
-                return None, math.nan, "time_budget"
             if self.context.is_main and now - started >= PROGRESS_AFTER_SECONDS and now - last_report >= PROGRESS_EVERY_SECONDS:
                 last_report = now
                 yield StepProgress(self.state.step + 1, "train", micro_step, self.accumulation_steps, now - started)
+            rest_of_step = budget.micro_step_seconds * (self.accumulation_steps - micro_step)
+            if may_drop and stop_signals.requested:
+                return None, math.nan, "interrupted"
+            if may_drop and budget.cannot_fit(rest_of_step, self._closing_seconds(budget)):
+                return None, math.nan, "time_budget"
             if next_batch is None:
                 next_batch = self._batch("train", self.data_rng)
             inputs, targets = next_batch
@@ -405,12 +406,12 @@ class _Run:
                     windows = self._sample_windows(split, rng)
                     if batch_index % world_size != self.context.rank:
                         continue
-                    if may_stop and stop_signals.requested:
-                        return None
                     now = time.perf_counter()
                     if self.context.is_main and now - started >= PROGRESS_AFTER_SECONDS and now - last_report >= PROGRESS_EVERY_SECONDS:
                         last_report = now
                         yield StepProgress(self.state.step, "eval", split_index * batches + batch_index, 2 * batches, now - started)
+                    if may_stop and stop_signals.requested:
+                        return None
                     total += self._eval_loss(windows).to(total.dtype)
                 if self.context.is_distributed:
                     dist.all_reduce(total)
