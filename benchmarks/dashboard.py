@@ -32,8 +32,14 @@ from hellogpt.data.prepare import prepare_dataset
 from hellogpt.train.events import EvalEvent, RunStarted, StepEvent, TrainingEvent
 from hellogpt.train.loop import train
 
-SHAKESPEARE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinyshakespeare" / "input.txt"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 WARMUP_INTERVALS = 2
+
+
+def shakespeare_path() -> Path:
+    """The whole tiny Shakespeare when ../shared/data is beside the repository, else the tests' 100 KB slice of it."""
+    whole = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+    return whole if whole.is_file() else REPO_ROOT / "tests" / "fixtures" / "tinyshakespeare.txt"
 
 
 @dataclass
@@ -153,7 +159,7 @@ def main() -> None:
         work_dir = Path(temporary)
         text_dir = work_dir / "text"
         text_dir.mkdir()
-        (text_dir / "input.txt").write_text(SHAKESPEARE.read_text(encoding="utf-8"), encoding="utf-8")
+        (text_dir / "input.txt").write_text(shakespeare_path().read_text(encoding="utf-8"), encoding="utf-8")
         data_dir = work_dir / "data"
         prepare_dataset([str(text_dir)], data_dir, tokenizer="char")
         for _ in range(repeats):

@@ -65,7 +65,8 @@ def time_ours(model: GPT, prompt: list[int], new_tokens: int) -> Timing:
     start = time.perf_counter()
     tokens: list[int] = []
     first = 0.0
-    for token in stream_tokens(model, prompt, max_new_tokens=new_tokens, temperature=0.0):
+    vocab_size = model.config.vocab_size  # GPT-2's own 50257: no padding ids to leave out
+    for token in stream_tokens(model, prompt, max_new_tokens=new_tokens, temperature=0.0, vocab_size=vocab_size):
         if not tokens:
             first = time.perf_counter()
         tokens.append(token)

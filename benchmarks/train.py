@@ -5,7 +5,7 @@ Two shapes: (a) a char model, 4 layers x 128 wide, 4 heads, block 64, batch 12, 
 Ours trains the way `hellogpt train` does (AdamW with decay on matrices only, autocast per
 `choose_dtype("auto")`, gradient clipping); the reference is `GPT2LMHeadModel` from `GPT2Config`
 holding the same initial weights, `torch.optim.AdamW` over all parameters, fp32, the same clipping.
-Both see the same batches (real text when `../shared/data` is there); steps alternate between the
+Both see the same batches (tiny Shakespeare, Poe's works shipped with the package); steps alternate between the
 two so that a busy CPU slows both alike. Reported: median ms/step after warm-up, tokens/s, MFU
 against the measured peak of each one's dtype, the loss after the first and the last step, and
 ours/reference tokens/s.
@@ -35,11 +35,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from hellogpt.config.schema import OptimConfig  # noqa: E402
+from hellogpt.data.sources import CORPORA_DIR  # noqa: E402
 from hellogpt.hardware import autocast_context, choose_device, choose_dtype, mfu, peak_flops  # noqa: E402
 from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
 from hellogpt.train.optimizer import build_optimizer  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 GRAD_CLIP = 1.0
 SEED = 1337
 # Enough of Poe's text for thousands of distinct 256-token windows, without tokenizing all 2.4 MB.
@@ -71,23 +72,22 @@ class Result:
 
 
 def load_tokens(case: Case) -> np.ndarray:
-    """The token stream batches are cut from: real text when the shared corpora are beside the repo."""
-    rng = np.random.default_rng(SEED)
+    """The token stream batches are cut from: tiny Shakespeare by character, or Poe's works in GPT-2 BPE."""
     if case.corpus == "char":
-        path = SHARED_DATA / "tinyshakespeare" / "input.txt"
-        if path.exists():
-            text = path.read_text(encoding="utf-8")
-            chars = sorted(set(text))[: case.config.vocab_size]
-            index = {char: position for position, char in enumerate(chars)}
-            return np.array([index.get(char, 0) for char in text], dtype=np.int64)
-    else:
-        folder = SHARED_DATA / "edgar_poe"
-        if folder.is_dir():
-            from hellogpt.data.tokenizer import gpt2_tokenizer
+        text = shakespeare_path().read_text(encoding="utf-8")
+        chars = sorted(set(text))[: case.config.vocab_size]
+        index = {char: position for position, char in enumerate(chars)}
+        return np.array([index.get(char, 0) for char in text], dtype=np.int64)
+    from hellogpt.data.tokenizer import gpt2_tokenizer
 
-            text = "".join(path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.txt")))
-            return np.array(gpt2_tokenizer().encode(text[:POE_TEXT_CHARS]), dtype=np.int64)
-    return rng.integers(0, case.config.vocab_size, 1_000_000, dtype=np.int64)
+    text = "".join(path.read_text(encoding="utf-8") for path in sorted((CORPORA_DIR / "edgar_poe").glob("*.txt")))
+    return np.array(gpt2_tokenizer().encode(text[:POE_TEXT_CHARS]), dtype=np.int64)
+
+
+def shakespeare_path() -> Path:
+    """The whole tiny Shakespeare when ../shared/data is beside the repository, else the tests' 100 KB slice of it."""
+    whole = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+    return whole if whole.is_file() else REPO_ROOT / "tests" / "fixtures" / "tinyshakespeare.txt"
 
 
 def make_batches(tokens: np.ndarray, case: Case, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -23,6 +23,7 @@ from hellogpt.config.schema import SampleConfig
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
 from hellogpt.files import write_text_atomically
+from hellogpt.formatting import format_count
 from hellogpt.generate import stream_text, stream_tokens
 from hellogpt.model.gpt import GPT
 
@@ -32,6 +33,8 @@ LINE_CONTINUATION = "\\"
 # In conversation mode, earlier turns are joined into one text, each turn on lines of its own.
 TURN_SEPARATOR = "\n"
 ReplEnd = Literal["quit", "end of input", "interrupted"]
+# An unexpected error's message is shown on one line, cut to this many characters (torch's run to pages).
+FAILURE_MESSAGE_CHARS = 300
 UNSET_WORDS = frozenset({"none", "null", "off", "unset", "-"})
 HELP_TEXT = """\
 Type text and the model continues it. A line ending in \\ continues on the next line.
@@ -102,7 +105,8 @@ class ChatSession:
         self._generator.manual_seed(seed)
 
     def respond(self, prompt: str) -> Iterator[str]:
-        """Stream the reply to `prompt` as text pieces; the turn is recorded even when the stream is cut short."""
+        """Stream the reply to `prompt` as text pieces; the turn is recorded even when the stream is cut short
+        (Ctrl-C), but not when it fails: a broken reply would otherwise become context in memory mode."""
         self.last_reply = None
         prompt_ids = self._encode_context(prompt)
         pieces: list[str] = []
@@ -121,13 +125,14 @@ class ChatSession:
             prompt_ids,
             max_new_tokens=self.settings.max_new_tokens,
             temperature=self.settings.temperature,
+            vocab_size=self.tokenizer.vocab_size,
             top_k=self.settings.top_k,
             top_p=self.settings.top_p,
             eot_id=self.tokenizer.eot_id,
             generator=self._generator,
             on_window_slide=lambda _dropped_tokens: slid.append(token_count),
         )
-        finished = False
+        finished = failed = False
         try:
             for piece in stream_text(self.tokenizer, counted(tokens)):
                 if slid and slid[0] == 0:
@@ -135,11 +140,15 @@ class ChatSession:
                 pieces.append(piece)
                 yield piece
             finished = True
+        except Exception:
+            failed = True
+            raise
         finally:
             if slid:
                 self._notice_window_slide()  # the reply outgrew the window: said after it, not inside it
-            self.last_reply = ReplyStats(token_count, time.perf_counter() - start, interrupted=not finished)
-            self.history.append(Turn(prompt, "".join(pieces), self.last_reply))
+            if not failed:
+                self.last_reply = ReplyStats(token_count, time.perf_counter() - start, interrupted=not finished)
+                self.history.append(Turn(prompt, "".join(pieces), self.last_reply))
 
     def run_command(self, line: str) -> CommandResult:
         """Run one slash command (`/help`, `/set`, ...); unknown ones get a hint, never an exception."""
@@ -222,7 +231,7 @@ class ChatSession:
             )
         except ValidationError as error:
             problem = error.errors()[0]
-            return CommandResult(f"{key}: {problem['msg']}")
+            return CommandResult(f"{key}: {problem['msg'].removeprefix('Value error, ')}")
         if key == "seed":
             self.restart_seed()
         return CommandResult(self.settings_text())
@@ -252,12 +261,12 @@ class ChatSession:
         return CommandResult(f"saved {len(self.history)} turns to {path}")
 
 
-def format_count(count: int) -> str:
-    """124439808 -> '124.4M': parameter counts at a glance."""
-    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if count >= threshold:
-            return f"{count / threshold:.1f}{suffix}"
-    return str(count)
+def describe_failure(what: str, error: Exception) -> str:
+    """One line for an unexpected error: what failed, the exception's type and its message (cut short)."""
+    message = " ".join(str(error).split())
+    if len(message) > FAILURE_MESSAGE_CHARS:
+        message = message[: FAILURE_MESSAGE_CHARS - 3] + "..."
+    return f"{what} failed ({type(error).__name__}{': ' + message if message else ''})"
 
 
 def _parse_setting_value(raw_value: str) -> Any:
@@ -313,16 +322,30 @@ def run_repl(session: ChatSession, read_line: Callable[[str], str], view: ReplVi
             command, _, rest = text.lstrip().partition("\n")
             if rest.strip():
                 pending.append(rest)
-            result = session.run_command(command)
-            if result.message:
-                view.show_message(result.message)
-            if result.quit:
+            if _run_command(session, command, view):
                 return "quit"
             continue
         _show_reply(session, text, view)
 
 
+def _run_command(session: ChatSession, command: str, view: ReplView) -> bool:
+    """Run and show one slash command; whether it asks to quit. A failing command is one error line, never the end."""
+    try:
+        result = session.run_command(command)
+    except UserError as error:
+        view.show_error(str(error))
+        return False
+    except Exception as error:
+        view.show_error(describe_failure(command.split()[0], error))
+        return False
+    if result.message:
+        view.show_message(result.message)
+    return result.quit
+
+
 def _show_reply(session: ChatSession, prompt: str, view: ReplView) -> None:
+    """Stream one reply into the view. Whatever goes wrong in it ends the turn with one error line and the
+    session goes on with its history; Ctrl-C stops the reply only."""
     try:
         pieces = session.respond(prompt)
         try:
@@ -334,6 +357,9 @@ def _show_reply(session: ChatSession, prompt: str, view: ReplView) -> None:
         pass
     except UserError as error:
         view.show_error(str(error))
+        return
+    except Exception as error:
+        view.show_error(describe_failure("the reply", error))
         return
     if session.last_reply is not None:
         view.show_reply_end(session.last_reply)

@@ -15,13 +15,16 @@ from typing import Callable, Optional, Protocol
 import torch
 
 from hellogpt.errors import UserError
-from hellogpt.model.gpt import GPT, GPTConfig, KVCache
+from hellogpt.model.gpt import GPT, KVCache
 from hellogpt.model.packed import can_pack_linear_layers, pack_linear_layers
 
 # When the context outgrows block_size, the cache restarts from the most recent half of it:
 # one prefill of block_size/2 tokens buys block_size/2 cheap decoding steps, so the re-prefill
 # costs a few percent of the decoding time while the model still sees at least half a window.
 SLIDE_KEEP_FRACTION = 0.5
+# A divisor below float32's smallest normal number rounds to 0 (and 0/0 is NaN); such temperatures draw as
+# this one does, which is already argmax for any gap between two float32 logits.
+SMALLEST_TEMPERATURE = torch.finfo(torch.float32).tiny
 
 
 class TokenBytes(Protocol):
@@ -31,10 +34,20 @@ class TokenBytes(Protocol):
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Logits divided by `temperature` (> 0), in float32 so bf16 models sample the same way."""
-    if temperature <= 0:
+    """Finite logits divided by `temperature` (> 0), in float32 so bf16 models sample the same way.
+
+    Never inf or NaN, whatever the temperature: where the plain quotient overflows (a temperature near 0),
+    the row is first shifted so that its largest value is 0, which leaves the softmax as it is. Ordinary
+    temperatures keep the plain quotient, so their draws stay exactly what they always were.
+    """
+    if not temperature > 0:
         raise ValueError("temperature must be > 0 here; 0 means greedy, see sample_next_token")
-    return logits.float() / temperature
+    logits = logits.float()
+    scaled = logits / temperature
+    shifted = logits - logits.max(dim=-1, keepdim=True).values
+    safe = shifted / max(temperature, SMALLEST_TEMPERATURE)
+    overflowed = ~torch.isfinite(scaled).all(dim=-1, keepdim=True)
+    return torch.where(overflowed, safe, scaled)
 
 
 def top_p_mask(logits: torch.Tensor, top_p: Optional[float]) -> torch.Tensor:
@@ -62,19 +75,34 @@ def sample_next_token(
 ) -> int:
     """One token id from a 1-D row of logits: argmax when temperature is 0, else a draw from the masked softmax.
 
-    Top-k (when set) first narrows the draw to its k candidates, so that top-p, the softmax and the
-    draw run on k values instead of the whole vocabulary; the distribution is that of the masks.
+    Top-k (when set) first narrows the draw to its k candidates, chosen on the logits themselves so that a huge
+    temperature draws uniformly among them; top-p, the softmax and the draw then run on k values instead of the
+    whole vocabulary. A tiny temperature draws like argmax. Logits that are NaN, +inf or all -inf are a
+    UserError, not a draw.
     """
+    _check_logits(logits)
     if temperature == 0:
         return int(torch.argmax(logits))
-    scaled = apply_temperature(logits, temperature)
-    if top_k is not None and top_k < scaled.size(-1):
-        candidate_logits, candidate_ids = torch.topk(scaled, top_k)
+    if top_k is not None and top_k < logits.size(-1):
+        candidate_logits, candidate_ids = torch.topk(logits.float(), top_k)
     else:
-        candidate_logits, candidate_ids = scaled, None
-    probabilities = torch.softmax(top_p_mask(candidate_logits, top_p), dim=-1)
+        candidate_logits, candidate_ids = logits, None
+    scaled = apply_temperature(candidate_logits, temperature)
+    probabilities = torch.softmax(top_p_mask(scaled, top_p), dim=-1)
     choice = int(torch.multinomial(probabilities, 1, generator=generator))
     return choice if candidate_ids is None else int(candidate_ids[choice])
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    """Scores with a NaN, a +inf or nothing above -inf come from broken weights or an overflow.
+
+    One reduction finds all three: the row's max is NaN, +inf or -inf exactly then.
+    """
+    if not bool(torch.isfinite(logits.max())):
+        raise UserError(
+            "the model's next-token scores are NaN or infinite (diverged weights, or float16 overflow): "
+            "use an earlier checkpoint, or `--set system.dtype=float32`"
+        )
 
 
 @torch.inference_mode()
@@ -98,6 +126,7 @@ def stream_tokens(
     *,
     max_new_tokens: int,
     temperature: float,
+    vocab_size: int,
     top_k: Optional[int] = None,
     top_p: Optional[float] = None,
     eot_id: Optional[int] = None,
@@ -109,10 +138,14 @@ def stream_tokens(
     The model sees at most its `block_size` most recent tokens: a longer prompt keeps its tail, and when
     the cache fills up it is rebuilt from the last `SLIDE_KEEP_FRACTION` of the window.
     `on_window_slide(dropped_tokens)` is called the first time tokens fall out of the context.
+    Only ids below `vocab_size` (the tokenizer's size) are ever drawn: a model's vocabulary is often padded past
+    its tokenizer's (50304 over GPT-2's 50257) and the padding ids decode to nothing.
     Inference mode is on only while the model runs, never while the caller holds the iterator.
     """
     if not prompt_ids:
         raise ValueError("the prompt is empty: give at least one token")
+    if vocab_size <= 0:
+        raise ValueError(f"vocab_size must be the tokenizer's size (> 0), got {vocab_size}")
     block_size = model.config.block_size
     keep = max(1, int(block_size * SLIDE_KEEP_FRACTION))
     device = model.lm_head.weight.device
@@ -127,7 +160,9 @@ def stream_tokens(
     cache = model.new_cache(max_length=min(block_size, len(context) + max_new_tokens))
     logits = _prefill(model, context, cache, device)
     for produced in range(1, max_new_tokens + 1):
-        token = sample_next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        token = sample_next_token(
+            logits[:vocab_size], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+        )
         if token == eot_id:
             return
         yield token
@@ -180,22 +215,3 @@ def prepare_for_inference(model: GPT, device: torch.device, dtype: torch.dtype) 
     """Move and cast the weights once (no per-op autocast), switch off dropout, prepack bf16 CPU weights."""
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return pack_linear_layers(model) if can_pack_linear_layers(model.lm_head.weight) else model
-
-
-def inference_dtype(setting: str, device: torch.device, model_config: Optional[GPTConfig] = None) -> torch.dtype:
-    """The dtype to decode in. `auto`: bf16 on GPUs that have it; on CPUs with native bf16 for models at
-    least `CPU_BF16_MIN_WIDTH` wide (decoding reads every weight per token, so half the bytes is faster
-    there; narrow models are dominated by per-op overhead that bf16 makes worse); else fp32.
-    """
-    from hellogpt.hardware import CPU_BF16_MIN_WIDTH, DTYPES_BY_NAME, cpu_has_native_bf16, cuda_has_native_bf16
-
-    if setting != "auto":
-        if setting not in DTYPES_BY_NAME:
-            raise UserError(f"system.dtype '{setting}' is not a dtype: use auto, float32, bfloat16 or float16")
-        return DTYPES_BY_NAME[setting]
-    if device.type == "cuda":
-        return torch.bfloat16 if cuda_has_native_bf16() else torch.float16
-    wide_enough = model_config is None or model_config.n_embd >= CPU_BF16_MIN_WIDTH
-    if device.type == "cpu" and wide_enough and cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32

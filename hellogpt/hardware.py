@@ -1,7 +1,7 @@
 """Device and dtype choice, peak FLOP/s and MFU, and cheap readings of CPU, RAM and GPU.
 
-The loop asks here which device and autocast dtype to use, and the dashboard asks
-for live readings; both get plain values, and nothing here prints.
+The loop and chat ask here which device and dtype to use, and the dashboard asks
+for live readings; all get plain values, and nothing here prints.
 """
 
 from __future__ import annotations
@@ -54,10 +54,16 @@ def choose_device(setting: str) -> torch.device:
 
 
 def choose_dtype(setting: str, device: DeviceLike, model_config: Any = None) -> torch.dtype:
-    """`system.dtype` -> the autocast dtype (float32 = no autocast).
+    """`system.dtype` -> the dtype a model computes in, by one rule for training and decoding alike.
 
-    auto: bf16 on CUDA GPUs that have it, fp16 (with a GradScaler) on older ones, fp32 on MPS;
-    on CPU bf16 only with native bf16 (AVX512-BF16/AMX) and a model wide enough to gain from it.
+    auto: bf16 on CUDA GPUs with native bf16, fp16 on older ones; on a CPU bf16 only with native bf16
+    (AVX512-BF16/AMX) and a model at least `CPU_BF16_MIN_WIDTH` wide; fp32 otherwise (MPS, unknown models).
+    Explicit names are checked here for both: float16 is for GPUs (on a CPU bf16 is the half type with hardware
+    support, and keeps fp32's range where fp16 overflows); bfloat16 needs a GPU that has it.
+    The uses differ, the rule does not: training autocasts to the dtype over fp32 weights (fp16 then needs a
+    GradScaler), decoding casts the weights themselves (half the bytes read per token). Narrow models lose to
+    bf16's per-op overhead either way; the width threshold was measured for training, and decoding keeps it
+    until decoding gets a measurement of its own.
     """
     device = torch.device(device)
     if setting == "auto":
@@ -66,7 +72,9 @@ def choose_dtype(setting: str, device: DeviceLike, model_config: Any = None) -> 
         raise UserError(f"system.dtype '{setting}' is not a dtype: use auto, float32, bfloat16 or float16")
     dtype = DTYPES_BY_NAME[setting]
     if device.type == "cpu" and dtype == torch.float16:
-        raise UserError("system.dtype=float16 does not train on CPU: use `--set system.dtype=auto` (or bfloat16/float32)")
+        raise UserError(
+            "system.dtype=float16 is for GPUs, not the CPU: use `--set system.dtype=auto` (or bfloat16/float32)"
+        )
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise UserError("system.dtype=bfloat16 but this GPU has no bf16: use `--set system.dtype=auto` (float16)")
     return dtype
@@ -143,8 +151,10 @@ def measure_peak_flops(device: DeviceLike, dtype: torch.dtype, seconds: float = 
     """Best FLOP/s of repeated square matmuls in `dtype` over about `seconds` (best, because the CPU may be shared)."""
     device = torch.device(device)
     size = PEAK_PROBE_SIZE.get(device.type, PEAK_PROBE_SIZE["cpu"])
-    left = torch.randn(size, size, device=device).to(dtype)
-    right = torch.randn(size, size, device=device).to(dtype)
+    # Its own generator: a run that probes (a cold cache) must draw the same weights as one that does not.
+    generator = torch.Generator(device=device).manual_seed(0)
+    left = torch.randn(size, size, device=device, generator=generator).to(dtype)
+    right = torch.randn(size, size, device=device, generator=generator).to(dtype)
     flops_per_matmul = 2 * size**3
     torch.matmul(left, right)  # warm-up: kernel selection and first-touch allocation
     _synchronize(device)

@@ -79,7 +79,7 @@ def test_the_streamed_reply_equals_the_decoded_token_sequence() -> None:
     streamed = list(session.respond("once upon"))
     tokens = stream_tokens(
         session.model, session.tokenizer.encode("once upon"), max_new_tokens=12, temperature=1.0, top_k=10,
-        generator=torch.Generator().manual_seed(5),
+        vocab_size=session.tokenizer.vocab_size, generator=torch.Generator().manual_seed(5),
     )
     assert "".join(streamed) == session.tokenizer.decode(list(tokens))
     assert len(streamed) == 12 and session.last_reply is not None and session.last_reply.tokens == 12

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from hellogpt.data.tokenizer import CharTokenizer, gpt2_tokenizer
+from hellogpt.errors import UserError
 from hellogpt.generate import (
     SLIDE_KEEP_FRACTION,
     StreamingDecoder,
-    inference_dtype,
     sample_next_token,
     stream_text,
     stream_tokens,
@@ -51,7 +51,9 @@ def greedy_without_cache(model: GPT, prompt: list[int], new_tokens: int) -> list
 
 
 def greedy(model: GPT, prompt: list[int], new_tokens: int, **kwargs) -> list[int]:
-    return list(stream_tokens(model, prompt, max_new_tokens=new_tokens, temperature=0.0, **kwargs))
+    return list(stream_tokens(
+        model, prompt, max_new_tokens=new_tokens, temperature=0.0, vocab_size=model.config.vocab_size, **kwargs
+    ))
 
 
 def test_top_p_mask_keeps_the_smallest_set_reaching_the_mass() -> None:
@@ -90,7 +92,7 @@ def test_greedy_with_the_cache_equals_greedy_without_it() -> None:
 def test_a_fixed_seed_reproduces_the_sample_and_another_seed_differs() -> None:
     model = make_model()
     sample = lambda seed: list(  # noqa: E731
-        stream_tokens(model, [1, 2], max_new_tokens=25, temperature=1.0, top_k=20,
+        stream_tokens(model, [1, 2], max_new_tokens=25, temperature=1.0, top_k=20, vocab_size=40,
                       generator=torch.Generator().manual_seed(seed))
     )
     assert sample(7) == sample(7)
@@ -161,6 +163,79 @@ def test_char_tokens_stream_as_their_characters() -> None:
     assert list(stream_text(tokenizer, iter(ids))) == list("ab é\nba")
 
 
-def test_decoding_on_a_gpu_with_only_emulated_bf16_uses_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert inference_dtype("auto", torch.device("cuda")) == torch.float16
+
+def plain_softmax_draw(logits: torch.Tensor, temperature: float, top_k, top_p, generator: torch.Generator) -> int:
+    """The sampler as it was before it was made safe for extreme temperatures: the reference for ordinary ones."""
+    scaled = logits.float() / temperature
+    candidate_logits, candidate_ids = torch.topk(scaled, top_k) if top_k is not None else (scaled, None)
+    choice = int(torch.multinomial(torch.softmax(top_p_mask(candidate_logits, top_p), dim=-1), 1, generator=generator))
+    return choice if candidate_ids is None else int(candidate_ids[choice])
+
+
+@pytest.mark.parametrize("temperature", [0.3, 0.8, 1.0, 1.7])
+@pytest.mark.parametrize(("top_k", "top_p"), [(None, None), (10, None), (None, 0.9), (10, 0.9)])
+def test_ordinary_temperatures_draw_exactly_as_the_plain_softmax(temperature: float, top_k, top_p) -> None:
+    logits = torch.randn(40, generator=torch.Generator().manual_seed(1)) * 3
+    ours, reference = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    draws = [sample_next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=ours)
+             for _ in range(200)]
+    assert draws == [plain_softmax_draw(logits, temperature, top_k, top_p, reference) for _ in range(200)]
+
+
+@pytest.mark.parametrize("temperature", [1e-6, 1e-40, 1e-300, 5e-324])
+@pytest.mark.parametrize("offset", [0.0, -500.0, 500.0])
+def test_a_tiny_temperature_draws_like_greedy(temperature: float, offset: float) -> None:
+    logits = torch.randn(40, generator=torch.Generator().manual_seed(3)) + offset
+    generator = torch.Generator().manual_seed(0)
+    for top_k, top_p in [(None, None), (5, None), (None, 0.5)]:
+        draws = {sample_next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+                 for _ in range(50)}
+        assert draws == {int(logits.argmax())}
+
+
+@pytest.mark.parametrize("temperature", [1e30, 1e300, math.inf])
+def test_a_huge_temperature_draws_uniformly_among_the_top_k(temperature: float) -> None:
+    logits = torch.arange(40, dtype=torch.float32) * 10  # the top 5 are ids 35..39
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_next_token(logits, temperature=temperature, top_k=5, top_p=None, generator=generator)
+             for _ in range(2000)]
+    counts = [draws.count(token) for token in range(35, 40)]
+    assert sum(counts) == 2000 and min(counts) > 300
+
+
+@pytest.mark.parametrize("bad", [float("nan"), math.inf])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_nan_or_infinite_scores_are_a_user_error_not_a_draw(bad: float, temperature: float) -> None:
+    logits = torch.zeros(40)
+    logits[7] = bad
+    with pytest.raises(UserError, match="NaN or infinite"):
+        sample_next_token(logits, temperature=temperature, top_k=None, top_p=None)
+    with pytest.raises(UserError, match="NaN or infinite"):
+        sample_next_token(torch.full((40,), NEG_INF), temperature=temperature, top_k=None, top_p=None)
+
+
+def model_preferring_padding_ids(tokenizer_size: int) -> GPT:
+    """A 64-id model whose ids from `tokenizer_size` up (a padded vocabulary) score far above the rest."""
+    model = make_model(vocab_size=64)
+    original = model.next_token_logits
+
+    def next_token_logits(ids: torch.Tensor, cache) -> torch.Tensor:
+        logits = original(ids, cache)
+        logits[..., tokenizer_size:] += 100.0
+        return logits
+
+    model.next_token_logits = next_token_logits  # type: ignore[method-assign]
+    return model
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0, 5.0])
+def test_ids_past_the_tokenizers_vocabulary_are_never_drawn(temperature: float) -> None:
+    model = model_preferring_padding_ids(tokenizer_size=40)
+    tokens = list(stream_tokens(model, [1, 2], max_new_tokens=30, temperature=temperature, top_k=None,
+                                vocab_size=40, generator=torch.Generator().manual_seed(0)))
+    assert len(tokens) == 30 and max(tokens) < 40
+
+
+def test_stream_tokens_requires_the_tokenizers_vocabulary_size() -> None:
+    with pytest.raises(TypeError, match="vocab_size"):
+        stream_tokens(make_model(), [1], max_new_tokens=1, temperature=0.0)  # type: ignore[call-arg]

@@ -15,6 +15,7 @@ from hellogpt.errors import UserError
 from hellogpt.hardware import (
     choose_device,
     choose_dtype,
+    measure_peak_flops,
     mfu,
     needs_grad_scaler,
     peak_flops,
@@ -96,8 +97,8 @@ def test_auto_dtype_on_a_cpu_without_bf16_is_fp32(monkeypatch: pytest.MonkeyPatc
     assert choose_dtype("auto", "cpu", POE_MODEL) == torch.float32
 
 
-def test_float16_on_cpu_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="float16 does not train on CPU"):
+def test_float16_on_cpu_is_a_user_error_for_training_and_decoding_alike() -> None:
+    with pytest.raises(UserError, match="float16 is for GPUs, not the CPU"):
         choose_dtype("float16", "cpu")
 
 
@@ -126,6 +127,14 @@ def test_a_corrupt_peak_cache_is_measured_again(cache_home: Path, monkeypatch: p
     monkeypatch.setattr(hardware, "measure_peak_flops", lambda device, dtype: 1.5e11)
     assert peak_flops("cpu", torch.float32) == 1.5e11
     assert list(json.loads(peak_flops_cache_path().read_text()).values()) == [1.5e11]
+
+
+def test_the_peak_flops_probe_leaves_the_global_rng_alone() -> None:
+    # A run that probes (a cold cache) must draw the same initial weights as the run that resumes it.
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    assert measure_peak_flops("cpu", torch.float32, seconds=0.01) > 0
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_mfu_is_model_flops_over_peak() -> None:

@@ -7,7 +7,7 @@ Sampling settings, lowest to highest: the schema's base, the checkpoint's own `s
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
@@ -69,11 +69,12 @@ def chat(
     loaded = _load_model(checkpoint, source)
     run_config = resolve_cli_config(profile, config, set_, defaults=loaded.sample_defaults).config
     run_config = _with_flags(run_config, {"sample": flags, "system": {"device": device}})
-    session = _start_session(loaded, run_config, memory and interactive, interactive)
     if interactive:
-        _run_interactive(session)
+        view = _TerminalView(_console(), _console(stderr=True))
+        _run_interactive(_start_session(loaded, run_config, memory, view.show_notice), view)
     else:
-        _complete(session, prompt or "", num_samples)
+        output = _PlainOutput()
+        _complete(_start_session(loaded, run_config, False, output.show_notice), prompt or "", num_samples, output)
 
 
 def _with_flags(run_config: Any, flags_by_section: dict[str, dict[str, Any]]) -> Any:
@@ -93,7 +94,7 @@ def _with_flags(run_config: Any, flags_by_section: dict[str, dict[str, Any]]) ->
         problem = error.errors()[0]
         section, key = problem["loc"][0], problem["loc"][1]
         flag = "--" + str(key).replace("_", "-")
-        raise UserError(f"{flag} {given[(section, key)]}: {problem['msg']}") from None
+        raise UserError(f"{flag} {given[(section, key)]}: {problem['msg'].removeprefix('Value error, ')}") from None
 
 
 class _LoadedModel:
@@ -131,13 +132,13 @@ def _load_model(checkpoint: Optional[str], source: Optional[str]) -> _LoadedMode
     )
 
     path = resolve_checkpoint_path(checkpoint or "")
-    payload = load_checkpoint(path)
-    tokenizer = tokenizer_from_checkpoint(payload)
-    model = model_from_checkpoint(payload)
-    info = {"model": str(path), "origin": _origin_text(payload.get("origin")), "step": payload.get("step")}
-    if isinstance(payload.get("val_loss"), float):
-        info["val loss"] = f"{payload['val_loss']:.4f}"
-    saved_sample = (payload.get("config") or {}).get("sample")
+    saved = load_checkpoint(path)
+    tokenizer = tokenizer_from_checkpoint(saved)
+    model = model_from_checkpoint(saved)
+    info = {"model": str(path), "origin": _origin_text(saved.origin), "step": saved.step}
+    if saved.val_loss is not None:
+        info["val loss"] = f"{saved.val_loss:.4f}"
+    saved_sample = (saved.config or {}).get("sample")
     defaults = Layer(f"checkpoint {path.name}", {"sample": dict(saved_sample)}) if isinstance(saved_sample, dict) else None
     return _LoadedModel(model, tokenizer, info, defaults)
 
@@ -152,32 +153,69 @@ def _origin_text(origin: Any) -> str:
     return "trained from scratch"
 
 
-def _start_session(loaded: _LoadedModel, config: Any, memory: bool, interactive: bool) -> "ChatSession":
+def _start_session(
+    loaded: _LoadedModel, config: Any, memory: bool, on_notice: Callable[[str], None]
+) -> "ChatSession":
     from hellogpt.chat import ChatSession
-    from hellogpt.generate import inference_dtype, prepare_for_inference
-    from hellogpt.hardware import choose_device
+    from hellogpt.generate import prepare_for_inference
+    from hellogpt.hardware import choose_device, choose_dtype
 
     device = choose_device(config.system.device)
-    model = prepare_for_inference(loaded.model, device, inference_dtype(config.system.dtype, device, loaded.model.config))
-    stderr = _console(stderr=True)
-    notice = (lambda message: stderr.print(f"[dim]{message}[/]")) if interactive else (
-        lambda message: print(f"note: {message}", file=sys.stderr, flush=True)
-    )
+    model = prepare_for_inference(loaded.model, device, choose_dtype(config.system.dtype, device, loaded.model.config))
     return ChatSession(
-        model, loaded.tokenizer, config.sample, memory=memory, model_info=loaded.info, on_notice=notice
+        model, loaded.tokenizer, config.sample, memory=memory, model_info=loaded.info, on_notice=on_notice
     )
 
 
-def _complete(session: "ChatSession", prompt: str, num_samples: int) -> None:
-    """Print only the completions, streamed, plain: for pipes and scripts."""
-    for index in range(num_samples):
-        if index:
-            sys.stdout.write(SAMPLE_SEPARATOR)
-        for piece in session.respond(prompt):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+def _complete(session: "ChatSession", prompt: str, num_samples: int, output: "_PlainOutput") -> None:
+    """Print only the completions, streamed, plain: for pipes and scripts. A failed reply is a one-line UserError."""
+    from hellogpt.chat import describe_failure
+
+    try:
+        for index in range(num_samples):
+            if index:
+                output.write(SAMPLE_SEPARATOR)
+            for piece in session.respond(prompt):
+                output.write(piece)
+    except Exception as error:
+        output.end_line()  # the error line must not be glued to half a completion
+        if isinstance(error, UserError):
+            raise
+        raise UserError(describe_failure("the reply", error)) from None
+    output.write("\n")
+
+
+class _PlainOutput:
+    """stdout for --prompt and stdin mode, and notes on stderr that wait for stdout to reach a line start:
+    where a terminal shows both streams, a note is never glued to the end of a completion."""
+
+    def __init__(self) -> None:
+        self._at_line_start = True
+        self._waiting_notes: list[str] = []
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        self._at_line_start = text.endswith("\n")
+        self._show_waiting_notes()
+
+    def end_line(self) -> None:
+        """Finish a partial line (before an error), so that what follows on stderr starts on its own."""
+        if not self._at_line_start:
+            self.write("\n")
+
+    def show_notice(self, message: str) -> None:
+        self._waiting_notes.append(message)
+        self._show_waiting_notes()
+
+    def _show_waiting_notes(self) -> None:
+        if not self._at_line_start:
+            return
+        for message in self._waiting_notes:
+            print(f"note: {message}", file=sys.stderr, flush=True)
+        self._waiting_notes.clear()
 
 
 def _console(stderr: bool = False) -> "Console":
@@ -187,10 +225,15 @@ def _console(stderr: bool = False) -> "Console":
 
 
 class _TerminalView:
-    """Shows the REPL with rich: the reply raw as it streams, then a dim line with its speed."""
+    """Shows the REPL with rich: the reply raw as it streams, then a dim line with its speed.
 
-    def __init__(self, console: "Console") -> None:
+    Notes go to `notes` (stderr), errors and the rest to `console`; each starts on a line of its own, even in
+    the middle of a reply.
+    """
+
+    def __init__(self, console: "Console", notes: "Console") -> None:
         self.console = console
+        self.notes = notes
         self._at_line_start = True
 
     def show_reply_piece(self, text: str) -> None:
@@ -199,9 +242,7 @@ class _TerminalView:
         self._at_line_start = text.endswith("\n")
 
     def show_reply_end(self, stats: "ReplyStats") -> None:
-        if not self._at_line_start:
-            self.console.file.write("\n")
-        self._at_line_start = True
+        self._end_line()
         stopped = ", stopped" if stats.interrupted else ""
         self.console.print(f"[dim]{stats.tokens} tokens, {stats.tokens_per_second:.1f} tokens/s{stopped}[/]")
 
@@ -209,13 +250,29 @@ class _TerminalView:
         self.console.print(text, markup=False)
 
     def show_error(self, text: str) -> None:
-        self.console.print(f"[bold red]error:[/] {text}")
+        from rich.markup import escape
+
+        self._end_line()
+        self.console.print(f"[bold red]error:[/] {escape(text)}")
+
+    def show_notice(self, text: str) -> None:
+        from rich.markup import escape
+
+        self._end_line()
+        self.notes.print(f"[dim]{escape(text)}[/]")
+
+    def _end_line(self) -> None:
+        if not self._at_line_start:
+            self.console.file.write("\n")
+            self.console.file.flush()
+        self._at_line_start = True
 
 
-def _run_interactive(session: "ChatSession") -> None:
-    from hellogpt.chat import format_count, run_repl
+def _run_interactive(session: "ChatSession", view: _TerminalView) -> None:
+    from hellogpt.chat import run_repl
+    from hellogpt.formatting import format_count
 
-    console = _console()
+    console = view.console
     _enable_line_editing()
     facts = session.model_info.get("model", "the model")
     console.print(
@@ -223,7 +280,7 @@ def _run_interactive(session: "ChatSession") -> None:
         "Type text and the model continues it; [bold]/help[/] for commands, Ctrl-D to quit."
     )
     console.print(f"[dim]{session.settings_text()}[/]")
-    if run_repl(session, _prompt_reader(console), _TerminalView(console)) != "quit":
+    if run_repl(session, _prompt_reader(console), view) != "quit":
         console.print()  # Ctrl-D or Ctrl-C left the cursor after the prompt
 
 

@@ -27,7 +27,9 @@ def export(
             show_default=False,
         ),
     ],
-    force: Annotated[bool, typer.Option("--force", "-f", help="Replace OUT_DIR if it exists.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace OUT_DIR if it is a previous export or an empty directory.")
+    ] = False,
 ) -> None:
     """Write a checkpoint as a directory that transformers' from_pretrained loads.
 
@@ -39,12 +41,12 @@ def export(
     from hellogpt.train.checkpoint import load_checkpoint, resolve_checkpoint_path
 
     checkpoint_path = resolve_checkpoint_path(checkpoint)
-    payload = load_checkpoint(checkpoint_path)
-    written = export_checkpoint(payload, out_dir, force=force)
+    loaded = load_checkpoint(checkpoint_path)
+    written = export_checkpoint(loaded.to_payload(), out_dir, force=force)
     console = Console(highlight=False, markup=False, soft_wrap=True)
     files = ", ".join(sorted(path.name for path in written.iterdir()))
     console.print(f"exported {checkpoint_path} to {written}/ ({files})")
-    if (payload.get("tokenizer") or {}).get("kind") == "char":
+    if (loaded.tokenizer or {}).get("kind") == "char":
         console.print(
             f"note: a character-level model has no transformers tokenizer; its characters (id order) are in "
             f"{CHAR_VOCABULARY_FILE}: encode with them yourself"

@@ -9,10 +9,12 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from hellogpt.config.schema import DataConfig
+from hellogpt.data.tokenizer import TOKENIZER_NAMES
+from hellogpt.gpt2 import GPT2_VOCAB_SIZE
 
-class TokenizerChoice(str, Enum):
-    gpt2 = "gpt2"
-    char = "char"
+# The tokenizers `prepare` knows, as the choices of --tokenizer.
+TokenizerChoice = Enum("TokenizerChoice", {name: name for name in TOKENIZER_NAMES}, type=str)  # type: ignore[misc]
 
 
 class EncodingErrors(str, Enum):
@@ -38,11 +40,12 @@ def prepare(
                      show_default=False),
     ] = None,
     tokenizer: Annotated[
-        TokenizerChoice, typer.Option("--tokenizer", "-t", help="gpt2 (BPE, 50257 ids) or char (one id per character).")
-    ] = TokenizerChoice.gpt2,
+        TokenizerChoice,
+        typer.Option("--tokenizer", "-t", help=f"gpt2 (BPE, {GPT2_VOCAB_SIZE} ids) or char (one id per character)."),
+    ] = TokenizerChoice(DataConfig.model_fields["tokenizer"].default),
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", help="Share of the text kept for validation (whole documents when possible).")
-    ] = 0.1,
+    ] = DataConfig.model_fields["val_fraction"].default,
     glob: Annotated[str, typer.Option("--glob", help="Which files of a folder to read.")] = "*.txt",
     force: Annotated[bool, typer.Option("--force", help="Prepare again even when the output is up to date.")] = False,
     encoding_errors: Annotated[

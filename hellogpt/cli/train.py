@@ -209,9 +209,16 @@ def _show_sample_and_chat_command(sample: str, checkpoint_path: Path, finished: 
     from rich.text import Text
 
     console = Console(highlight=False)
+    from hellogpt.train.checkpoint import latest_checkpoint_path
+
     console.print(Panel(Text(sample.strip("\n")), title=f"sample at step {finished.step}", title_align="left"))
-    if checkpoint_path.exists():
-        console.print(f"chat with it: hellogpt chat --checkpoint {shlex.quote(str(checkpoint_path))}")
+    best, latest = checkpoint_path, latest_checkpoint_path(checkpoint_path)
+    if best.exists():
+        console.print(f"chat with it: hellogpt chat --checkpoint {shlex.quote(str(best))}")
+        if latest.exists():
+            console.print(f"(that is the best model; the latest state, to --resume from, is {latest})")
+    elif latest.exists():
+        console.print(f"chat with it: hellogpt chat --checkpoint {shlex.quote(str(latest))}")
 
 
 def _exit_as(finished: Optional["RunFinished"], checkpoint_path: Path, show: bool) -> None:

@@ -8,11 +8,23 @@ chosen automatically. No torch import: `--help` must stay instant.
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# torch seeds take 0..2**64-1 (negatives wrap) and numpy's generators only non-negative ones; training seeds
+# rank r with seed + r, so seeds stop at 2**63 and leave every rank room below torch's limit.
+SEED_LIMIT = 2**63
+
+
+def _seed_in_range(seed: int) -> int:
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{seed} is not a seed: use a whole number from 0 to 2**63-1 ({SEED_LIMIT - 1})")
+    return seed
+
+
+Seed = Annotated[int, AfterValidator(_seed_in_range)]
 
 
 class _Section(BaseModel):
@@ -78,7 +90,7 @@ class TrainConfig(_Section):
     always_save_checkpoint: bool = Field(True, description="Save at every eval; false saves only on a new best val loss.")
     out_dir: str = Field("checkpoints", description="Where checkpoints are written.")
     checkpoint_name: str = Field("checkpoint.pt", description="File name of this run's checkpoint in out_dir.")
-    seed: int = Field(1337)
+    seed: Seed = Field(1337, description="Seeds the weights, the batches and dropout: 0 to 2**63-1.")
     runs_dir: str = Field("runs", description="Where run records (config, metrics, loss plot) are written.")
 
     @field_validator("checkpoint_name")
@@ -97,7 +109,9 @@ class SampleConfig(_Section):
     temperature: float = Field(0.8, ge=0.0, description="0 means greedy.")
     top_k: Optional[int] = Field(256, gt=0, description="Keep the k most likely tokens; unset keeps all.")
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass; unset disables it.")
-    seed: Optional[int] = Field(None, description="Seed for reproducible samples; unset draws a fresh one.")
+    seed: Optional[Seed] = Field(
+        None, description="Seed for reproducible samples (0 to 2**63-1); unset draws a fresh one."
+    )
 
 
 class SystemConfig(_Section):

@@ -1,20 +1,11 @@
-"""Number formatting shared by the live view, the plain log and the run summary."""
+"""Number formatting shared by the live view, the plain log and the run summary (counts: `hellogpt.formatting`)."""
 
 from __future__ import annotations
 
 from typing import Optional
 
-MISSING = "-"
-
-
-def format_count(value: Optional[float]) -> str:
-    """A count with a k/M/B suffix: 1234567 -> '1.23M'."""
-    if value is None:
-        return MISSING
-    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= threshold:
-            return f"{value / threshold:.2f}{suffix}"
-    return f"{value:.0f}"
+# Counts are formatted the same everywhere (chat too); the dashboard finds every format here.
+from hellogpt.formatting import MISSING, format_count  # noqa: F401
 
 
 def format_loss(value: Optional[float]) -> str:

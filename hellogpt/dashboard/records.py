@@ -15,8 +15,8 @@ from typing import IO, Any, Optional
 
 import yaml
 
+from hellogpt import files
 from hellogpt.errors import UserError
-from hellogpt.files import write_bytes_atomically, write_text_atomically
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, TrainingEvent
 
 METRICS_FILE = "metrics.jsonl"
@@ -24,6 +24,8 @@ CONFIG_FILE = "config.yaml"
 SVG_FILE = "loss.svg"
 PNG_FILE = "loss.png"
 DEFAULT_RUNS_DIR = "runs"
+# What a failed write of a run record suggests besides freeing space.
+RECORDS_ELSEWHERE = "set train.runs_dir to another folder"
 
 EVENT_KINDS: dict[type, str] = {
     RunStarted: "run_started",
@@ -59,17 +61,37 @@ class RunRecorder:
     def handle(self, event: TrainingEvent) -> None:
         if isinstance(event, RunStarted):
             self._open(event)
-        if self._metrics is None:
-            return
-        self._metrics.write(json.dumps(event_record(event), default=str, allow_nan=True) + "\n")
-        self._metrics.flush()
+        if self._metrics is None or type(event) not in EVENT_KINDS:
+            return  # progress within a step is shown, not recorded
+        try:
+            self._metrics.write(json.dumps(event_record(event), default=str, allow_nan=True) + "\n")
+            self._metrics.flush()
+        except OSError as error:
+            self._abandon_metrics()
+            raise files.write_error(error, self._metrics_path(), RECORDS_ELSEWHERE) from None
 
     def close(self) -> None:
         if self._metrics is None or self.run_dir is None:
             return
-        self._metrics.close()
-        self._metrics = None
+        try:
+            self._metrics.close()
+        except OSError as error:
+            raise files.write_error(error, self._metrics_path(), RECORDS_ELSEWHERE) from None
+        finally:
+            self._metrics = None
         write_loss_images(self.run_dir)
+
+    def _metrics_path(self) -> Path:
+        return (self.run_dir or Path(".")) / METRICS_FILE
+
+    def _abandon_metrics(self) -> None:
+        """Close metrics.jsonl after a failed write; closing flushes, which would fail the same way."""
+        if self._metrics is not None:
+            try:
+                self._metrics.close()
+            except OSError:
+                pass
+            self._metrics = None
 
     def _open(self, event: RunStarted) -> None:
         if self._metrics is not None:
@@ -81,7 +103,10 @@ class RunRecorder:
             raise UserError(f"cannot create the run folder {self.run_dir}: {error.strerror}; set train.runs_dir") from error
         _write_atomically(self.run_dir / CONFIG_FILE, yaml.safe_dump(event.config, sort_keys=False))
         mode = "a" if event.start_step > 0 else "w"
-        self._metrics = open(self.run_dir / METRICS_FILE, mode, encoding="utf-8")
+        try:
+            self._metrics = files.open_for_writing(self.run_dir / METRICS_FILE, mode, encoding="utf-8")
+        except OSError as error:
+            raise files.write_error(error, self.run_dir / METRICS_FILE, RECORDS_ELSEWHERE) from None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -163,6 +188,6 @@ def describe_run(path: Path) -> dict[str, Any]:
 
 def _write_atomically(path: Path, content: str | bytes) -> None:
     if isinstance(content, bytes):
-        write_bytes_atomically(path, content)
+        files.write_bytes_atomically(path, content, elsewhere=RECORDS_ELSEWHERE)
     else:
-        write_text_atomically(path, content)
+        files.write_text_atomically(path, content, elsewhere=RECORDS_ELSEWHERE)

@@ -57,16 +57,24 @@ class TokenDataset:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Random windows: x is (batch_size, block_size) int64 ids, y the same windows shifted by one."""
         available = self.num_tokens(split)
+        self._require_window(split, available, block_size)
+        starts = rng.integers(0, available - block_size, size=batch_size)
+        # Fancy indexing on the memmap reads only these windows; the file itself is never copied.
+        windows = self.tokens(split)[starts[:, None] + np.arange(block_size + 1)].astype(np.int64)
+        return windows[:, :-1], windows[:, 1:]
+
+    def require_windows(self, block_size: int) -> None:
+        """Both splits hold a window of block_size + 1 tokens: checked before training, not at the first eval."""
+        for split in SPLITS:
+            self._require_window(split, self.num_tokens(split), block_size)
+
+    def _require_window(self, split: str, available: int, block_size: int) -> None:
         if available < block_size + 1:
             raise UserError(
                 f"the {split} split of {self.path} has {available} tokens, fewer than block_size + 1 = "
                 f"{block_size + 1}: lower model.block_size (e.g. --set model.block_size={max(available - 1, 1)}) "
                 f"or give the {split} split more text (more sources or another --val-fraction in hellogpt prepare)"
             )
-        starts = rng.integers(0, available - block_size, size=batch_size)
-        # Fancy indexing on the memmap reads only these windows; the file itself is never copied.
-        windows = self.tokens(split)[starts[:, None] + np.arange(block_size + 1)].astype(np.int64)
-        return windows[:, :-1], windows[:, 1:]
 
     def _split_path(self, split: str) -> Path:
         if split not in self.split_paths:
@@ -99,16 +107,20 @@ def _open_prepared(path: Path) -> TokenDataset:
     if dtype_name not in SUPPORTED_DTYPES:
         raise UserError(f"{path / META_FILE} names dtype {dtype_name!r}; expected one of {', '.join(SUPPORTED_DTYPES)}")
     split_paths = {split: path / split_file_name(split) for split in SPLITS}
+    dtype = np.dtype(dtype_name)
     for split, split_path in split_paths.items():
         if not split_path.is_file():
             raise UserError(f"{split_path} is missing: prepare the dataset again with hellogpt prepare ... --force")
+        _check_bin(split_path, dtype, meta.get(f"{split}_tokens"))
     tokenizer = tokenizer_from_description(tokenizer_desc)
-    return TokenDataset(path, meta, tokenizer, split_paths, np.dtype(dtype_name))
+    return TokenDataset(path, meta, tokenizer, split_paths, dtype)
 
 
 def _open_legacy(path: Path) -> TokenDataset:
     tokenizer = gpt2_tokenizer()
     split_paths = {split: path / name for split, name in LEGACY_SPLIT_FILES.items()}
+    for split_path in split_paths.values():
+        _check_bin(split_path, np.dtype("uint16"), None)
     meta = {
         "format": "hello-gpt-legacy",
         "tokenizer": tokenizer.description(),
@@ -116,6 +128,27 @@ def _open_legacy(path: Path) -> TokenDataset:
         "dtype": "uint16",
     }
     return TokenDataset(path, meta, tokenizer, split_paths, np.dtype("uint16"))
+
+
+def _check_bin(bin_path: Path, dtype: np.dtype, expected_tokens: Any) -> None:
+    """Refuse a bin that is not whole tokens, or not the count meta.json recorded: cut short or from another run.
+
+    Checked once when the dataset is opened, so training never meets it as a memory-map error mid-run.
+    """
+    size = bin_path.stat().st_size
+    fix = f"prepare it again: hellogpt prepare SOURCE --out {bin_path.parent} --force"
+    if size % dtype.itemsize:
+        raise UserError(
+            f"{bin_path} is {size:,} bytes, not a whole number of {dtype.name} tokens ({dtype.itemsize} bytes each): "
+            f"it was cut short or damaged; {fix}"
+        )
+    tokens = size // dtype.itemsize
+    # Folders written before meta.json recorded the counts (or by hand) have none to compare with.
+    if isinstance(expected_tokens, int) and not isinstance(expected_tokens, bool) and tokens != expected_tokens:
+        raise UserError(
+            f"{bin_path} holds {tokens:,} tokens but {bin_path.parent / META_FILE} records {expected_tokens:,}: "
+            f"the bin and its meta come from different runs or the bin was cut short; {fix}"
+        )
 
 
 def read_meta(path: Path) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Sources -> train.bin / val.bin / meta.json: tokenise a corpus once so training only memory-maps ids.
 
 Documents stream through in chunks cut at whitespace, are encoded in batches on a thread pool
-(tiktoken releases the GIL while it encodes) and appended to temporary bins, which are renamed
-only when everything is written.
+(tiktoken releases the GIL while it encodes) and appended to temporary bins, which are fsynced and
+renamed only when everything is written.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +20,8 @@ from typing import Any, BinaryIO, Optional
 
 import numpy as np
 
-from hellogpt import __version__
+from hellogpt import __version__, files
+from hellogpt.config.schema import DataConfig
 from hellogpt.data.loader import META_FILE, split_file_name
 from hellogpt.data.sources import (
     Document,
@@ -30,13 +31,17 @@ from hellogpt.data.sources import (
     hash_sources,
     read_text_chunks,
 )
-from hellogpt.data.tokenizer import CharTokenizer, Gpt2Tokenizer, Tokenizer, gpt2_tokenizer
+from hellogpt.data.tokenizer import TOKENIZER_NAMES, CharTokenizer, Gpt2Tokenizer, Tokenizer, gpt2_tokenizer
 from hellogpt.errors import UserError
 
 FORMAT_NAME = "hellogpt-tokens"
 FORMAT_VERSION = 1
-TOKENIZER_NAMES = ("gpt2", "char")
+# The schema is the one home of a setting's default; `prepare` and its command take theirs from it.
+DEFAULT_TOKENIZER: str = DataConfig.model_fields["tokenizer"].default
+DEFAULT_VAL_FRACTION: float = DataConfig.model_fields["val_fraction"].default
 ENCODING_ERROR_MODES = ("strict", "replace")
+# What a failed write of the dataset suggests besides freeing space.
+WRITE_ELSEWHERE = "choose another --out"
 CHAR_DOCUMENT_SEPARATOR = "\n\n"
 DEFAULT_CHUNK_CHARS = 64 * 1024
 # Characters handed to the encoding threads at once: many chunks to keep every core busy, while the
@@ -77,8 +82,8 @@ class SplitPlan:
 def prepare_dataset(
     sources: list[str],
     out_dir: Path,
-    tokenizer: str = "gpt2",
-    val_fraction: float = 0.1,
+    tokenizer: str = DEFAULT_TOKENIZER,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     glob: str = "*.txt",
     force: bool = False,
     encoding_errors: str = "strict",
@@ -319,66 +324,80 @@ def _usable_cores() -> int:
 
 
 class _DatasetWriter:
-    """Appends ids to temporary bins in the output folder; `commit` renames them, `discard` removes them."""
+    """Appends ids to temporary bins in the output folder; `commit` fsyncs and renames them, `discard` removes them.
+
+    A failed write (full disk, read-only, permission) removes the temporary files and is raised as one line
+    naming the file; whatever the folder held before is left as it was.
+    """
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.created_dir = not out_dir.exists()
         self._files: dict[str, BinaryIO] = {}
+        self._temp_paths: dict[str, Path] = {}
         self._counts = {"train": 0, "val": 0}
-        self._temp_paths: list[Path] = []
         if out_dir.exists() and not out_dir.is_dir():
             raise UserError(f"--out {out_dir} is a file, not a folder: choose another --out")
-        try:
+        with self._reported_as(out_dir):
             out_dir.mkdir(parents=True, exist_ok=True)
-            for split in ("train", "val"):
-                self._files[split] = self._temp_file(split_file_name(split))
-        except OSError as error:
-            self.discard()
-            raise UserError(f"cannot write to {out_dir} ({error.strerror}): choose another --out") from None
-
-    def _temp_file(self, final_name: str) -> BinaryIO:
-        """A new hidden file beside the final one (created with the user's umask, unlike mkstemp's 0600)."""
-        path = self.out_dir / f".{final_name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        handle = path.open("xb")
-        self._temp_paths.append(path)
-        return handle
+        for split in ("train", "val"):
+            self._open_temp_file(split_file_name(split))
 
     def write(self, split: str, ids: np.ndarray) -> None:
-        try:
-            ids.tofile(self._files[split])
-        except OSError as error:
-            raise UserError(f"writing {self.out_dir} failed ({error.strerror}): free some space or choose another --out") from None
+        """Append `ids` as raw bytes (through `write`, not `tofile`, so any file object will do)."""
+        name = split_file_name(split)
+        with self._reported_as(self.out_dir / name):
+            self._files[name].write(memoryview(np.ascontiguousarray(ids)).cast("B"))
         self._counts[split] += len(ids)
 
     def token_counts(self) -> dict[str, int]:
         return dict(self._counts)
 
     def commit(self, meta: dict[str, Any]) -> None:
-        """Rename the bins into place, meta.json last: a folder with a meta.json is always complete."""
-        try:
-            meta_file = self._temp_file(META_FILE)
-            meta_file.write(json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
-            for handle in self._files.values():
+        """Fsync every file, then rename them into place, meta.json last: a folder with a meta.json is complete."""
+        self._open_temp_file(META_FILE)
+        with self._reported_as(self.out_dir / META_FILE):
+            self._files[META_FILE].write(json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+        for name, handle in self._files.items():
+            with self._reported_as(self.out_dir / name):
+                handle.flush()
+                os.fsync(handle.fileno())
                 handle.close()
-            meta_file.close()
+        bins = [name for name in self._temp_paths if name != META_FILE]
+        with self._reported_as(self.out_dir / META_FILE):
             (self.out_dir / META_FILE).unlink(missing_ok=True)
-            for split, handle in self._files.items():
-                os.replace(handle.name, self.out_dir / split_file_name(split))
-            os.replace(meta_file.name, self.out_dir / META_FILE)
-        except OSError as error:
-            raise UserError(f"writing {self.out_dir} failed ({error.strerror}): free some space or choose another --out") from None
+        for name in [*bins, META_FILE]:
+            with self._reported_as(self.out_dir / name):
+                os.replace(self._temp_paths[name], self.out_dir / name)
         self._temp_paths.clear()
+        files.fsync_directory(self.out_dir)
 
     def discard(self) -> None:
         """Remove every temporary file (and the output folder when this run created it and it is empty)."""
         for handle in self._files.values():
-            handle.close()
-        for path in self._temp_paths:
+            with suppress(OSError):
+                handle.close()  # closing flushes, which fails again on a full disk
+        for path in self._temp_paths.values():
             path.unlink(missing_ok=True)
         self._temp_paths.clear()
         if self.created_dir and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
             self.out_dir.rmdir()
+
+    def _open_temp_file(self, final_name: str) -> None:
+        """A new hidden file beside the final one, created with the user's umask."""
+        path = files.temporary_path(self.out_dir / final_name)
+        with self._reported_as(self.out_dir / final_name):
+            self._files[final_name] = files.open_for_writing(path, "xb")
+        self._temp_paths[final_name] = path
+
+    @contextmanager
+    def _reported_as(self, path: Path) -> Iterator[None]:
+        """Turn a failed write into one line naming `path`, after removing the temporary files."""
+        try:
+            yield
+        except OSError as error:
+            self.discard()
+            raise files.write_error(error, path, WRITE_ELSEWHERE) from None
 
 
 def _up_to_date_meta(out_dir: Path, source_entries: list[dict[str, Any]], settings: dict[str, Any]) -> Optional[dict[str, Any]]:

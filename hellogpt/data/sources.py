@@ -1,4 +1,4 @@
-"""Where `prepare` reads text: .txt files, folders of them, and the built-in `builtin:pydoc` corpus.
+"""Where `prepare` reads text: .txt files, folders of them, and the built-in corpora (`builtin:NAME`).
 
 Documents are read as streams of text chunks cut at whitespace boundaries, so a 1 GB corpus is
 tokenised in bounded memory and in parallel, with exactly the ids the whole text would get.
@@ -11,8 +11,9 @@ import hashlib
 import io
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
@@ -20,6 +21,8 @@ from hellogpt.errors import UserError
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_PYDOC = "builtin:pydoc"
+# The public-domain texts of the seed workflow, shipped as package data (provenance in each SOURCES.md).
+CORPORA_DIR = Path(__file__).parent / "corpora"
 READ_BLOCK_BYTES = 1 << 20
 # GPT-2's pre-tokeniser never joins a non-space character with the whitespace after it, so a text
 # cut where a whitespace run starts encodes to the same ids as the whole text. Line ends first.
@@ -32,7 +35,8 @@ FORCED_CUT_CHARS = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Document:
-    """One text of the corpus: a file, or one help topic of builtin:pydoc; `source` groups them in meta.json."""
+    """One text of the corpus: a file, or one help topic of builtin:pydoc; `source` groups them in meta.json
+    (a file's own path, or the name of the built-in corpus it belongs to)."""
 
     name: str
     source: str
@@ -58,7 +62,7 @@ class TextChunk:
 def collect_documents(sources: list[str], glob: str = "*.txt") -> list[Document]:
     """Every document the sources name, in a stable order (files sorted within a folder), each once."""
     if not sources:
-        raise UserError("no SOURCE given: name a .txt file, a folder of them, or builtin:pydoc")
+        raise UserError(f"no SOURCE given: name a .txt file, a folder of them, or one of {_builtin_names()}")
     documents: list[Document] = []
     seen: set[str] = set()
     for source in sources:
@@ -72,12 +76,14 @@ def collect_documents(sources: list[str], glob: str = "*.txt") -> list[Document]
 
 def _documents_of(source: str, glob: str) -> list[Document]:
     if source.startswith(BUILTIN_PREFIX):
-        if source != BUILTIN_PYDOC:
-            raise UserError(f"unknown built-in corpus {source!r}: the only one is {BUILTIN_PYDOC}")
-        return pydoc_documents()
+        if source not in BUILTIN_CORPORA:
+            raise UserError(f"unknown built-in corpus {source!r}: choose one of {_builtin_names()}")
+        return BUILTIN_CORPORA[source]()
     path = Path(source).expanduser()
     if not path.exists():
-        raise UserError(f"source {source} does not exist: give a .txt file, a folder of text files, or {BUILTIN_PYDOC}")
+        raise UserError(
+            f"source {source} does not exist: give a .txt file, a folder of text files, or one of {_builtin_names()}"
+        )
     if path.is_file():
         return [_file_document(path)]
     files = sorted(candidate for candidate in path.rglob(glob) if candidate.is_file())
@@ -102,6 +108,25 @@ def pydoc_documents() -> list[Document]:
         Document(name=f"{BUILTIN_PYDOC}/{topic}", source=BUILTIN_PYDOC, size=len(data), content=data)
         for topic, data in ((topic, topics[topic].encode("utf-8")) for topic in sorted(topics))
     ]
+
+
+def shipped_documents(name: str) -> list[Document]:
+    """The .txt files of a corpus shipped in hellogpt/data/corpora/NAME, sorted as a folder source is."""
+    source = f"{BUILTIN_PREFIX}{name}"
+    files = sorted((CORPORA_DIR / name).glob("*.txt"))
+    return [Document(name=f"{source}/{file.name}", source=source, size=file.stat().st_size, path=file) for file in files]
+
+
+# Every built-in corpus: its name on the command line and how to list its documents.
+BUILTIN_CORPORA: dict[str, Callable[[], list[Document]]] = {
+    BUILTIN_PYDOC: pydoc_documents,
+    "builtin:edgar_poe": partial(shipped_documents, "edgar_poe"),
+    "builtin:poems": partial(shipped_documents, "poems"),
+}
+
+
+def _builtin_names() -> str:
+    return ", ".join(BUILTIN_CORPORA)
 
 
 def hash_sources(documents: list[Document]) -> list[dict[str, object]]:

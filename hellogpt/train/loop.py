@@ -74,6 +74,8 @@ PROGRESS_EVERY_SECONDS = 2.0
 FORWARD_SHARE_OF_STEP = 1 / 3
 # Until a save has been timed, --max-time assumes the checkpoint is written this fast.
 ASSUMED_SAVE_BYTES_PER_SECOND = 200e6
+# Under --max-time the closing evaluation may take at most this share of the budget (it is cut to fit).
+CLOSING_EVAL_SHARE = 0.1
 
 
 def train(
@@ -168,19 +170,30 @@ class _TimeBudget:
         """True when `work_seconds` more, then the closing work, would run past the budget."""
         return self.seconds is not None and work_seconds + closing_seconds > self.remaining()
 
-    def closing_seconds(self, eval_batches: int, save_estimate: float) -> float:
-        batch = self.eval_batch_seconds
-        if batch is None:
-            batch = self.micro_step_seconds * FORWARD_SHARE_OF_STEP
-        return batch * eval_batches + (self.save_seconds if self.save_seconds is not None else save_estimate)
+    def eval_batch_seconds_estimate(self) -> float:
+        if self.eval_batch_seconds is not None:
+            return self.eval_batch_seconds
+        return self.micro_step_seconds * FORWARD_SHARE_OF_STEP
+
+    def closing_eval_batches(self, wanted: int) -> int:
+        """Eval batches per split for the closing evaluation: all of them, unless that would take more than
+        CLOSING_EVAL_SHARE of the budget (a 10-minute run should not spend 8 minutes evaluating)."""
+        batch = self.eval_batch_seconds_estimate()
+        if self.seconds is None or batch <= 0:
+            return wanted
+        return max(1, min(wanted, int(CLOSING_EVAL_SHARE * self.seconds / (2 * batch))))
+
+    def closing_seconds(self, wanted_batches: int, save_estimate: float) -> float:
+        save = self.save_seconds if self.save_seconds is not None else save_estimate
+        return 2 * self.closing_eval_batches(wanted_batches) * self.eval_batch_seconds_estimate() + save
 
     def affordable_eval_batches(self, wanted: int, save_estimate: float) -> int:
         """Eval batches per split that still fit (at least one): the closing evaluation is cut to fit."""
-        batch = self.eval_batch_seconds or self.micro_step_seconds * FORWARD_SHARE_OF_STEP
+        batch = self.eval_batch_seconds_estimate()
         if self.seconds is None or batch <= 0:
             return wanted
         save = self.save_seconds if self.save_seconds is not None else save_estimate
-        return max(1, min(wanted, int((self.remaining() - save) / (2 * batch))))
+        return max(1, min(self.closing_eval_batches(wanted), int((self.remaining() - save) / (2 * batch))))
 
 
 @dataclass
@@ -341,6 +354,7 @@ class _Run:
             self.scaler.unscale_(self.optimizer)
         max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        budget.micro_step_seconds = (time.perf_counter() - started) / self.accumulation_steps
         return total_loss, float(grad_norm), None
 
     def _apply_update(self) -> None:
@@ -361,8 +375,7 @@ class _Run:
 
     def _closing_seconds(self, budget: _TimeBudget) -> float:
         """The closing evaluation (both splits, this rank's share) and save, measured or estimated."""
-        eval_batches = 2 * math.ceil(self.config.train.eval_iters / self.context.world_size)
-        return budget.closing_seconds(eval_batches, self._save_estimate())
+        return budget.closing_seconds(math.ceil(self.config.train.eval_iters / self.context.world_size), self._save_estimate())
 
     def _save_estimate(self) -> float:
         """Until a save is timed: weights and AdamW's two moments at a modest disk speed."""
@@ -433,8 +446,7 @@ class _Run:
         """Evaluate, then save: a new best to the checkpoint, other states per always_save_checkpoint, and the
         final state always. False when a stop cut the evaluation short (it then runs first on --resume).
 
-        A closing evaluation under --max-time uses as many of its batches as still fit; a shortened one
-        is shown but never counts as a new best (it is noisier than the full ones it would be compared with).
+        A closing evaluation under --max-time uses as many of its batches as fit in its share of the budget.
         """
         state, train_config, budget = self.state, self.config.train, self.budget
         wanted = train_config.eval_iters
@@ -449,7 +461,8 @@ class _Run:
         budget.eval_batch_seconds = (time.perf_counter() - eval_started) / (2 * math.ceil(batches / self.context.world_size))
         state.pending_eval, state.last_eval_step = False, state.step
         state.train_loss, state.val_loss = losses["train"], losses["val"]
-        is_best = batches == wanted and (state.best_val_loss is None or losses["val"] < state.best_val_loss)
+        # A shortened evaluation is noisier than the full ones: it may be the first best, never a better one.
+        is_best = state.best_val_loss is None or (batches == wanted and losses["val"] < state.best_val_loss)
         if is_best:
             state.best_val_loss = losses["val"]
         with_sample = finishing and self.context.is_main and not budget.cannot_fit(budget.eval_batch_seconds, 0.0)

@@ -2,44 +2,53 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
+from hellogpt.chat import ReplyStats
 from hellogpt.cli import app
+from hellogpt.cli.chat import _TerminalView
 from hellogpt.config.schema import RunConfig
-from hellogpt.data.tokenizer import CharTokenizer
+from hellogpt.data.tokenizer import CharTokenizer, Tokenizer
 from hellogpt.generate import stream_tokens
-from hellogpt.train.checkpoint import save_checkpoint
+from hellogpt.model.gpt import GPT
+from hellogpt.train.checkpoint import Checkpoint, save_checkpoint
 from tests.test_generate import make_model
 
 CHARS = "\n !',.?abcdefghijklmnopqrstuvwxyz"
 FP32 = ["--set", "system.dtype=float32", "--device", "cpu"]
 
 
+def write_checkpoint(path: Path, model: GPT, tokenizer: Tokenizer, **sample: object) -> Path:
+    """Save `model` as a hellogpt checkpoint at `path` whose config's `sample` section has `sample` laid over it."""
+    config = RunConfig().model_dump(mode="json")
+    config["sample"].update(sample)
+    save_checkpoint(path, Checkpoint(
+        model_args=model.config, model=model.state_dict(), step=10, train_loss=2.5, val_loss=2.6, best_val_loss=2.6,
+        config=config, tokenizer=tokenizer.description(), origin={"kind": "scratch"}, run_name="tiny",
+    ))
+    return path
+
+
 @pytest.fixture()
 def checkpoint(tmp_path: Path) -> Path:
-    """A tiny char-level checkpoint in the contract-3 format whose config asks for 7 new tokens."""
+    """A tiny char-level checkpoint whose config asks for 7 new tokens."""
     tokenizer = CharTokenizer(CHARS)
     model = make_model(block_size=32, vocab_size=tokenizer.vocab_size)
-    config = RunConfig().model_dump(mode="json")
-    config["sample"].update(max_new_tokens=7, temperature=0.8, top_k=5)
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, {
-        "model_args": model.config.to_dict(), "model": model.state_dict(), "optimizer": None, "scaler": None,
-        "step": 10, "train_loss": 2.5, "val_loss": 2.6, "best_val_loss": 2.6, "config": config,
-        "tokenizer": tokenizer.description(), "rng": None, "sampler": None, "origin": {"kind": "scratch"},
-        "run_name": "tiny",
-    })
-    return path
+    return write_checkpoint(tmp_path / "tiny.pt", model, tokenizer, max_new_tokens=7, temperature=0.8, top_k=5)
 
 
 def greedy_completion(prompt: str, new_tokens: int) -> str:
     tokenizer = CharTokenizer(CHARS)
     model = make_model(block_size=32, vocab_size=tokenizer.vocab_size)
-    ids = stream_tokens(model, tokenizer.encode(prompt), max_new_tokens=new_tokens, temperature=0.0)
+    ids = stream_tokens(
+        model, tokenizer.encode(prompt), max_new_tokens=new_tokens, temperature=0.0, vocab_size=tokenizer.vocab_size
+    )
     return tokenizer.decode(list(ids))
 
 
@@ -80,6 +89,39 @@ def test_a_prompt_longer_than_the_context_is_noticed_on_stderr(checkpoint: Path)
     assert result.exit_code == 0
     assert result.stderr.count("most recent") == 1 and "most recent" not in result.stdout
     assert result.stdout == greedy_completion("a" * 32, 7) + "\n"
+
+
+def test_a_note_during_a_completion_waits_for_its_line_to_end(checkpoint: Path) -> None:
+    result = run("-k", str(checkpoint), "--prompt", "a" * 30, "-t", "0", *FP32)  # the reply outgrows 32 tokens
+    assert result.exit_code == 0, result.output
+    assert result.stdout == greedy_completion("a" * 30, 7) + "\n"
+    assert result.output == result.stdout + "note: the context is longer than the model's 32 tokens: " \
+        "only the most recent ones are used\n"
+
+
+def terminal_view() -> tuple[_TerminalView, io.StringIO]:
+    """The REPL's view, with its stdout and stderr consoles writing into one buffer, as a terminal shows them."""
+    screen = io.StringIO()
+    console = lambda: Console(file=screen, width=200, highlight=False, no_color=True)  # noqa: E731
+    return _TerminalView(console(), console()), screen
+
+
+def test_a_note_in_the_middle_of_a_reply_starts_on_its_own_line() -> None:
+    view, screen = terminal_view()
+    view.show_reply_piece("the raven")
+    view.show_notice("the context is longer than the model's 32 tokens")
+    view.show_reply_end(ReplyStats(tokens=2, seconds=1.0))
+    assert screen.getvalue().splitlines() == [
+        "the raven", "the context is longer than the model's 32 tokens", "2 tokens, 2.0 tokens/s",
+    ]
+
+
+def test_an_error_in_the_middle_of_a_reply_starts_on_its_own_line() -> None:
+    view, screen = terminal_view()
+    view.show_reply_piece("nevermore")
+    view.show_error("the reply failed (RuntimeError: [boom])")
+    view.show_notice("a note")
+    assert screen.getvalue().splitlines() == ["nevermore", "error: the reply failed (RuntimeError: [boom])", "a note"]
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,15 @@ from typer.testing import CliRunner
 from hellogpt.cli import app
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.hf import CHAR_VOCABULARY_FILE
-from hellogpt.train.checkpoint import load_checkpoint, save_checkpoint
+from hellogpt.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from tests.model.test_hf import GPT2_VOCAB, our_logits, random_ids, tiny_payload
+
+
+def as_checkpoint(payload: dict, **fields: object) -> Checkpoint:
+    """tests.model.test_hf's payload dicts as the checkpoints `hellogpt export` reads."""
+    return Checkpoint(
+        model_args=GPTConfig(**payload["model_args"]), model=payload["model"], tokenizer=payload["tokenizer"], **fields
+    )
 
 
 @pytest.mark.slow
@@ -29,7 +36,8 @@ def test_trained_checkpoint_survives_the_export_command(tmp_path: Path) -> None:
         loss.backward()
         optimizer.step()
     checkpoint_path = tmp_path / "trained.pt"
-    save_checkpoint(checkpoint_path, {**payload, "model": model.state_dict(), "step": 5, "origin": {"kind": "scratch"}})
+    trained = as_checkpoint({**payload, "model": model.state_dict()}, step=5, origin={"kind": "scratch"})
+    save_checkpoint(checkpoint_path, trained)
 
     result = CliRunner().invoke(app, ["export", str(checkpoint_path), str(tmp_path / "exported")])
     assert result.exit_code == 0, result.output
@@ -39,13 +47,13 @@ def test_trained_checkpoint_survives_the_export_command(tmp_path: Path) -> None:
     ids = random_ids(50, seed=6)
     with torch.no_grad():
         theirs = hf_model(ids).logits
-    ours = our_logits(load_checkpoint(checkpoint_path), ids)[..., :GPT2_VOCAB]
+    ours = our_logits(load_checkpoint(checkpoint_path).to_payload(), ids)[..., :GPT2_VOCAB]
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
 
 
 def test_export_command_refuses_an_existing_directory_in_one_line(tmp_path: Path) -> None:
     checkpoint_path = tmp_path / "tiny.pt"
-    save_checkpoint(checkpoint_path, tiny_payload())
+    save_checkpoint(checkpoint_path, as_checkpoint(tiny_payload()))
     (tmp_path / "exported").mkdir()
     result = CliRunner().invoke(app, ["export", str(checkpoint_path), str(tmp_path / "exported")])
     assert result.exit_code == 2
@@ -57,7 +65,9 @@ def test_export_command_refuses_an_existing_directory_in_one_line(tmp_path: Path
 def test_export_command_says_a_char_model_has_no_transformers_tokenizer(tmp_path: Path) -> None:
     checkpoint_path = tmp_path / "shakespeare_char.pt"
     chars = "".join(map(chr, range(32, 97)))
-    save_checkpoint(checkpoint_path, tiny_payload(vocab_size=len(chars), tokenizer={"kind": "char", "chars": chars}))
+    save_checkpoint(
+        checkpoint_path, as_checkpoint(tiny_payload(vocab_size=len(chars), tokenizer={"kind": "char", "chars": chars}))
+    )
     result = CliRunner().invoke(app, ["export", str(checkpoint_path), str(tmp_path / "exported")])
     assert result.exit_code == 0, result.output
     assert f"no transformers tokenizer; its characters (id order) are in {CHAR_VOCABULARY_FILE}" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -29,9 +30,9 @@ def small_text(tmp_path: Path) -> Path:
     return path
 
 
-def test_prepare_writes_the_dataset_and_says_what_it_wrote(shared_data: Path, tmp_path: Path) -> None:
+def test_prepare_writes_the_dataset_and_says_what_it_wrote(poems_dir: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "poems"
-    result = runner.invoke(app, ["prepare", str(shared_data / "poems"), "--out", str(out_dir)])
+    result = runner.invoke(app, ["prepare", str(poems_dir), "--out", str(out_dir)])
     assert result.exit_code == 0, result.output
     assert f"wrote {out_dir}:" in result.stdout and "gpt2" in result.stdout
     assert sorted(path.name for path in out_dir.iterdir()) == ["meta.json", "train.bin", "val.bin"]
@@ -58,6 +59,21 @@ def test_builtin_pydoc_defaults_to_data_pydoc(tmp_path: Path, monkeypatch: pytes
     result = runner.invoke(app, ["prepare", "builtin:pydoc", "--tokenizer", "char"])
     assert result.exit_code == 0, result.output
     assert "wrote data/pydoc" in result.stdout
+
+
+def test_builtin_poems_prepares_the_same_ids_as_the_poems_folder(
+    poems_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["prepare", "builtin:poems"])
+    assert result.exit_code == 0, result.output
+    assert "wrote data/poems" in result.stdout
+    from_folder = tmp_path / "from-folder"
+    assert runner.invoke(app, ["prepare", str(poems_dir), "--out", str(from_folder)]).exit_code == 0
+    for split in ("train.bin", "val.bin"):
+        builtin_ids = np.fromfile(tmp_path / "data" / "poems" / split, dtype=np.uint16)
+        folder_ids = np.fromfile(from_folder / split, dtype=np.uint16)
+        assert builtin_ids.size > 0 and np.array_equal(builtin_ids, folder_ids), split
 
 
 def test_a_missing_path_is_one_line(tmp_path: Path) -> None:

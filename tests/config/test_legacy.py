@@ -9,11 +9,16 @@ import yaml
 
 from hellogpt.config.layers import resolve_config
 from hellogpt.config.legacy import LEGACY_KEYS
+from hellogpt.config.schema import RunConfig
+
+
+def without_data_source(config: RunConfig) -> RunConfig:
+    """The config with no `data.source`: the profiles name the shipped corpus to prepare their dataset
+    from (the old tool had no such key and expected it prepared by hand); every other value must match."""
+    return config.model_copy(update={"data": config.data.model_copy(update={"source": None})})
 
 
 def test_legacy_table_maps_onto_real_schema_keys() -> None:
-    from hellogpt.config.schema import RunConfig
-
     for old_key, dotted in LEGACY_KEYS.items():
         section, key = dotted.split(".")
         assert key in RunConfig.model_fields[section].annotation.model_fields, old_key
@@ -49,7 +54,9 @@ def test_edgar_poe_config_ext_matches_the_edgar_poe_profile(seed_configs: Path) 
     assert from_seed.data.dataset == "edgar_poe"
     assert from_seed.train.checkpoint_name == "edgar_poe.pt"
     assert (from_seed.train.batch_size, from_seed.model.block_size, from_seed.optim.beta2) == (16, 256, 0.99)
-    assert from_seed == resolve_config("edgar_poe").config
+    profile = resolve_config("edgar_poe").config
+    assert profile.data.source == "builtin:edgar_poe"
+    assert from_seed == without_data_source(profile)
 
 
 def test_poems_config_from_poe_matches_the_poems_profile(seed_configs: Path) -> None:
@@ -57,7 +64,9 @@ def test_poems_config_from_poe_matches_the_poems_profile(seed_configs: Path) -> 
     from_seed = resolve_config(config_files=[path]).config
     assert from_seed.train.checkpoint_name == "poems_from_poe.pt"
     assert from_seed.optim.learning_rate == 1e-5 and from_seed.train.max_iters == 2001
-    assert from_seed == resolve_config("poems").config
+    profile = resolve_config("poems").config
+    assert profile.data.source == "builtin:poems"
+    assert from_seed == without_data_source(profile)
 
 
 def test_poems_config_from_hug_matches_the_gpt2_tune_profile(seed_configs: Path) -> None:
@@ -66,7 +75,9 @@ def test_poems_config_from_hug_matches_the_gpt2_tune_profile(seed_configs: Path)
     # The file sets gradient_accumulation_steps twice; YAML keeps the last (32), as the old tool did.
     assert (from_seed.train.batch_size, from_seed.train.gradient_accumulation_steps) == (2, 32)
     assert from_seed.optim.decay_lr is False and from_seed.train.checkpoint_name == "poems_hugs.pt"
-    assert from_seed == resolve_config("gpt2-tune").config
+    profile = resolve_config("gpt2-tune").config
+    assert profile.data.source == "builtin:poems"
+    assert from_seed == without_data_source(profile)
 
 
 def test_old_layering_order_is_kept(seed_configs: Path) -> None:

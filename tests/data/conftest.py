@@ -1,4 +1,4 @@
-"""The poems corpus beside the repository, prepared once per session for the data tests."""
+"""The poems corpus shipped with the package, prepared once per session for the data tests."""
 
 from __future__ import annotations
 
@@ -7,11 +7,6 @@ from pathlib import Path
 import pytest
 
 from hellogpt.data.prepare import PrepareResult, prepare_dataset
-
-
-@pytest.fixture(scope="session")
-def poems_dir(shared_data: Path) -> Path:
-    return shared_data / "poems"
 
 
 @pytest.fixture(scope="session")

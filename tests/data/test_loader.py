@@ -107,3 +107,43 @@ def test_describe_dataset_reports_what_info_shows(prepared_poems: PrepareResult)
     assert len(description["sources"]) == 5
     assert description["created_by"] == json.loads((prepared_poems.out_dir / "meta.json").read_text())["hellogpt_version"]
     json.dumps(description)
+
+
+def _char_dataset(tmp_path: Path) -> Path:
+    source = tmp_path / "a.txt"
+    source.write_text("hello there\n" * 100)
+    return prepare_dataset([str(source)], tmp_path / "out", tokenizer="char").out_dir
+
+
+def test_a_bin_that_is_not_whole_tokens_is_refused_on_open(tmp_path: Path) -> None:
+    out_dir = _char_dataset(tmp_path)
+    with open(out_dir / "train.bin", "ab") as train_bin:
+        train_bin.write(b"\x00")
+    with pytest.raises(UserError, match=r"train.bin is .* bytes, not a whole number of uint16 tokens.*--force"):
+        open_dataset(out_dir)
+
+
+def test_a_bin_whose_count_differs_from_meta_is_refused_on_open(tmp_path: Path) -> None:
+    out_dir = _char_dataset(tmp_path)
+    with open(out_dir / "val.bin", "ab") as val_bin:
+        val_bin.write(b"\x00\x00")
+    with pytest.raises(UserError, match=r"val.bin holds \d+ tokens but .*meta.json records \d+.*--force"):
+        open_dataset(out_dir)
+
+
+def test_a_meta_without_token_counts_still_opens(tmp_path: Path) -> None:
+    out_dir = _char_dataset(tmp_path)
+    meta = json.loads((out_dir / "meta.json").read_text())
+    del meta["train_tokens"], meta["val_tokens"]
+    (out_dir / "meta.json").write_text(json.dumps(meta))
+    with open(out_dir / "train.bin", "ab") as train_bin:
+        train_bin.write(b"\x00\x00")  # nothing to compare the count with
+    assert open_dataset(out_dir).num_tokens("train") > 0
+
+
+def test_an_old_tool_bin_of_an_odd_size_is_refused(tmp_path: Path) -> None:
+    folder = _write_legacy_folder(tmp_path / "old", np.arange(100), np.arange(20))
+    with open(folder / "train.bin", "ab") as train_bin:
+        train_bin.write(b"\x00")
+    with pytest.raises(UserError, match=r"train.bin is 201 bytes, not a whole number of uint16 tokens"):
+        open_dataset(folder)

@@ -247,3 +247,36 @@ def test_files_inside_the_output_folder_are_not_read_as_sources(tmp_path: Path) 
     again = prepare_dataset([str(tmp_path)], out_dir, glob="*", tokenizer="char")
     assert [Path(source["path"]).name for source in first.meta["sources"]] == ["story.txt"]
     assert again.skipped
+
+
+def test_defaults_come_from_the_config_schema() -> None:
+    import inspect
+
+    from hellogpt.config.schema import DataConfig
+
+    defaults = inspect.signature(prepare_dataset).parameters
+    assert defaults["val_fraction"].default == DataConfig.model_fields["val_fraction"].default
+    assert defaults["tokenizer"].default == DataConfig.model_fields["tokenizer"].default
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name file descriptors")
+def test_every_file_and_the_folder_are_fsynced_before_they_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    source = tmp_path / "a.txt"
+    source.write_text("some text\n" * 50)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    out_dir = prepare_dataset([str(source)], tmp_path / "out", tokenizer="char").out_dir
+    synced_names = [Path(path).name for path in synced]
+    for name in ("train.bin", "val.bin", "meta.json"):
+        assert any(synced_name.startswith(f".{name}.") for synced_name in synced_names), synced_names
+    assert str(out_dir) in synced  # the folder, so that the renames last

@@ -1,4 +1,4 @@
-"""Reading sources: chunks cut where GPT-2 ids cannot change, exact byte offsets, default names."""
+"""Reading sources: chunks cut where GPT-2 ids cannot change, exact byte offsets, default names, built-ins."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 import hellogpt.data.sources as sources
-from hellogpt.data.sources import Document, default_dataset_name, read_text_chunks
+from hellogpt.data.sources import (
+    BUILTIN_CORPORA,
+    Document,
+    collect_documents,
+    default_dataset_name,
+    hash_sources,
+    read_text_chunks,
+)
 from hellogpt.data.tokenizer import gpt2_tokenizer
 from hellogpt.errors import UserError
 
@@ -49,6 +56,8 @@ def test_default_names_come_from_the_sources(tmp_path: Path) -> None:
     (tmp_path / "my.books").mkdir()
     (tmp_path / "notes.txt").write_text("x")
     assert default_dataset_name(["builtin:pydoc"]) == "pydoc"
+    assert default_dataset_name(["builtin:poems"]) == "poems"
+    assert default_dataset_name(["builtin:edgar_poe"]) == "edgar_poe"
     assert default_dataset_name([str(tmp_path / "notes.txt")]) == "notes"
     assert default_dataset_name([str(tmp_path / "my.books")]) == "my.books"
 
@@ -59,3 +68,35 @@ def test_text_without_whitespace_is_still_cut_to_bound_memory(monkeypatch: pytes
     chunks = list(read_text_chunks(_document(b"x" * 200), encoding_errors="strict", chunk_chars=10))
     assert "".join(chunk.text for chunk in chunks) == "x" * 200
     assert max(len(chunk.text) for chunk in chunks) <= 50
+
+
+@pytest.mark.parametrize("name, files", [("edgar_poe", 5), ("poems", 5)])
+def test_a_shipped_corpus_is_its_text_files_sorted_under_the_builtin_name(name: str, files: int) -> None:
+    documents = collect_documents([f"builtin:{name}"])
+    assert len(documents) == files
+    assert [document.name for document in documents] == sorted(document.name for document in documents)
+    for document in documents:
+        assert document.source == f"builtin:{name}"
+        assert document.path is not None and document.path.suffix == ".txt"
+        assert document.name == f"builtin:{name}/{document.path.name}"
+        assert document.size == document.path.stat().st_size > 0
+
+
+def test_a_builtin_and_its_folder_are_the_same_files_in_the_same_order(poems_dir: Path) -> None:
+    builtin = collect_documents(["builtin:poems"])
+    folder = collect_documents([str(poems_dir)])
+    assert [document.path.resolve() for document in builtin] == [document.path.resolve() for document in folder]
+
+
+def test_meta_groups_a_builtin_corpus_under_its_name() -> None:
+    documents = collect_documents(["builtin:poems"])
+    [entry] = hash_sources(documents)
+    assert entry["path"] == "builtin:poems"
+    assert entry["size"] == sum(document.size for document in documents)
+
+
+def test_an_unknown_builtin_names_every_builtin() -> None:
+    with pytest.raises(UserError, match="unknown built-in corpus 'builtin:nope'") as raised:
+        collect_documents(["builtin:nope"])
+    assert set(BUILTIN_CORPORA) == {"builtin:pydoc", "builtin:edgar_poe", "builtin:poems"}
+    assert all(name in str(raised.value) for name in BUILTIN_CORPORA)

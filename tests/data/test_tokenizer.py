@@ -133,3 +133,22 @@ def test_char_encoding_an_unknown_character_names_it() -> None:
 def test_unknown_description_is_a_user_error() -> None:
     with pytest.raises(UserError, match="unknown tokenizer"):
         tokenizer_from_description({"kind": "sentencepiece"})
+
+
+def test_gpt2_facts_are_those_of_the_tokenizer_files() -> None:
+    from hellogpt.gpt2 import GPT2_END_OF_TEXT, GPT2_END_OF_TEXT_ID, GPT2_VOCAB_SIZE
+
+    tokenizer = gpt2_tokenizer()
+    assert tokenizer.vocab_size == GPT2_VOCAB_SIZE
+    assert tokenizer.eot_id == GPT2_END_OF_TEXT_ID
+    assert tokenizer.encoding.encode(GPT2_END_OF_TEXT, allowed_special="all") == [GPT2_END_OF_TEXT_ID]
+
+
+def test_the_tokenizer_names_are_those_the_config_accepts() -> None:
+    from typing import get_args
+
+    from hellogpt.config.schema import DataConfig
+    from hellogpt.data.tokenizer import TOKENIZER_NAMES
+
+    assert set(TOKENIZER_NAMES) == set(get_args(DataConfig.model_fields["tokenizer"].annotation))
+    assert DataConfig.model_fields["tokenizer"].default in TOKENIZER_NAMES

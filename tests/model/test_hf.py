@@ -208,13 +208,40 @@ def test_char_model_exports_weights_and_its_character_table(tmp_path: Path) -> N
 def test_export_refuses_an_existing_directory_unless_forced(tmp_path: Path) -> None:
     out_dir = tmp_path / "exported"
     out_dir.mkdir()
-    (out_dir / "old.txt").write_text("old")
     with pytest.raises(UserError, match="already exists.*--force"):
         export_checkpoint(tiny_payload(), out_dir)
     export_checkpoint(tiny_payload(), out_dir, force=True)
-    assert not (out_dir / "old.txt").exists()
     assert (out_dir / "model.safetensors").exists()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["exported"]  # no temporary directories left
+
+
+def test_force_replaces_a_previous_export_whole(tmp_path: Path) -> None:
+    chars = "\n !abcdefghijklmnopqrstuvwxyz"
+    out_dir = export_checkpoint(tiny_payload(vocab_size=len(chars), tokenizer={"kind": "char", "chars": chars}),
+                                tmp_path / "exported")
+    export_checkpoint(tiny_payload(seed=1), out_dir, force=True)
+    assert not (out_dir / CHAR_VOCABULARY_FILE).exists()  # nothing of the old export is left over
+    assert GPT2LMHeadModel.from_pretrained(out_dir).config.vocab_size == GPT2_VOCAB
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["exported"]
+
+
+def test_force_never_replaces_a_directory_holding_other_files(tmp_path: Path) -> None:
+    out_dir = export_checkpoint(tiny_payload(), tmp_path / "exported")
+    (out_dir / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=f"refusing to replace .*holds {out_dir / 'notes.txt'}"):
+        export_checkpoint(tiny_payload(seed=1), out_dir, force=True)
+    assert (out_dir / "notes.txt").read_text() == "mine"
+
+
+def test_exported_weights_read_back_with_the_safetensors_package(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    out_dir = export_checkpoint(tiny_payload(), tmp_path / "exported")
+    with safe_open(out_dir / "model.safetensors", framework="pt") as weights:
+        assert weights.metadata() == {"format": "pt"}
+        wte = weights.get_tensor("transformer.wte.weight")
+    assert wte.shape == (GPT2_VOCAB, 32)
+    torch.testing.assert_close(wte, tiny_payload()["model"]["transformer.wte.weight"][:GPT2_VOCAB], atol=0, rtol=0)
 
 
 @pytest.mark.slow
@@ -249,3 +276,22 @@ def test_offline_a_hub_name_loads_from_the_hf_home_cache(tmp_path: Path, hf_dir:
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "64 2 {'kind': 'huggingface', 'source': 'gpt2'}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name file descriptors")
+def test_export_fsyncs_every_file_and_its_directory_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    out_dir = export_checkpoint(tiny_payload(), tmp_path / "exported")
+    staged = {Path(path).name for path in synced if Path(path).parent.name.endswith(".tmp")}
+    assert staged == {path.name for path in out_dir.iterdir()}
+    assert any(Path(path).name.endswith(".tmp") for path in synced)  # the staging directory itself
+    assert str(tmp_path) in synced  # and the folder holding the renamed export

@@ -17,7 +17,6 @@ from hellogpt.cli import app
 from hellogpt.model.gpt import GPT
 from hellogpt.model.hf import load_pretrained
 
-POEMS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "poems"
 BLOCK_SIZE = 32
 # Chat picks bf16 on CPUs with native bf16; token-for-token comparisons with transformers need fp32.
 FP32 = ("--set", "system.dtype=float32")
@@ -42,10 +41,10 @@ def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def poems_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def poems_data(poems_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hellogpt.data.prepare import prepare_dataset
 
-    return prepare_dataset([str(POEMS)], tmp_path_factory.mktemp("data") / "poems").out_dir
+    return prepare_dataset([str(poems_dir)], tmp_path_factory.mktemp("data") / "poems").out_dir
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +108,9 @@ def test_tune_from_a_huggingface_directory_lowers_the_loss_on_poems(
     before = _validation_loss(pretrained, poems_data)
     after = _validation_loss(model_from_checkpoint(payload), poems_data)
     assert after < before - 1.0, (before, after)
-    assert payload["origin"] == {"kind": "huggingface", "source": str(hf_dir.resolve())}
-    assert payload["model_args"]["n_embd"] == 64 and payload["model_args"]["bias"] is True
-    assert payload["tokenizer"] == {"kind": "gpt2"}
+    assert payload.origin == {"kind": "huggingface", "source": str(hf_dir.resolve())}
+    assert payload.model_args.n_embd == 64 and payload.model_args.bias is True
+    assert payload.tokenizer == {"kind": "gpt2"}
 
 
 @pytest.mark.slow

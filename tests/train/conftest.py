@@ -11,7 +11,7 @@ import pytest
 
 from hellogpt.config.layers import ResolvedConfig, resolve_config
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+TINY_SHAKESPEARE = Path(__file__).resolve().parents[1] / "fixtures" / "tinyshakespeare.txt"
 TINY_TEXT_CHARS = 60_000
 
 
@@ -30,7 +30,8 @@ def write_char_dataset(folder: Path, text: str, val_fraction: float = 0.1) -> Pa
 
 
 def shakespeare_text(n_chars: int = TINY_TEXT_CHARS) -> str:
-    return (SHARED_DATA / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:n_chars]
+    """The first `n_chars` characters of tiny Shakespeare (the fixture holds about 100k)."""
+    return TINY_SHAKESPEARE.read_text(encoding="utf-8")[:n_chars]
 
 
 @pytest.fixture
