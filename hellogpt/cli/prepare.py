@@ -1,4 +1,4 @@
-"""`hellogpt prepare`: turn text files, folders or builtin:pydoc into token bins for training."""
+"""`hellogpt prepare`: turn text files, folders or a built-in corpus into token bins for training."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def prepare(
     sources: Annotated[
         list[str],
         typer.Argument(
-            help="A .txt file, a folder (searched recursively with --glob) or builtin:pydoc (Python's help texts).",
+            help="A .txt file, a folder (searched recursively with --glob), or a built-in corpus: builtin:pydoc "
+            "(Python's help texts), builtin:edgar_poe or builtin:poems (shipped public-domain texts).",
             show_default=False,
         ),
     ],

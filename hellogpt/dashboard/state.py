@@ -61,9 +61,15 @@ class RunState:
 
     @property
     def current_step(self) -> int:
+        """The last completed step, from whichever event said so last (steps are logged every log_interval)."""
+        known = [self.started.start_step if self.started else 0]
         if self.last_step is not None:
-            return self.last_step.step
-        return self.started.start_step if self.started else 0
+            known.append(self.last_step.step)
+        if self.last_eval is not None:
+            known.append(self.last_eval.step)
+        if self.in_progress is not None:
+            known.append(self.in_progress.step - (1 if self.in_progress.phase == "train" else 0))
+        return max(known)
 
     @property
     def max_steps(self) -> Optional[int]:
