@@ -1,13 +1,18 @@
-"""Options shared by the commands that take a run config (train, tune, chat, info config)."""
+"""Options shared by the commands that take a run config (train, tune, chat, info config).
+
+The config layers (pydantic models, YAML) load when a command resolves its config, not when the CLI
+starts: `hellogpt --help` stays fast.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from hellogpt.config.layers import Layer, ResolvedConfig, resolve_config
+if TYPE_CHECKING:
+    from hellogpt.config.layers import Layer, ResolvedConfig
 
 ProfileOption = Annotated[
     Optional[str],
@@ -30,4 +35,6 @@ def resolve_cli_config(
     defaults: Optional[Layer] = None,
 ) -> ResolvedConfig:
     """Resolve base -> profile -> files -> --set from the raw option values."""
+    from hellogpt.config.layers import resolve_config
+
     return resolve_config(profile, config_files or [], overrides or [], defaults=defaults)

@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from hellogpt.config.schema import DataConfig
 from hellogpt.data.tokenizer import TOKENIZER_NAMES
 from hellogpt.gpt2 import GPT2_VOCAB_SIZE
 
@@ -41,12 +40,22 @@ def prepare(
                      show_default=False),
     ] = None,
     tokenizer: Annotated[
-        TokenizerChoice,
-        typer.Option("--tokenizer", "-t", help=f"gpt2 (BPE, {GPT2_VOCAB_SIZE} ids) or char (one id per character)."),
-    ] = TokenizerChoice(DataConfig.model_fields["tokenizer"].default),
+        Optional[TokenizerChoice],
+        typer.Option(
+            "--tokenizer",
+            "-t",
+            help=f"gpt2 (BPE, {GPT2_VOCAB_SIZE} ids) or char (one id per character); default: data.tokenizer (gpt2).",
+            show_default=False,
+        ),
+    ] = None,
     val_fraction: Annotated[
-        float, typer.Option("--val-fraction", help="Share of the text kept for validation (whole documents when possible).")
-    ] = DataConfig.model_fields["val_fraction"].default,
+        Optional[float],
+        typer.Option(
+            "--val-fraction",
+            help="Share of the text kept for validation (whole documents when possible); default: data.val_fraction.",
+            show_default=False,
+        ),
+    ] = None,
     glob: Annotated[str, typer.Option("--glob", help="Which files of a folder to read.")] = "*.txt",
     force: Annotated[bool, typer.Option("--force", help="Prepare again even when the output is up to date.")] = False,
     encoding_errors: Annotated[
@@ -61,8 +70,10 @@ def prepare(
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+    from hellogpt.config.schema import DataConfig
     from hellogpt.data.prepare import default_out_dir, prepare_dataset
 
+    defaults = DataConfig()  # the schema holds the defaults; loading it here keeps `--help` fast
     out_dir = out if out is not None else default_out_dir(sources)
     progress_console = Console(stderr=True)
     with Progress(
@@ -79,8 +90,8 @@ def prepare(
         result = prepare_dataset(
             sources,
             out_dir,
-            tokenizer=tokenizer.value,
-            val_fraction=val_fraction,
+            tokenizer=tokenizer.value if tokenizer is not None else defaults.tokenizer,
+            val_fraction=val_fraction if val_fraction is not None else defaults.val_fraction,
             glob=glob,
             force=force,
             encoding_errors=encoding_errors.value,
