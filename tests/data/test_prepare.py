@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hellogpt import __version__
+from hellogpt.data import prepare
 from hellogpt.data.loader import open_dataset
 from hellogpt.data.prepare import PrepareResult, SplitPlan, plan_split, prepare_dataset
 from hellogpt.data.tokenizer import CharTokenizer, gpt2_tokenizer
@@ -83,6 +84,41 @@ def test_small_chunks_give_the_same_bins(prepared_poems: PrepareResult, poems_di
     result = prepare_dataset([str(poems_dir)], tmp_path / "chunked", chunk_chars=2000)
     for split in ("train", "val"):
         assert (result.out_dir / f"{split}.bin").read_bytes() == (prepared_poems.out_dir / f"{split}.bin").read_bytes()
+
+
+@pytest.fixture
+def worker_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encode in worker processes whatever the corpus size (normally only from 32 MB on)."""
+    monkeypatch.setattr(prepare, "PROCESS_POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(prepare, "_usable_cores", lambda: 2)
+
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", "char"])
+def test_worker_processes_write_the_same_bins_as_threads(
+    tokenizer: str, poems_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threaded = prepare_dataset([str(poems_dir)], tmp_path / "threads", tokenizer=tokenizer, chunk_chars=20_000)
+    encoders: list[prepare._Encoders] = []
+    real_encoders = prepare._Encoders
+    monkeypatch.setattr(prepare, "PROCESS_POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(prepare, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(prepare, "_Encoders", lambda *args: encoders.append(real_encoders(*args)) or encoders[-1])
+    in_processes = prepare_dataset([str(poems_dir)], tmp_path / "processes", tokenizer=tokenizer, chunk_chars=20_000)
+    assert encoders and encoders[0].in_processes
+    for split in ("train", "val"):
+        assert (in_processes.out_dir / f"{split}.bin").read_bytes() == (threaded.out_dir / f"{split}.bin").read_bytes()
+
+
+def test_ctrl_c_with_worker_processes_leaves_nothing_behind(poems_dir: Path, tmp_path: Path, worker_processes: None) -> None:
+    out_dir = tmp_path / "new"
+
+    def interrupt(done: int, total: int) -> None:
+        if done > 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset([str(poems_dir)], out_dir, progress=interrupt, chunk_chars=2000)
+    assert not out_dir.exists()
 
 
 def test_second_run_on_unchanged_sources_is_a_no_op(prepared_poems: PrepareResult, poems_dir: Path) -> None:
