@@ -1,16 +1,14 @@
-"""Loss curves drawn without a plotting library: braille characters for the terminal, SVG and PNG files.
+"""Loss curves: braille characters for the terminal and an SVG file, drawn here; a PNG by matplotlib when installed.
 
-All three share the same axis arithmetic (`Axes`), so the terminal chart and the
-saved images show the same picture.
+All share the same axis arithmetic (`Axes`), so the terminal chart and the saved images show the same picture.
 """
 
 from __future__ import annotations
 
+import io
 import math
-import struct
-import zlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 from xml.sax.saxutils import escape
 
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -229,7 +227,7 @@ class LossChart:
 
 @dataclass(frozen=True)
 class ImageLayout:
-    """The plot box inside an image (margins in pixels) and data -> pixel positions, for SVG and PNG alike."""
+    """The plot box inside the SVG (margins in pixels) and data -> pixel positions."""
 
     axes: Axes
     width: int
@@ -273,6 +271,7 @@ class ImageLayout:
 
 
 SVG_WIDTH, SVG_HEIGHT = 720, 400
+PNG_WIDTH, PNG_HEIGHT, PNG_DPI = 720, 400, 100
 SVG_MARGINS = (64, 24, 44, 48)  # left, right, top, bottom
 
 
@@ -313,105 +312,33 @@ def loss_curve_svg(train: Points, val: Points, title: str = "loss") -> str:
 
 # ---------------------------------------------------------------- PNG
 
-PNG_WIDTH, PNG_HEIGHT = 720, 400
-PNG_MARGINS = (64, 24, 24, 40)  # left, right, top, bottom
-WHITE, BLACK, GRID = (255, 255, 255), (0, 0, 0), (229, 229, 229)
-FONT_SCALE = 2
-# A 3x5 pixel font: just what tick labels and the legend need.
-GLYPHS = {
-    "0": ("111", "101", "101", "101", "111"), "1": ("010", "110", "010", "010", "111"),
-    "2": ("111", "001", "111", "100", "111"), "3": ("111", "001", "111", "001", "111"),
-    "4": ("101", "101", "111", "001", "001"), "5": ("111", "100", "111", "001", "111"),
-    "6": ("111", "100", "111", "101", "111"), "7": ("111", "001", "010", "010", "010"),
-    "8": ("111", "101", "111", "101", "111"), "9": ("111", "101", "111", "001", "111"),
-    ".": ("000", "000", "000", "000", "010"), "-": ("000", "000", "111", "000", "000"),
-    "k": ("100", "101", "110", "101", "101"), "e": ("111", "101", "111", "100", "111"),
-    "t": ("010", "111", "010", "010", "011"), "r": ("000", "111", "100", "100", "100"),
-    "a": ("000", "011", "101", "101", "011"), "i": ("010", "000", "010", "010", "010"),
-    "n": ("000", "110", "101", "101", "101"), "v": ("000", "101", "101", "101", "010"),
-    "l": ("110", "010", "010", "010", "111"),
-    " ": ("000", "000", "000", "000", "000"),
-}
 
-
-class RasterImage:
-    """An RGB pixel buffer with the few drawing operations a line chart needs."""
-
-    def __init__(self, width: int, height: int) -> None:
-        self.width, self.height = width, height
-        self.pixels = bytearray(WHITE * (width * height))
-
-    def set(self, x: int, y: int, color: tuple[int, int, int]) -> None:
-        if 0 <= x < self.width and 0 <= y < self.height:
-            offset = (y * self.width + x) * 3
-            self.pixels[offset : offset + 3] = bytes(color)
-
-    def line(self, start: tuple[float, float], end: tuple[float, float], color: tuple[int, int, int], thickness: int = 1) -> None:
-        (x0, y0), (x1, y1) = start, end
-        steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
-        for index in range(steps + 1):
-            fraction = index / steps
-            x, y = round(x0 + (x1 - x0) * fraction), round(y0 + (y1 - y0) * fraction)
-            for dx in range(thickness):
-                for dy in range(thickness):
-                    self.set(x + dx, y + dy, color)
-
-    def text(self, x: int, y: int, text: str, color: tuple[int, int, int] = BLACK) -> None:
-        for index, character in enumerate(text):
-            glyph = GLYPHS.get(character, GLYPHS[" "])
-            for row, bits in enumerate(glyph):
-                for column, bit in enumerate(bits):
-                    if bit == "1":
-                        for dx in range(FONT_SCALE):
-                            for dy in range(FONT_SCALE):
-                                self.set(x + (index * 4 + column) * FONT_SCALE + dx, y + row * FONT_SCALE + dy, color)
-
-    @staticmethod
-    def text_width(text: str) -> int:
-        return len(text) * 4 * FONT_SCALE
-
-    def encode(self, comment: str = "") -> bytes:
-        """The image as PNG bytes: 8-bit RGB, filter 0 on every row, one zlib IDAT."""
-        row_bytes = self.width * 3
-        raw = b"".join(b"\x00" + bytes(self.pixels[y * row_bytes : (y + 1) * row_bytes]) for y in range(self.height))
-        header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)
-        chunks = [_png_chunk(b"IHDR", header)]
-        if comment:
-            chunks.append(_png_chunk(b"tEXt", b"Comment\x00" + comment.encode("latin-1", "replace")))
-        chunks += [_png_chunk(b"IDAT", zlib.compress(raw, 6)), _png_chunk(b"IEND", b"")]
-        return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def _hex_color(color: str) -> tuple[int, int, int]:
-    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
-
-
-def loss_curve_png(train: Points, val: Points) -> bytes:
-    """The same chart as the SVG as PNG bytes (zlib + struct only); a tEXt chunk counts the points."""
-    layout = ImageLayout(Axes.around(train, val), PNG_WIDTH, PNG_HEIGHT, *PNG_MARGINS)
-    left, bottom, right = layout.plot_left, layout.plot_bottom, layout.plot_left + layout.plot_width
-    image = RasterImage(PNG_WIDTH, PNG_HEIGHT)
-    for label, y in layout.y_ticks():
-        image.line((left, y), (right, y), GRID)
-        image.text(int(left) - 6 - image.text_width(label), int(y) - 5, label)
-    for label, x in layout.x_ticks():
-        image.line((x, bottom), (x, bottom + 5), BLACK)
-        image.text(int(x) - image.text_width(label) // 2, int(bottom) + 9, label)
-    image.line((left, layout.margin_top), (left, bottom), BLACK)
-    image.line((left, bottom), (right, bottom), BLACK)
-    for points, color in ((train, _hex_color(TRAIN_COLOR)), (val, _hex_color(VAL_COLOR))):
-        scaled = layout.series(points)
-        for start, end in zip(scaled, scaled[1:]):
-            image.line(start, end, color, thickness=2)
-    for x, y in layout.series(val):
-        image.line((x - 2, y - 2), (x - 2, y - 2), _hex_color(VAL_COLOR), thickness=5)
-    legend_x = right - 110
-    for index, (label, color) in enumerate((("train", TRAIN_COLOR), ("val", VAL_COLOR))):
-        y = layout.margin_top + 10 + index * 18
-        image.line((legend_x, y), (legend_x + 24, y), _hex_color(color), thickness=3)
-        image.text(int(legend_x) + 32, y - 4, label)
-    return image.encode(comment=f"hellogpt loss curve: train_points={len(train)} val_points={len(val)}")
+def loss_curve_png(train: Points, val: Points, title: str = "loss") -> Optional[bytes]:
+    """The same curves as a PNG, drawn by matplotlib when it is installed (`pip install 'hellogpt[plots]'`);
+    None without it (the SVG is always written)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure  # not pyplot: no global figure state, no GUI backend
+    except ImportError:
+        return None
+    axes = Axes.around(train, val)
+    figure = Figure(figsize=(PNG_WIDTH / PNG_DPI, PNG_HEIGHT / PNG_DPI), dpi=PNG_DPI)
+    FigureCanvasAgg(figure)
+    plot = figure.add_subplot()
+    for label, points, color, marker in (("train", train, TRAIN_COLOR, None), ("val", val, VAL_COLOR, "o")):
+        finite = [(step, loss) for step, loss in points if math.isfinite(loss)]
+        plot.plot(
+            [step for step, _ in finite], [loss for _, loss in finite],
+            color=color, marker=marker, markersize=4, linewidth=1.8, label=f"{label} ({len(points)} points)",
+        )
+    plot.set_xlim(axes.x_min, axes.x_max)
+    plot.set_ylim(axes.y_min, axes.y_max)
+    plot.set_xlabel("step")
+    plot.set_ylabel("loss")
+    plot.set_title(title)
+    plot.grid(color="#e5e5e5")
+    plot.legend(loc="upper right")
+    figure.tight_layout()
+    image = io.BytesIO()
+    figure.savefig(image, format="png", metadata={"Description": f"train_points={len(train)} val_points={len(val)}"})
+    return image.getvalue()

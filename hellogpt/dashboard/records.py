@@ -138,7 +138,7 @@ def loss_curves(records: list[dict[str, Any]]) -> tuple[list[tuple[int, float]],
 
 
 def write_loss_images(run_dir: Path) -> list[Path]:
-    """loss.svg and loss.png from metrics.jsonl; nothing when no step was logged."""
+    """loss.svg from metrics.jsonl, and loss.png when matplotlib is installed; nothing when no step was logged."""
     from hellogpt.dashboard.plots import loss_curve_png, loss_curve_svg
 
     train, val = loss_curves(read_metrics(run_dir))
@@ -147,7 +147,10 @@ def write_loss_images(run_dir: Path) -> list[Path]:
     title = f"{run_dir.name}: loss"
     svg_path, png_path = run_dir / SVG_FILE, run_dir / PNG_FILE
     _write_atomically(svg_path, loss_curve_svg(train, val, title=title))
-    _write_atomically(png_path, loss_curve_png(train, val))
+    png = loss_curve_png(train, val, title=title)
+    if png is None:
+        return [svg_path]
+    _write_atomically(png_path, png)
     return [svg_path, png_path]
 
 

@@ -74,26 +74,46 @@ def test_svg_is_valid_with_one_point_per_logged_step_and_eval(tmp_path: Path) ->
     assert train_x == sorted(train_x)
 
 
-def test_png_is_valid_with_a_decompressible_image(tmp_path: Path) -> None:
-    import struct
-    import zlib
+def test_svg_has_labelled_axes_and_both_curves_where_their_values_are(tmp_path: Path) -> None:
+    quiet_run(run_events(tmp_path))
+    root = ElementTree.parse(tmp_path / RUN_NAME / "loss.svg").getroot()
+    texts = [element.text for element in root.iter(f"{{{SVG_NAMESPACE['svg']}}}text")]
+    assert "step" in texts and f"{RUN_NAME}: loss" in texts
+    assert "train (10 points)" in texts and "val (2 points)" in texts
+    train, val = loss_curves(read_metrics(tmp_path / RUN_NAME))
+    for series, points in (("train", train), ("val", val)):
+        pixels = svg_points(tmp_path / RUN_NAME / "loss.svg", series)
+        # Later steps lie further right; a lower loss lies lower on the page (larger y).
+        assert [x for x, _ in pixels] == sorted(x for x, _ in pixels)
+        by_loss = [y for _, (y, _) in sorted(zip([loss for _, loss in points], pixels), key=lambda pair: pair[0])]
+        assert by_loss == sorted(by_loss, reverse=True)
+    val_dots = root.findall(".//svg:circle", SVG_NAMESPACE)
+    assert len(val_dots) == 2
+
+
+def test_png_is_drawn_by_matplotlib_with_both_curves(tmp_path: Path) -> None:
+    image_module = pytest.importorskip("matplotlib.image", reason="matplotlib draws loss.png (pip install 'hellogpt[plots]')")
+    from PIL import Image
+
+    from hellogpt.dashboard.plots import TRAIN_COLOR, VAL_COLOR
 
     quiet_run(run_events(tmp_path))
-    data = (tmp_path / RUN_NAME / "loss.png").read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    chunks, offset = {}, 8
-    while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind, body = data[offset + 4 : offset + 8], data[offset + 8 : offset + 8 + length]
-        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
-        assert crc == zlib.crc32(kind + body)
-        chunks[kind] = chunks.get(kind, b"") + body
-        offset += 12 + length
-    width, height, bit_depth, color_type = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-    assert (bit_depth, color_type) == (8, 2)
-    assert len(zlib.decompress(chunks[b"IDAT"])) == height * (1 + 3 * width)
-    assert b"train_points=10 val_points=2" in chunks[b"tEXt"]
-    assert b"IEND" in chunks
+    path = tmp_path / RUN_NAME / "loss.png"
+    with Image.open(path) as image:
+        assert image.size == (720, 400)
+        assert image.info["Description"] == "train_points=10 val_points=2"
+    pixels = (image_module.imread(path)[..., :3] * 255).round().astype(int)
+    for color in (TRAIN_COLOR, VAL_COLOR):
+        rgb = [int(color[index : index + 2], 16) for index in (1, 3, 5)]
+        assert (abs(pixels - rgb).sum(axis=-1) <= 30).sum() > 100, color
+
+
+def test_without_matplotlib_only_the_svg_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)  # import fails as if not installed
+    quiet_run(run_events(tmp_path))
+    assert sorted(path.name for path in (tmp_path / RUN_NAME).iterdir()) == ["config.yaml", "loss.svg", "metrics.jsonl"]
 
 
 def test_a_resumed_run_appends_and_replaces_the_steps_after_its_start(tmp_path: Path) -> None:
