@@ -56,9 +56,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from hellogpt.cli import chat, export, info, prepare, train, tune
+    from hellogpt.cli import chat, eval, export, info, prepare, serve, train, tune
 
-    for module in (prepare, train, tune, chat, info, export):
+    for module in (prepare, train, tune, chat, serve, eval, info, export):
         module.register(app)
 
 

@@ -11,6 +11,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
+from hellogpt.cli.model_source import (
+    CheckpointOption,
+    DeviceOption,
+    Gpt2BaseOption,
+    LoadedModel,
+    SourceOption,
+    load_model,
+    model_for_inference,
+    one_model_source,
+    with_flags,
+)
 from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
 from hellogpt.errors import UserError
 
@@ -29,14 +40,9 @@ def register(app: typer.Typer) -> None:
 
 
 def chat(
-    checkpoint: Annotated[
-        Optional[str], typer.Option("--checkpoint", "-k", help="A hellogpt checkpoint: NAME (checkpoints/NAME.pt) or a path.")
-    ] = None,
-    source: Annotated[
-        Optional[str],
-        typer.Option("--from", help="A Hugging Face GPT-2: gpt2, gpt2-medium/large/xl, owner/name or a local folder."),
-    ] = None,
-    gpt2base: Annotated[Optional[str], typer.Option("--gpt2base", hidden=True, help="Old name of --from.")] = None,
+    checkpoint: CheckpointOption = None,
+    source: SourceOption = None,
+    gpt2base: Gpt2BaseOption = None,
     prompt: Annotated[
         Optional[str], typer.Option("--prompt", help="Complete this text, print only the completion and exit.")
     ] = None,
@@ -51,7 +57,7 @@ def chat(
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample among the k most likely tokens.")] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the most likely tokens holding this mass.")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Longest reply, in tokens.")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    device: DeviceOption = None,
     profile: ProfileOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -61,14 +67,14 @@ def chat(
     [dim]Examples: hellogpt chat --checkpoint edgar_poe | hellogpt chat --from gpt2 --prompt "Once upon a time" |
     echo "The raven" | hellogpt chat -k edgar_poe --seed 1 -n 3[/]
     """
-    source = _one_model_source(checkpoint, source or gpt2base)
+    source = one_model_source(checkpoint, source or gpt2base)
     flags = {"seed": seed, "temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens}
     interactive = prompt is None and sys.stdin.isatty()
     if not interactive and prompt is None:
         prompt = sys.stdin.read().rstrip("\n")
-    loaded = _load_model(checkpoint, source)
+    loaded = load_model(checkpoint, source)
     run_config = resolve_cli_config(profile, config, set_, defaults=loaded.sample_defaults).config
-    run_config = _with_flags(run_config, {"sample": flags, "system": {"device": device}})
+    run_config = with_flags(run_config, {"sample": flags, "system": {"device": device}})
     if interactive:
         view = _TerminalView(_console(), _console(stderr=True))
         _run_interactive(_start_session(loaded, run_config, memory, view.show_notice), view)
@@ -77,93 +83,14 @@ def chat(
         _complete(_start_session(loaded, run_config, False, output.show_notice), prompt or "", num_samples, output)
 
 
-def _with_flags(run_config: Any, flags_by_section: dict[str, dict[str, Any]]) -> Any:
-    """Lay the given flags over the resolved config, checked by the schema and reported by flag name."""
-    from pydantic import ValidationError
-
-    updated = run_config.model_dump()
-    given = {
-        (section, key): value for section, values in flags_by_section.items() for key, value in values.items()
-        if value is not None
-    }
-    for (section, key), value in given.items():
-        updated[section][key] = value
-    try:
-        return type(run_config).model_validate(updated)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        section, key = problem["loc"][0], problem["loc"][1]
-        flag = "--" + str(key).replace("_", "-")
-        raise UserError(f"{flag} {given[(section, key)]}: {problem['msg'].removeprefix('Value error, ')}") from None
-
-
-class _LoadedModel:
-    """A model on the CPU in fp32 with its tokenizer, what it is, and the sample defaults it carries."""
-
-    def __init__(self, model: Any, tokenizer: Any, info: dict[str, Any], sample_defaults: Any) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.info = info
-        self.sample_defaults = sample_defaults
-
-
-def _one_model_source(checkpoint: Optional[str], source: Optional[str]) -> Optional[str]:
-    if checkpoint and source:
-        raise UserError("give either --checkpoint (a hellogpt checkpoint) or --from (a Hugging Face model), not both")
-    if not checkpoint and not source:
-        raise UserError("which model? give --checkpoint NAME (a hellogpt checkpoint) or --from gpt2|DIR (Hugging Face)")
-    return source
-
-
-def _load_model(checkpoint: Optional[str], source: Optional[str]) -> _LoadedModel:
-    from hellogpt.config.layers import Layer
-
-    if source is not None:
-        from hellogpt.data.tokenizer import gpt2_tokenizer
-        from hellogpt.model.hf import load_pretrained
-
-        model, origin = load_pretrained(source)
-        return _LoadedModel(model, gpt2_tokenizer(), {"model": source, "origin": _origin_text(origin)}, None)
-    from hellogpt.train.checkpoint import (
-        load_checkpoint,
-        model_from_checkpoint,
-        resolve_checkpoint_path,
-        tokenizer_from_checkpoint,
-    )
-
-    path = resolve_checkpoint_path(checkpoint or "")
-    saved = load_checkpoint(path)
-    tokenizer = tokenizer_from_checkpoint(saved)
-    model = model_from_checkpoint(saved)
-    info = {"model": str(path), "origin": _origin_text(saved.origin), "step": saved.step}
-    if saved.val_loss is not None:
-        info["val loss"] = f"{saved.val_loss:.4f}"
-    saved_sample = (saved.config or {}).get("sample")
-    defaults = Layer(f"checkpoint {path.name}", {"sample": dict(saved_sample)}) if isinstance(saved_sample, dict) else None
-    return _LoadedModel(model, tokenizer, info, defaults)
-
-
-def _origin_text(origin: Any) -> str:
-    if not isinstance(origin, dict):
-        return "unknown"
-    if origin.get("kind") == "huggingface":
-        return f"Hugging Face {origin.get('source')}"
-    if origin.get("kind") == "checkpoint":
-        return f"fine-tuned from {origin.get('path')} (step {origin.get('step')})"
-    return "trained from scratch"
-
-
 def _start_session(
-    loaded: _LoadedModel, config: Any, memory: bool, on_notice: Callable[[str], None]
+    loaded: "LoadedModel", config: Any, memory: bool, on_notice: Callable[[str], None]
 ) -> "ChatSession":
     from hellogpt.chat import ChatSession
-    from hellogpt.generate import prepare_for_inference
-    from hellogpt.hardware import choose_device, choose_dtype
 
-    device = choose_device(config.system.device)
-    model = prepare_for_inference(loaded.model, device, choose_dtype(config.system.dtype, device, loaded.model.config))
     return ChatSession(
-        model, loaded.tokenizer, config.sample, memory=memory, model_info=loaded.info, on_notice=on_notice
+        model_for_inference(loaded, config), loaded.tokenizer, config.sample, memory=memory, model_info=loaded.info,
+        on_notice=on_notice,
     )
 
 

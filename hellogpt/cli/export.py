@@ -33,6 +33,8 @@ def export(
 ) -> None:
     """Write a checkpoint as a directory that transformers' from_pretrained loads.
 
+    A LoRA checkpoint is written with its adapters merged into its base (which must be where it was tuned).
+
     [dim]Example: hellogpt export poems_hugs.pt exported/poems_hugs[/]
     """
     from rich.console import Console
@@ -42,6 +44,10 @@ def export(
 
     checkpoint_path = resolve_checkpoint_path(checkpoint)
     loaded = load_checkpoint(checkpoint_path)
+    if loaded.is_lora:
+        from hellogpt.train.lora import merged_checkpoint
+
+        loaded = merged_checkpoint(loaded)
     written = export_checkpoint(loaded.to_payload(), out_dir, force=force)
     console = Console(highlight=False, markup=False, soft_wrap=True)
     files = ", ".join(sorted(path.name for path in written.iterdir()))

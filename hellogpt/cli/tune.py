@@ -45,27 +45,39 @@ def tune_command(
     plain: PlainOption = False,
     tensorboard: TensorBoardOption = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the tuned checkpoint where it stopped.")] = False,
+    lora: Annotated[
+        bool,
+        typer.Option(
+            "--lora",
+            help="Train low-rank adapters only (the `lora` config section): the base stays frozen, in bf16/fp16 where "
+            "the device has it; the checkpoint holds the adapters and a hashed reference to the base.",
+        ),
+    ] = False,
     gpt2base: Annotated[Optional[str], typer.Option("--gpt2base", hidden=True, help="The old tool's name for --from.")] = None,
 ) -> None:
     """Fine-tune a trained model on a dataset: fresh optimizer, tuning defaults, a new checkpoint.
 
     The architecture comes from the source; the config may change only its dropout.
-    [dim]Examples: hellogpt tune --from edgar_poe.pt --profile poems | hellogpt tune --from gpt2 --profile gpt2-tune[/]
+    [dim]Examples: hellogpt tune --from edgar_poe.pt --profile poems | hellogpt tune --from gpt2 --profile gpt2-tune |
+    hellogpt tune --from gpt2-xl --profile gpt2-tune --lora --set train.activation_checkpointing=true[/]
     """
     from hellogpt.train.dataset import resolve_data_dir
-    from hellogpt.train.tune import TUNE_DEFAULTS, existing_checkpoint, load_tuning_source, tuned_checkpoint_path
+    from hellogpt.train.tune import existing_checkpoint, load_tuning_source, tune_defaults, tuned_checkpoint_path
 
     source = source or gpt2base
     if not source:
         raise UserError("tune needs --from: a checkpoint (e.g. --from edgar_poe.pt) or a Hugging Face model (--from gpt2)")
-    resolved = resolve_cli_config(profile, config, set_, defaults=TUNE_DEFAULTS)
+    overrides = [*(set_ or []), *(["lora.enabled=true"] if lora else [])]
+    resolved = resolve_cli_config(profile, config, overrides, defaults=tune_defaults(False))
+    if resolved.config.lora.enabled:
+        resolved = resolve_cli_config(profile, config, overrides, defaults=tune_defaults(True))
     max_seconds = parse_duration(max_time) if max_time else None
     data_dir = resolve_data_dir(resolved.config.data, data)
     out_dir = Path(resolved.config.train.out_dir)
     if resume:
         init, source_path = None, existing_checkpoint(source, out_dir)
     else:
-        init, source_path = load_tuning_source(source, out_dir)
+        init, source_path = load_tuning_source(source, out_dir, resolved.config)
     checkpoint_path = tuned_checkpoint_path(resolved, source, source_path, checkpoint or checked_run_name(name))
     run_training(
         resolved,

@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 INIT_STD = 0.02
 
@@ -138,6 +139,8 @@ class GPT(nn.Module):
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # A training setting, not architecture: blocks keep only their input and recompute the rest in backward.
+        self.activation_checkpointing = False
         # Weight tying: the output projection is the token embedding (GPT-2, and a third fewer parameters here).
         self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
@@ -193,8 +196,13 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + length} tokens exceeds block_size {self.config.block_size}")
         positions = torch.arange(start, start + length, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
+        recompute = self.activation_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, layer, cache)
+            if recompute:
+                # Non-reentrant: works under DDP and with frozen weights; dropout replays the same RNG draws.
+                x = checkpoint(block, x, layer, None, use_reentrant=False)
+            else:
+                x = block(x, layer, cache)
         if cache is not None:
             cache.advance(length)
         return self.transformer.ln_f(x)

@@ -7,14 +7,13 @@ name and shape. transformers is imported inside the functions only (it takes sec
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 import shutil
 import struct
 import uuid
 from pathlib import Path
-from typing import IO, Any, ContextManager, Iterator, Optional
+from typing import IO, Any, ContextManager, Iterable, Iterator, Optional
 
 import torch
 
@@ -22,6 +21,7 @@ from hellogpt import files
 from hellogpt.errors import UserError
 from hellogpt.gpt2 import GPT2_END_OF_TEXT, GPT2_END_OF_TEXT_ID, GPT2_VOCAB_SIZE
 from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.model.lora import WeightsDigest, frozen_storage_dtype
 
 GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # The GPT-2 linear layers transformers keeps as Conv1D (weights stored transposed).
@@ -42,6 +42,14 @@ EXPORT_FILE_NAMES = frozenset({
     "special_tokens_map.json", "tokenizer_config.json", CHAR_VOCABULARY_FILE,
 })
 EXPORT_ELSEWHERE = "choose another OUT_DIR"
+# Where a model directory or hub repository keeps its weights, in the order they are looked for.
+WEIGHT_FILE_CANDIDATES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
 # safetensors pads its header so that the tensor data starts 8-byte aligned.
 SAFETENSORS_ALIGNMENT = 8
 
@@ -56,16 +64,20 @@ def is_huggingface_source(spec: str) -> bool:
     return spec in GPT2_HUB_NAMES or bool(_HUB_ID_PATTERN.match(spec))
 
 
-def load_pretrained(spec: str) -> tuple[GPT, dict[str, Any]]:
-    """Load a transformers GPT-2 (hub name, hub id or local directory) as our GPT in fp32 on CPU.
+def load_pretrained(
+    spec: str, *, matrix_dtype: torch.dtype = torch.float32, digest: Optional[WeightsDigest] = None
+) -> tuple[GPT, dict[str, Any]]:
+    """Load a transformers GPT-2 (hub name, hub id or local directory) as our GPT on the CPU.
 
-    Converts tensor by tensor, dropping each transformers tensor once converted, so that at most about
-    two copies of the weights are alive at once (gpt2-xl is 6 GB in fp32).
+    The weight files are read tensor by tensor (never memory-mapped, never through transformers' model) and
+    each tensor is converted straight into its place: besides the model itself, at most one layer's tensor is
+    alive. The blocks' matrices are held in `matrix_dtype` (a frozen LoRA base in bf16), the rest in fp32.
+    `digest`, when given, sees every tensor as stored in the files (the fingerprint of a LoRA base).
     """
     source = _transformers_source(spec)
     config = _gpt_config_from_hf(_load_hf_config(spec, source), spec)
-    hf_state = _load_hf_state_dict(spec, source)
-    converted = _convert_hf_state_dict(hf_state, config, spec)
+    tensors = _read_weight_files(_weight_files(spec, source), spec)
+    converted = _convert_hf_tensors(tensors, config, spec, matrix_dtype, digest)
     with torch.device("meta"):
         model = GPT(config)
     model.load_state_dict(converted, strict=True, assign=True)
@@ -75,6 +87,11 @@ def load_pretrained(spec: str) -> tuple[GPT, dict[str, Any]]:
     # A local directory is recorded absolute, so the origin still names it when read from elsewhere.
     recorded_source = str(Path(source).resolve()) if Path(source).is_dir() else spec
     return model, {"kind": "huggingface", "source": recorded_source}
+
+
+def pretrained_architecture(spec: str) -> GPTConfig:
+    """The architecture of a transformers GPT-2, from its config alone (no weights read)."""
+    return _gpt_config_from_hf(_load_hf_config(spec, _transformers_source(spec)), spec)
 
 
 def _transformers_source(spec: str) -> str:
@@ -102,18 +119,89 @@ def _load_hf_config(spec: str, source: str) -> Any:
         raise _load_error(spec, error) from None
 
 
-def _load_hf_state_dict(spec: str, source: str) -> dict[str, torch.Tensor]:
-    """The transformers model's tensors; the model object itself is released so only they stay alive."""
-    from transformers import GPT2LMHeadModel
+def _weight_files(spec: str, source: str) -> list[Path]:
+    """The weight files of a model directory or hub repository: safetensors first, sharded or not, then .bin."""
+    for name in WEIGHT_FILE_CANDIDATES:
+        path = _model_file(spec, source, name)
+        if path is None:
+            continue
+        if not name.endswith(".index.json"):
+            return [path]
+        try:
+            shard_names = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise UserError(f"'{spec}': {path} is not a readable weight index; download the model again") from None
+        shards = [_model_file(spec, source, shard) for shard in shard_names]
+        missing = [shard for shard, found in zip(shard_names, shards) if found is None]
+        if missing:
+            raise UserError(f"'{spec}' lacks the weight file {missing[0]} that {name} lists; download the model again")
+        return [shard for shard in shards if shard is not None]
+    raise UserError(
+        f"'{spec}' has no weights ({', '.join(WEIGHT_FILE_CANDIDATES)}): pass a directory written by save_pretrained"
+    )
+
+
+def _model_file(spec: str, source: str, name: str) -> Optional[Path]:
+    """One file of a local directory or of a hub repository (the local cache first); None when it has none."""
+    if Path(source).is_dir():
+        path = Path(source) / name
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        hf_model = _cache_first(GPT2LMHeadModel.from_pretrained, source)
+        return Path(_cache_first(lambda repo, **options: hf_hub_download(repo, name, **options), source))
+    except EntryNotFoundError:
+        return None
     except (OSError, ValueError) as error:
         raise _load_error(spec, error) from None
-    state = dict(hf_model.state_dict())
-    del hf_model
-    gc.collect()
-    return state
+
+
+def _read_weight_files(paths: list[Path], spec: str) -> Iterator[tuple[str, torch.Tensor]]:
+    for path in paths:
+        if path.suffix == ".safetensors":
+            yield from _read_safetensors(path, spec)
+        else:
+            yield from _read_torch_weights(path, spec)
+
+
+def _read_safetensors(path: Path, spec: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each tensor of a safetensors file, read into its own fresh buffer with plain reads: a memory map of a
+    6 GB file would count every page it touched as resident until the end of the conversion."""
+    try:
+        with open(path, "rb") as file:
+            (header_size,) = struct.unpack("<Q", file.read(8))
+            header = json.loads(file.read(header_size))
+            data_start = 8 + header_size
+            entries = sorted(
+                ((name, entry) for name, entry in header.items() if name != "__metadata__"),
+                key=lambda item: item[1]["data_offsets"][0],
+            )
+            for name, entry in entries:
+                dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+                begin, end = entry["data_offsets"]
+                tensor = torch.empty(entry["shape"], dtype=dtype)
+                if tensor.numel() * tensor.element_size() != end - begin:
+                    raise ValueError(f"{name} holds {end - begin} bytes for shape {entry['shape']}")
+                file.seek(data_start + begin)
+                if tensor.numel() and file.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy())) != end - begin:
+                    raise ValueError(f"{name} is cut short")
+                yield name, tensor
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as error:
+        raise UserError(
+            f"'{spec}': {path} is not a readable safetensors file ({' '.join(str(error).split())[:100]}): "
+            "download the model again"
+        ) from None
+
+
+def _read_torch_weights(path: Path, spec: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """An old pytorch_model.bin, memory-mapped and read safely (no code runs)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # torch.load's failures on damaged files have no common type
+        raise UserError(f"'{spec}': {path} is not a readable weight file ({type(error).__name__}): download the model again") from None
+    for name in list(state):
+        yield name, state.pop(name)
 
 
 def _cache_first(from_pretrained: Any, source: str) -> Any:
@@ -173,34 +261,53 @@ def _gpt_config_from_hf(hf_config: Any, spec: str) -> GPTConfig:
 
 
 def _convert_hf_state_dict(hf_state: dict[str, torch.Tensor], config: GPTConfig, spec: str) -> dict[str, torch.Tensor]:
-    """Rename-free conversion: transpose the Conv1D weights, drop mask buffers, check every key and shape.
+    """A whole transformers state dict converted (popped tensor by tensor, so each copy replaces its original)."""
 
-    Pops each tensor from `hf_state` as it goes so that a transposed copy replaces its original.
-    """
+    def popped() -> Iterator[tuple[str, torch.Tensor]]:
+        for name in list(hf_state):
+            yield name, hf_state.pop(name)
+
+    return _convert_hf_tensors(popped(), config, spec, torch.float32, None)
+
+
+def _convert_hf_tensors(
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    config: GPTConfig,
+    spec: str,
+    matrix_dtype: torch.dtype,
+    digest: Optional[WeightsDigest],
+) -> dict[str, torch.Tensor]:
+    """Rename-free conversion as tensors stream in: transpose the Conv1D weights, drop mask buffers, cast to the
+    target dtype, check every key and shape. Only the tensor in hand exists besides the converted ones."""
     with torch.device("meta"):
         expected_shapes = {name: tensor.shape for name, tensor in GPT(config).state_dict().items()}
     expected_shapes.pop("lm_head.weight")  # tied to transformer.wte.weight
-    hf_state.pop("lm_head.weight", None)
-    for name in [name for name in hf_state if name.endswith(ATTENTION_MASK_SUFFIXES)]:
-        del hf_state[name]
-    missing = sorted(set(expected_shapes) - set(hf_state))
-    unexpected = sorted(set(hf_state) - set(expected_shapes))
-    if missing or unexpected:
-        raise UserError(
-            f"'{spec}' does not match the GPT-2 layout: missing keys {_short_list(missing)}, "
-            f"unexpected keys {_short_list(unexpected)}"
-        )
     converted: dict[str, torch.Tensor] = {}
-    for name in list(hf_state):
-        tensor = hf_state.pop(name)
+    unexpected: list[str] = []
+    for stored_name, tensor in tensors:
+        # Repositories saved from GPT2Model (the original gpt2 ones) lack the `transformer.` prefix.
+        name = stored_name if stored_name.startswith(("transformer.", "lm_head.")) else f"transformer.{stored_name}"
+        if name == "lm_head.weight" or name.endswith(ATTENTION_MASK_SUFFIXES):
+            continue
+        if name not in expected_shapes:
+            unexpected.append(name)
+            continue
+        if digest is not None:
+            digest.update(name, tensor)
         if name.endswith(CONV1D_WEIGHT_SUFFIXES):
             tensor = tensor.t()
-        tensor = tensor.to(torch.float32).contiguous()
+        tensor = tensor.to(frozen_storage_dtype(name, tensor.dim(), matrix_dtype)).contiguous()
         if tensor.shape != expected_shapes[name]:
             raise UserError(
                 f"'{spec}': {name} has shape {tuple(tensor.shape)}, expected {tuple(expected_shapes[name])}"
             )
         converted[name] = tensor
+    missing = sorted(set(expected_shapes) - set(converted))
+    if missing or unexpected:
+        raise UserError(
+            f"'{spec}' does not match the GPT-2 layout: missing keys {_short_list(missing)}, "
+            f"unexpected keys {_short_list(sorted(unexpected))}"
+        )
     converted["lm_head.weight"] = converted["transformer.wte.weight"]
     return converted
 

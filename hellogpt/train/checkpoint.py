@@ -28,7 +28,12 @@ from hellogpt.model.gpt import GPT, GPTConfig
 if TYPE_CHECKING:
     from hellogpt.data.tokenizer import Tokenizer
 
-CHECKPOINT_FORMAT_VERSION = 1
+# Format 2 adds LoRA checkpoints (adapters plus a reference to their base); plain checkpoints are still
+# written as format 1, so an older hellogpt reads them, and refuses a LoRA one with "upgrade".
+CHECKPOINT_FORMAT_VERSION = 2
+PLAIN_FORMAT_VERSION = 1
+# Fields written only when set, so that a plain checkpoint holds exactly what format 1 did.
+OPTIONAL_FIELDS = ("lora", "base")
 CHECKPOINT_SUFFIX = ".pt"
 DEFAULT_CHECKPOINTS_DIR = Path("checkpoints")
 REQUIRED_KEYS = ("format_version", "model_args", "model")
@@ -60,6 +65,8 @@ class Checkpoint:
 
     `step`, `optimizer`, `rng` and `sampler` are set by training and make a checkpoint resumable;
     `pending_eval` says the run stopped on a step whose evaluation (or the final one) has not run yet.
+    A LoRA checkpoint sets `lora` (rank, alpha, dropout, targets) and `base` (what the adapters were tuned on,
+    with its sha256): `model` then holds only the adapters, and the base is loaded (and checked) to use it.
     """
 
     model_args: GPTConfig
@@ -80,6 +87,12 @@ class Checkpoint:
     pending_eval: bool = False
     format_version: int = CHECKPOINT_FORMAT_VERSION
     hellogpt_version: Optional[str] = None
+    lora: Optional[dict[str, Any]] = None
+    base: Optional[dict[str, Any]] = None
+
+    @property
+    def is_lora(self) -> bool:
+        return self.lora is not None
 
     @property
     def resumable(self) -> bool:
@@ -89,7 +102,10 @@ class Checkpoint:
         """The dict `torch.save` writes: tensors and plain values only."""
         payload = {field.name: getattr(self, field.name) for field in fields(self)}
         payload["model_args"] = self.model_args.to_dict()
-        payload["format_version"] = CHECKPOINT_FORMAT_VERSION
+        for name in OPTIONAL_FIELDS:
+            if payload[name] is None:
+                del payload[name]
+        payload["format_version"] = CHECKPOINT_FORMAT_VERSION if self.is_lora else PLAIN_FORMAT_VERSION
         payload["hellogpt_version"] = __version__
         return payload
 
@@ -104,6 +120,7 @@ class Checkpoint:
             for name, kinds in _FIELD_TYPES.items():
                 _check_field(name, values.get(name), kinds)
             values["model"] = _tensor_dict(payload["model"])
+            _check_lora_fields(values.get("lora"), values.get("base"))
         except _MalformedField as problem:
             raise UserError(
                 f"{path} is a damaged checkpoint: {problem}; use an earlier copy or retrain "
@@ -148,7 +165,29 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "run_name": (str,),
     "pending_eval": (bool,),
     "hellogpt_version": (str,),
+    "lora": (dict,),
+    "base": (dict,),
 }
+
+
+def _check_lora_fields(lora: Optional[dict[str, Any]], base: Optional[dict[str, Any]]) -> None:
+    """A LoRA checkpoint names its adapters' shape and a base with a kind, a location and a hash."""
+    if lora is None and base is None:
+        return
+    if lora is None or base is None:
+        raise _MalformedField("it has " + ("lora settings but no base" if base is None else "a base but no lora settings"))
+    rank, targets = lora.get("rank"), lora.get("targets")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise _MalformedField(f"lora.rank is {rank!r}")
+    if not isinstance(targets, list) or not targets or not all(isinstance(target, str) for target in targets):
+        raise _MalformedField("lora.targets is not a list of layer names")
+    for key in ("alpha", "dropout"):
+        if isinstance(lora.get(key), bool) or not isinstance(lora.get(key), (int, float)):
+            raise _MalformedField(f"lora.{key} is {lora.get(key)!r}")
+    if base.get("kind") not in ("huggingface", "checkpoint") or not isinstance(base.get("source"), str):
+        raise _MalformedField("base names no Hugging Face model or checkpoint")
+    if not isinstance(base.get("sha256"), str):
+        raise _MalformedField("base has no sha256")
 
 
 def _check_field(name: str, value: Any, kinds: tuple[type, ...]) -> None:
@@ -205,8 +244,12 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         torch.save(payload, temp_file)
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Load a checkpoint safely (no code runs) onto the CPU; UserError if it is missing, corrupt or not ours."""
+def load_checkpoint(path: Path, *, map_weights: bool = False) -> Checkpoint:
+    """Load a checkpoint safely (no code runs) onto the CPU; UserError if it is missing, corrupt or not ours.
+
+    `map_weights` memory-maps the tensors instead of reading them (private, copy-on-write): a model built on
+    them by assignment holds its weights once, not twice.
+    """
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder, not a checkpoint file: give the .pt file inside it")
@@ -218,7 +261,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         with warnings.catch_warnings():
             # torch warns about unusual pickle protocols before failing; the UserError below says it better.
             warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=map_weights)
     except pickle.UnpicklingError as error:
         if "unsupported global" in str(error).lower():
             raise UserError(
@@ -257,14 +300,31 @@ def resume_source(checkpoint_path: Path) -> Path:
 
 
 def model_from_checkpoint(checkpoint: Checkpoint, device: Optional[Union[str, torch.device]] = None) -> GPT:
-    """Rebuild the GPT of a loaded checkpoint (fp32, eval mode) on `device`; UserError if weights and args disagree."""
-    config = checkpoint.model_args
-    model = GPT(config)
-    state_dict = strip_wrapper_prefixes(checkpoint.model)
-    _check_weights_fit(model, state_dict, config)
-    model.load_state_dict(state_dict, strict=False)
+    """Rebuild the GPT of a loaded checkpoint (fp32, eval mode) on `device`; UserError if weights and args disagree.
+
+    A LoRA checkpoint loads its base (checked against the recorded hash) and merges the adapters into it: every
+    command that uses a model for inference comes through here, so all of them take LoRA checkpoints as they are.
+    """
+    if checkpoint.is_lora:
+        from hellogpt.train.lora import merged_model
+
+        model = merged_model(checkpoint)
+    else:
+        model = gpt_from_state_dict(checkpoint.model_args, strip_wrapper_prefixes(checkpoint.model))
     model.eval()
     return model.to(device) if device is not None else model
+
+
+def gpt_from_state_dict(config: GPTConfig, state_dict: Mapping[str, torch.Tensor]) -> GPT:
+    """A GPT built around `state_dict`'s own tensors (assigned, not copied: no random init, no second copy)."""
+    with torch.device("meta"):
+        model = GPT(config)
+    _check_weights_fit(model, state_dict, config)
+    complete = dict(state_dict)
+    complete.setdefault("lm_head.weight", complete["transformer.wte.weight"])
+    model.load_state_dict(complete, strict=True, assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # assigning untied them
+    return model
 
 
 def tokenizer_from_checkpoint(checkpoint: Checkpoint) -> "Tokenizer":
@@ -290,7 +350,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "train_loss": checkpoint.train_loss,
         "val_loss": checkpoint.val_loss,
         "best_val_loss": checkpoint.best_val_loss,
-        "n_params": count_parameters(checkpoint.model),
+        "n_params": _base_parameters(checkpoint.model_args) if checkpoint.is_lora else count_parameters(checkpoint.model),
         "architecture": checkpoint.model_args.to_dict(),
         "tokenizer": _describe_tokenizer(checkpoint.tokenizer),
         "origin": checkpoint.origin,
@@ -301,8 +361,25 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "resumable": checkpoint.resumable,
         "pending_eval": checkpoint.pending_eval,
         "latest_state": str(latest) if latest.is_file() and latest != path else None,
+        **(_describe_lora(checkpoint) if checkpoint.is_lora else {}),
         "config": checkpoint.config,
     }
+
+
+def _describe_lora(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The adapters and the base they need: `chat`, `eval` and `export` load that base and merge."""
+    from hellogpt.model.lora import count_adapter_parameters
+    from hellogpt.train.lora import describe_base
+
+    return {
+        "lora": {**(checkpoint.lora or {}), "adapter_params": count_adapter_parameters(checkpoint.model)},
+        "base": describe_base(checkpoint.base or {}),
+    }
+
+
+def _base_parameters(config: GPTConfig) -> int:
+    with torch.device("meta"):
+        return GPT(config).num_parameters()
 
 
 def gpt_config_from_args(model_args: Mapping[str, Any]) -> GPTConfig:

@@ -28,6 +28,13 @@ from hellogpt.config.schema import RunConfig
 from hellogpt.data.loader import TokenDataset, open_dataset
 from hellogpt.errors import UserError
 from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.model.lora import (
+    LoraSpec,
+    adapter_state_dict,
+    add_adapters,
+    hold_frozen_weights_in,
+    load_adapter_state_dict,
+)
 from hellogpt.train.dataset import dataset_exists, missing_dataset_message, prepare_missing_dataset
 from hellogpt.train.distributed import (
     DistributedContext,
@@ -41,6 +48,7 @@ from hellogpt.train.checkpoint import (
     generator_from_state,
     generator_state,
     gpt_config_from_args,
+    gpt_from_state_dict,
     latest_checkpoint_path,
     load_checkpoint,
     restore_rng_state,
@@ -90,9 +98,10 @@ def train(
 ) -> Iterator[TrainingEvent]:
     """Train per `resolved`, yielding events; the last one is always `RunFinished`.
 
-    `init` starts from given weights (for tune): `model_args`, `model` (a state dict), optionally
-    `tokenizer` (a description, checked against the dataset's) and `origin` (recorded as is).
-    `resume` continues the run saved at `checkpoint_path` exactly.
+    `init` starts from given weights (for tune): `model_args`, `model` (a state dict whose tensors the model
+    takes over, trained in place, not copied), optionally `tokenizer` (a description, checked against the
+    dataset's), `origin` (recorded as is) and, for a LoRA tune (lora.enabled), `base` (the reference a LoRA
+    checkpoint records). `resume` continues the run saved at `checkpoint_path` exactly.
     """
     if resume and init is not None:
         raise ValueError("resume continues a checkpoint; init starts from other weights: pass one of them")
@@ -216,6 +225,9 @@ class _Run:
     origin: dict[str, Any]
     peak_flops: Optional[float]
     state: _RunState
+    # A LoRA run: the adapters' spec and the base they sit on (None for a full run).
+    lora: Optional[LoraSpec] = None
+    base: Optional[dict[str, Any]] = None
     budget: _TimeBudget = field(default_factory=_TimeBudget)
     # Sampler and RNG states when the step in flight began: what a save mid-step records.
     _step_start_states: Optional[tuple[dict[str, Any], dict[str, Any]]] = None
@@ -378,8 +390,10 @@ class _Run:
         return budget.closing_seconds(math.ceil(self.config.train.eval_iters / self.context.world_size), self._save_estimate())
 
     def _save_estimate(self) -> float:
-        """Until a save is timed: weights and AdamW's two moments at a modest disk speed."""
-        weight_bytes = sum(parameter.numel() * parameter.element_size() for parameter in self.model.parameters())
+        """Until a save is timed: trained weights and AdamW's two moments at a modest disk speed."""
+        weight_bytes = sum(
+            parameter.numel() * parameter.element_size() for parameter in self.model.parameters() if parameter.requires_grad
+        )
         return 3 * weight_bytes / ASSUMED_SAVE_BYTES_PER_SECOND
 
     def _batch(self, split: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -504,7 +518,10 @@ class _Run:
         state = self.state
         return Checkpoint(
             model_args=self.model.config,
-            model=self.model.state_dict(),
+            # A LoRA run saves its adapters only: the base is named by `base`, with its hash.
+            model=adapter_state_dict(self.model) if self.lora is not None else self.model.state_dict(),
+            lora=self.lora.to_dict() if self.lora is not None else None,
+            base=self.base,
             optimizer=self.optimizer.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             step=state.step,
@@ -531,18 +548,20 @@ class _Run:
         generator.manual_seed(sample.seed if sample.seed is not None else self.config.train.seed)
         self.model.eval()
         try:
-            token_ids = stream_tokens(
-                self.model,
-                _sample_prompt(tokenizer),
-                max_new_tokens=sample.max_new_tokens,
-                temperature=sample.temperature,
-                top_k=sample.top_k,
-                top_p=sample.top_p,
-                eot_id=tokenizer.eot_id,
-                vocab_size=tokenizer.vocab_size,
-                generator=generator,
-            )
-            produced = list(token_ids)
+            # Under the run's autocast: a LoRA base may be held in bf16/fp16 beside fp32 embeddings.
+            with self._autocast():
+                token_ids = stream_tokens(
+                    self.model,
+                    _sample_prompt(tokenizer),
+                    max_new_tokens=sample.max_new_tokens,
+                    temperature=sample.temperature,
+                    top_k=sample.top_k,
+                    top_p=sample.top_p,
+                    eot_id=tokenizer.eot_id,
+                    vocab_size=tokenizer.vocab_size,
+                    generator=generator,
+                )
+                produced = list(token_ids)
         finally:
             self.model.train()
         return tokenizer.decode(produced)
@@ -646,16 +665,21 @@ def _prepare_run(
     dataset = _open_training_data(config, context, data_dir)
     accumulation_steps = local_accumulation_steps(config.train.gradient_accumulation_steps, context.world_size)
     resumed_path, resumed = _load_resume_checkpoint(checkpoint_path, config) if resume else (None, None)
-    source = _weights_of(resumed) if resumed is not None else init
+    if resumed is not None and resumed.is_lora:
+        source = _lora_weights_of(resumed, config)
+    else:
+        source = _weights_of(resumed) if resumed is not None else init
     if source is not None:
         _check_tokenizer_fits(source, dataset, resumed_path)
     model_config = _model_config(resolved, dataset, source, is_resume=resume)
     dataset.require_windows(model_config.block_size)
+    lora = _lora_of_run(resolved, resumed, resumed_path, source)
 
     torch.manual_seed(config.train.seed + context.rank)
-    model = GPT(model_config)
-    if source is not None:
-        _load_weights(model, source["model"])
+    model = GPT(model_config) if source is None else _model_on(model_config, source["model"])
+    if lora is not None and source is not None:
+        _add_lora(model, lora, source, config)
+    model.activation_checkpointing = config.train.activation_checkpointing
     model.to(context.device)
     dtype = choose_dtype(config.system.dtype, context.device, model_config)
     optimizer = build_optimizer(model, config.optim, context.device)
@@ -696,6 +720,8 @@ def _prepare_run(
         origin=origin,
         peak_flops=_peak_flops(peak_flops, context.device, dtype, config.system.peak_flops) if context.is_main else None,
         state=state,
+        lora=lora,
+        base=source.get("base") if lora is not None and source is not None else None,
     )
 
 
@@ -734,6 +760,77 @@ def _weights_of(checkpoint: Checkpoint) -> dict[str, Any]:
         "tokenizer": checkpoint.tokenizer,
         "origin": checkpoint.origin,
     }
+
+
+def _lora_weights_of(checkpoint: Checkpoint, config: RunConfig) -> dict[str, Any]:
+    """A LoRA checkpoint to resume: its base, loaded frozen and checked against the recorded hash, and its adapters."""
+    from hellogpt.train.lora import frozen_dtype, verified_base
+
+    return {
+        "model_args": checkpoint.model_args.to_dict(),
+        "model": verified_base(checkpoint.base or {}, frozen_dtype(config.system, checkpoint.model_args)),
+        "adapters": checkpoint.model,
+        "tokenizer": checkpoint.tokenizer,
+        "origin": checkpoint.origin,
+        "base": checkpoint.base,
+    }
+
+
+def _lora_of_run(
+    resolved: ResolvedConfig, resumed: Optional[Checkpoint], resumed_path: Optional[Path], source: Optional[dict[str, Any]]
+) -> Optional[LoraSpec]:
+    """The adapters of this run: a resumed LoRA checkpoint's own (the config may not contradict them), else the
+    `lora` section when enabled, which needs pretrained weights under it."""
+    from hellogpt.train.lora import lora_spec
+
+    config = resolved.config.lora
+    if resumed is not None and resumed.is_lora:
+        saved = LoraSpec.from_dict(resumed.lora or {})
+        wanted = lora_spec(config)
+        conflicts = [
+            f"{key} {getattr(wanted, key)} vs {getattr(saved, key)}"
+            for key in ("rank", "alpha", "dropout", "targets")
+            if resolved.source_of(f"lora.{key}") != "base" and getattr(wanted, key) != getattr(saved, key)
+        ]
+        if conflicts:
+            raise UserError(
+                f"the lora settings do not fit {resumed_path}: {', '.join(conflicts)} (config vs checkpoint); "
+                "resume with the settings it was tuned with, or start a new tune"
+            )
+        return saved
+    if not config.enabled:
+        return None
+    if resumed is not None:
+        raise UserError(
+            f"{resumed_path} is a full fine-tune, not a LoRA one: resume it without --lora (lora.enabled=false)"
+        )
+    if source is None:
+        raise UserError(
+            "lora.enabled trains adapters on pretrained weights, and this run starts from scratch: "
+            "use `hellogpt tune --from MODEL --lora`, or set lora.enabled=false"
+        )
+    if source.get("base") is None:
+        raise ValueError("a LoRA tune needs init['base'], the reference its checkpoint records (load_tuning_source)")
+    return lora_spec(config)
+
+
+def _model_on(model_config: GPTConfig, state_dict: dict[str, torch.Tensor]) -> GPT:
+    """The GPT around the given weights (assigned: no random init, no second copy), dropout from `model_config`."""
+    model = gpt_from_state_dict(model_config, strip_wrapper_prefixes(state_dict))
+    return model.train()
+
+
+def _add_lora(model: GPT, lora: LoraSpec, source: dict[str, Any], config: RunConfig) -> None:
+    """Adapters on the frozen base (restored ones when resuming), the base held in its dtype."""
+    from hellogpt.train.lora import frozen_dtype
+
+    try:
+        add_adapters(model, lora)
+        if source.get("adapters") is not None:
+            load_adapter_state_dict(model, source["adapters"])
+    except ValueError as error:
+        raise UserError(f"LoRA: {error}: check lora.targets") from None
+    hold_frozen_weights_in(model, frozen_dtype(config.system, model.config))
 
 
 def _load_optimizer_state(
@@ -805,16 +902,6 @@ def _model_config(
             f"use the profile it was trained with or drop those model.* settings"
         )
     return GPTConfig(**{**saved.to_dict(), "dropout": config.model.dropout})
-
-
-def _load_weights(model: GPT, state_dict: dict[str, torch.Tensor]) -> None:
-    cleaned = strip_wrapper_prefixes(state_dict)
-    missing, unexpected = model.load_state_dict(cleaned, strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"the weights do not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]}): "
-            f"the checkpoint is not a hellogpt GPT or was saved by an incompatible version"
-        )
 
 
 def _restored_sampler(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hellogpt.config.layers import Layer, ResolvedConfig
+from hellogpt.config.schema import RunConfig
 from hellogpt.errors import UserError
 
 # Laid over the base before the profile: a gentle rate and short, best-only runs suit a
@@ -17,29 +18,51 @@ TUNE_DEFAULTS = Layer(
         "train": {"max_iters": 1000, "eval_interval": 100, "eval_iters": 40, "always_save_checkpoint": False},
     },
 )
+# LoRA trains far fewer weights from a zero update: it wants about ten times full tuning's rate.
+LORA_TUNE_DEFAULTS = Layer("lora tune defaults", {"optim": {"learning_rate": 3e-4, "min_lr": 3e-5}})
 TUNED_SUFFIX = "_tuned"
+LORA_SUFFIX = "_lora"
 
 
-def load_tuning_source(spec: str, checkpoints_dir: Path) -> tuple[dict[str, Any], Optional[Path]]:
+def tune_defaults(lora: bool) -> Layer:
+    """The defaults laid over the base for `tune`: TUNE_DEFAULTS, with LoRA's learning rates for a LoRA tune."""
+    if not lora:
+        return TUNE_DEFAULTS
+    values = {section: dict(keys) for section, keys in TUNE_DEFAULTS.values.items()}
+    for section, keys in LORA_TUNE_DEFAULTS.values.items():
+        values.setdefault(section, {}).update(keys)
+    return Layer("lora tune defaults", values)
+
+
+def load_tuning_source(spec: str, checkpoints_dir: Path, config: RunConfig) -> tuple[dict[str, Any], Optional[Path]]:
     """The weights to tune from `spec` (one of our checkpoints, else a Hugging Face model) and our file, if any.
 
-    The result is what `train(init=...)` takes: model_args, model, tokenizer, origin.
+    The result is what `train(init=...)` takes: model_args, model, tokenizer, origin, and for a LoRA tune (lora.enabled)
+    the base reference; the base's matrices are then read straight into the dtype they are held in, frozen.
+    Our checkpoints are memory-mapped, never read into a second copy.
     """
-    from hellogpt.train.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 
     checkpoint_path = resolve_checkpoint_path(spec, checkpoints_dir)
     if not checkpoint_path.is_file():  # a folder may be a Hugging Face model directory
         from hellogpt.model.hf import is_huggingface_source
 
         if is_huggingface_source(spec):
-            return _huggingface_init(spec), None
-    checkpoint = load_checkpoint(checkpoint_path)
+            return _huggingface_init(spec, config), None
+    checkpoint = load_checkpoint(checkpoint_path, map_weights=True)
     init = {
         "model_args": checkpoint.model_args.to_dict(),
-        "model": checkpoint.model,
         "tokenizer": checkpoint.tokenizer,
         "origin": {"kind": "checkpoint", "path": str(checkpoint_path), "step": checkpoint.step},
     }
+    if config.lora.enabled:
+        from hellogpt.train.lora import checkpoint_base, frozen_dtype
+
+        init["model"], init["base"] = checkpoint_base(checkpoint_path, frozen_dtype(config.system, checkpoint.model_args))
+    elif checkpoint.is_lora:
+        init["model"] = model_from_checkpoint(checkpoint).state_dict()
+    else:
+        init["model"] = checkpoint.model
     return init, checkpoint_path
 
 
@@ -51,16 +74,21 @@ def existing_checkpoint(spec: str, checkpoints_dir: Path) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def _huggingface_init(spec: str) -> dict[str, Any]:
+def _huggingface_init(spec: str, config: RunConfig) -> dict[str, Any]:
+    init: dict[str, Any] = {"tokenizer": {"kind": "gpt2"}}
+    if config.lora.enabled:
+        from hellogpt.model.hf import pretrained_architecture
+        from hellogpt.train.lora import frozen_dtype, huggingface_base
+
+        architecture = pretrained_architecture(spec)
+        init["model"], init["base"] = huggingface_base(spec, frozen_dtype(config.system, architecture))
+        init["model_args"] = architecture.to_dict()
+        init["origin"] = {"kind": "huggingface", "source": init["base"]["source"]}
+        return init
     from hellogpt.model.hf import load_pretrained
 
     model, origin = load_pretrained(spec)
-    return {
-        "model_args": model.config.to_dict(),
-        "model": model.state_dict(),
-        "tokenizer": {"kind": "gpt2"},
-        "origin": origin,
-    }
+    return {**init, "model_args": model.config.to_dict(), "model": model.state_dict(), "origin": origin}
 
 
 def tuned_checkpoint_path(
@@ -74,7 +102,8 @@ def tuned_checkpoint_path(
     name = checkpoint_option or train_config.checkpoint_name
     if checkpoint_option is None and resolved.source_of("train.checkpoint_name") == "base":
         stem = source_path.stem if source_path is not None else Path(spec.rstrip("/")).name
-        name = f"{stem}{TUNED_SUFFIX}.pt"
+        suffix = LORA_SUFFIX if resolved.config.lora.enabled else TUNED_SUFFIX
+        name = f"{stem}{suffix}.pt"
     chosen = resolve_checkpoint_path(name, Path(train_config.out_dir))
     if source_path is not None and chosen.resolve() == source_path.resolve():
         raise UserError(

@@ -59,3 +59,22 @@ def test_two_gloo_ranks_agree_save_once_and_track_a_single_process(tmp_path: Pat
     ddp_loss, single_loss = (float(VAL_LOSS.search(run.stdout).group(1)) for run in (distributed, single))
     assert abs(ddp_loss - single_loss) < 0.1
     assert load_checkpoint(tmp_path / "checkpoints" / "ddp.pt").sampler["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_tune_lora_adapters_and_save_them_once(tmp_path: Path) -> None:
+    write_char_dataset(tmp_path / "data" / "tiny", shakespeare_text())
+    base = run_hellogpt([sys.executable], tmp_path, "base.pt")
+    assert base.returncode == 0, base.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    arguments = ["tune", "--from", "base.pt", "--lora", "--data", "data/tiny", "--checkpoint", "lora.pt", "--plain"]
+    for assignment in [*SETTINGS, "train.max_iters=4", "train.eval_interval=4", "train.activation_checkpointing=true"]:
+        arguments += ["--set", assignment]
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    tuned = subprocess.run(
+        [*torchrun, "-m", "hellogpt", *arguments], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=180
+    )
+    # The ranks compare weight digests (adapters and frozen base) at the end and fail loudly if they differ.
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "lora.pt")
+    assert checkpoint.lora is not None and all("lora_" in name for name in checkpoint.model)

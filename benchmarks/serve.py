@@ -1,0 +1,199 @@
+"""Claim: `hellogpt serve` decodes 8 concurrent requests at least 3x faster than the same 8 one after another,
+and serves one request within 10 % of `chat`'s tokens/s.
+
+For a char model of the quickstart shape (4x128, block 128, vocabulary 103) and a GPT-2-124M-shaped one (12x768,
+block 1024, vocabulary 50257), random weights, the dtype `system.dtype: auto` picks: greedy streamed completions of
+N tokens after a 16-token prompt through the real server (uvicorn + FastAPI on 127.0.0.1, in a thread of this
+process; the client is httpx in the main thread), against `generate.stream_tokens` (what `chat` runs) in the same
+process. Rows: chat alone; the server with one request; 8 requests one after another; 8 at once. Medians over repeats,
+runs interleaved so that a busy CPU slows all alike. OMP_WAIT_POLICY=PASSIVE unless set (see benchmarks/generate.py).
+
+    python benchmarks/serve.py [--quick] [--repeats N] [--models char,gpt2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import httpx  # noqa: E402
+import torch  # noqa: E402
+from prepare import cpu_flags  # noqa: E402  (benchmarks/prepare.py, beside this file)
+
+from hellogpt.config.schema import SampleConfig  # noqa: E402
+from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer  # noqa: E402
+from hellogpt.generate import prepare_for_inference, stream_tokens  # noqa: E402
+from hellogpt.hardware import choose_dtype  # noqa: E402
+from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
+from hellogpt.serve.app import ServedModel, create_app  # noqa: E402
+from hellogpt.serve.batching import Scheduler  # noqa: E402
+from hellogpt.serve.server import bind_socket, build_server, socket_url  # noqa: E402
+
+PROMPT_LENGTH = 16
+CONCURRENT = 8
+CHAR_VOCABULARY = "".join(chr(code) for code in range(32, 127)) + "\n\t\u00e9\u00e8\u00e0\u00fc\u00f6\u00e4\u2014"
+SHAPES = {
+    "char": GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=len(CHAR_VOCABULARY), bias=True),
+    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, bias=True),
+}
+DEFAULT_TOKENS = {"char": 200, "gpt2": 48}
+
+
+@dataclass
+class Run:
+    """One measured run: wall seconds, tokens produced, and the time to each request's first token."""
+
+    seconds: float
+    tokens: int
+    first_token_seconds: list[float]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+
+class LiveServer:
+    """The app on a free local port, served by uvicorn in a thread, stopped by `close`."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer) -> None:
+        self.scheduler = Scheduler(model, tokenizer, max_batch=CONCURRENT)
+        served = ServedModel("bench", model.config.block_size)
+        app = create_app(self.scheduler, tokenizer, served, SampleConfig(temperature=0.0))
+        self.socket = bind_socket("127.0.0.1", 0)
+        self.url = socket_url(self.socket)
+        self.server = build_server(app, on_stop=self.scheduler.request_stop)
+        self.scheduler.start()
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.scheduler.stop(timeout=30)
+        self.thread.join(30)
+        self.socket.close()
+
+
+async def one_request(client: httpx.AsyncClient, prompt: str, new_tokens: int, start: float) -> tuple[int, float]:
+    """Stream one greedy completion; (tokens produced, seconds from `start` to its first text)."""
+    body = {"prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    first, tokens = 0.0, 0
+    async with client.stream("POST", "v1/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[len("data: "):])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            elif not first and chunk["choices"] and chunk["choices"][0]["text"]:
+                first = time.perf_counter() - start
+    return tokens, first
+
+
+def through_server(server: LiveServer, prompts: list[str], new_tokens: int, together: bool) -> Run:
+    async def run() -> Run:
+        async with httpx.AsyncClient(base_url=server.url, timeout=600) as client:
+            start = time.perf_counter()
+            if together:
+                results = await asyncio.gather(*(one_request(client, prompt, new_tokens, start) for prompt in prompts))
+            else:
+                results = [await one_request(client, prompt, new_tokens, time.perf_counter()) for prompt in prompts]
+            seconds = time.perf_counter() - start
+        return Run(seconds, sum(tokens for tokens, _ in results), [first for _, first in results])
+
+    return asyncio.run(run())
+
+
+def through_chat(model: GPT, tokenizer: Tokenizer, prompt_ids: list[int], new_tokens: int) -> Run:
+    start = time.perf_counter()
+    first, tokens = 0.0, 0
+    for _ in stream_tokens(model, prompt_ids, max_new_tokens=new_tokens, temperature=0.0, vocab_size=tokenizer.vocab_size):
+        tokens += 1
+        first = first or time.perf_counter() - start
+    return Run(time.perf_counter() - start, tokens, [first])
+
+
+def prompts_for(tokenizer: Tokenizer, count: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randint(0, tokenizer.vocab_size, (PROMPT_LENGTH,), generator=generator).tolist() for _ in range(count)]
+
+
+def measure(name: str, new_tokens: int, repeats: int) -> dict[str, tuple[float, float, float]]:
+    """Rows of (median tokens/s, median wall seconds, median first-token seconds) for one model shape."""
+    tokenizer: Tokenizer = gpt2_tokenizer() if name == "gpt2" else CharTokenizer(CHAR_VOCABULARY)
+    torch.manual_seed(0)
+    config = SHAPES[name]
+    model = GPT(config)
+    model = prepare_for_inference(model, torch.device("cpu"), choose_dtype("auto", "cpu", config))
+    prompt_ids = prompts_for(tokenizer, CONCURRENT)
+    prompts = [tokenizer.decode(ids) for ids in prompt_ids]
+    server = LiveServer(model, tokenizer)
+    rows: dict[str, Callable[[], Run]] = {
+        "chat (stream_tokens), 1 request": lambda: through_chat(model, tokenizer, prompt_ids[0], new_tokens),
+        "serve, 1 request": lambda: through_server(server, prompts[:1], new_tokens, together=False),
+        f"serve, {CONCURRENT} one after another": lambda: through_server(server, prompts, new_tokens, together=False),
+        f"serve, {CONCURRENT} at once": lambda: through_server(server, prompts, new_tokens, together=True),
+    }
+    try:
+        for run in rows.values():  # warm-up
+            run()
+        collected: dict[str, list[Run]] = {row: [] for row in rows}
+        for _ in range(repeats):
+            for row, run in rows.items():
+                collected[row].append(run())
+    finally:
+        server.close()
+    return {
+        row: (
+            statistics.median(run.tokens_per_second for run in runs),
+            statistics.median(run.seconds for run in runs),
+            statistics.median(statistics.median(run.first_token_seconds) for run in runs),
+        )
+        for row, runs in collected.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 repeat, fewer tokens: checks that it runs")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per row, median reported (default 5)")
+    parser.add_argument("--models", default="char,gpt2")
+    parser.add_argument("--tokens", type=int, default=None, help="tokens per request (default: char 200, gpt2 48)")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 5)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"hellogpt serve: greedy streamed completions after {PROMPT_LENGTH} tokens, "
+                  f"{torch.get_num_threads()} threads, median of {repeats} (torch {torch.__version__})")
+    for column in ("model", "dtype", "run", "tokens/request", "tokens/s", "wall s", "first token ms", "ratio"):
+        table.add_column(column, justify="right")
+    for name in args.models.split(","):
+        new_tokens = args.tokens or (20 if args.quick else DEFAULT_TOKENS[name])
+        results = measure(name, new_tokens, repeats)
+        chat_speed = results["chat (stream_tokens), 1 request"][0]
+        sequential_wall = results[f"serve, {CONCURRENT} one after another"][1]
+        dtype = str(choose_dtype("auto", "cpu", SHAPES[name])).removeprefix("torch.")
+        for row, (speed, wall, first) in results.items():
+            if row.startswith(f"serve, {CONCURRENT}"):
+                ratio = f"{sequential_wall / wall:.2f}x faster" if row.endswith("at once") else "1.00x (reference)"
+            else:
+                ratio = f"{speed / chat_speed:.2f}x chat's tok/s"
+            table.add_row(name, dtype, row, str(new_tokens), f"{speed:.1f}", f"{wall:.2f}", f"{first * 1000:.0f}", ratio)
+    Console(width=max(Console().width, 130)).print(table)
+    print(f"CPU: {cpu_flags()}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""The FastAPI routes: OpenAI's /v1 endpoints over the scheduler, the chat page, health, and errors.
+
+Every failure a client can cause is an OpenAI-shaped 4xx (`{"error": {"message", "type", "param", "code"}}`);
+the handlers only validate, tokenize, submit to the scheduler and relay its events, plain or as
+server-sent events. A prompt longer than the model's context keeps its most recent tokens (the sliding
+window of `chat`), and the response says how many were dropped in the `X-Prompt-Tokens-Dropped` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Optional, Union
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hellogpt.config.schema import SampleConfig
+from hellogpt.data.tokenizer import Tokenizer
+from hellogpt.errors import UserError
+from hellogpt.serve.batching import Failed, Finished, SamplingSettings, Scheduler, SequenceHandle, TextPiece
+from hellogpt.serve.protocol import (
+    ChatCompletionRequest,
+    ChatReply,
+    CompletionReply,
+    CompletionRequest,
+    Reply,
+    error_body,
+)
+from hellogpt.serve.template import TRANSCRIPT_STOPS, render_transcript
+
+DROPPED_TOKENS_HEADER = "X-Prompt-Tokens-Dropped"
+_UNION_MEMBER_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\])$")
+PAGE_FILE = "page.html"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the server says about its model: the id clients name, the context length and a few facts."""
+
+    id: str
+    block_size: int
+    facts: dict[str, str] = field(default_factory=dict)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class ApiError(Exception):
+    """A request the server refuses; rendered as OpenAI's error object with `status`."""
+
+    def __init__(
+        self, status: int, message: str, error_type: str = "invalid_request_error",
+        code: Optional[str] = None, param: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.error_type, self.code, self.param = status, message, error_type, code, param
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        body = error_body(self.message, self.error_type, self.code, self.param)
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+def create_app(
+    scheduler: Scheduler, tokenizer: Tokenizer, served: ServedModel, defaults: SampleConfig, api_key: Optional[str] = None
+) -> FastAPI:
+    """The whole HTTP surface around a running `scheduler`; `api_key` (when set) guards /v1."""
+    app = FastAPI(title="hellogpt", docs_url=None, redoc_url=None, openapi_url=None)
+    page = resources.files("hellogpt.serve").joinpath(PAGE_FILE).read_text(encoding="utf-8")
+    _add_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": served.id, **scheduler.load}
+
+    api = APIRouter(prefix="/v1", dependencies=[Depends(_key_checker(api_key))])
+
+    @api.get("/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_object(served)]}
+
+    @api.get("/models/{model_id:path}")
+    async def retrieve_model(model_id: str) -> dict[str, Any]:
+        _check_model(model_id, served)
+        return _model_object(served)
+
+    @api.post("/completions")
+    async def completions(request: Request) -> Response:
+        body = _parse(CompletionRequest, await request.body())
+        _check_model(body.model, served)
+        prompt_ids = await _encode(tokenizer, body.prompt, "prompt")
+        return await _answer(request, scheduler, prompt_ids, body.sampling(defaults), body, CompletionReply(served.id), served)
+
+    @api.post("/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body = _parse(ChatCompletionRequest, await request.body())
+        _check_model(body.model, served)
+        prompt = render_transcript([(message.role, message.text()) for message in body.messages])
+        prompt_ids = await _encode(tokenizer, prompt, "messages")
+        settings = body.sampling(defaults, extra_stops=TRANSCRIPT_STOPS)
+        return await _answer(request, scheduler, prompt_ids, settings, body, ChatReply(served.id), served)
+
+    app.include_router(api)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if error.status_code == 404 else None
+        return ApiError(error.status_code, str(error.detail), code=code).response()
+
+
+def _key_checker(api_key: Optional[str]):
+    """A dependency that refuses /v1 requests without `Authorization: Bearer <api_key>` (when a key is set)."""
+
+    async def check_key(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+            raise ApiError(
+                401, "missing or incorrect API key: send it as `Authorization: Bearer KEY` (the --api-key of the server)",
+                code="invalid_api_key",
+            )
+
+    return check_key
+
+
+def _parse(model: type[BaseModel], body: bytes) -> Any:
+    """The request body checked against its schema; the first problem becomes a 400 naming the field."""
+    try:
+        return model.model_validate_json(body or b"")
+    except ValidationError as error:
+        problems = error.errors(include_url=False)
+        # Of the errors a union gives (one per member), the one that went deepest says most.
+        problem = max(problems, key=lambda candidate: len(_field_path(candidate["loc"])))
+        location = ".".join(_field_path(problem["loc"]))
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "json_invalid":
+            raise ApiError(400, f"the body is not valid JSON ({problem['ctx'].get('error', message)})") from None
+        if problem["type"] == "model_type" and not problem["loc"]:
+            raise ApiError(400, "the body must be a JSON object") from None
+        raise ApiError(400, f"{location}: {message}" if location else message, param=location or None) from None
+
+
+def _field_path(location: tuple[Any, ...]) -> list[str]:
+    """The fields of an error's location, without the union-member tags pydantic puts in it (`str`, `list[...]`)."""
+    return [str(part) for part in location if not (isinstance(part, str) and _UNION_MEMBER_TAG.match(part))]
+
+
+def _check_model(model_id: Optional[str], served: ServedModel) -> None:
+    if model_id is not None and model_id != served.id:
+        raise ApiError(
+            404, f"the model {model_id!r} does not exist: this server serves {served.id!r}",
+            code="model_not_found", param="model",
+        )
+
+
+def _model_object(served: ServedModel) -> dict[str, Any]:
+    return {"id": served.id, "object": "model", "created": served.created, "owned_by": "hellogpt", **served.facts}
+
+
+async def _encode(tokenizer: Tokenizer, text: str, field_name: str) -> list[int]:
+    """Token ids of a prompt, off the event loop (a long text takes a while); an empty text is the end-of-text
+    token where the tokenizer has one, as in chat."""
+    try:
+        ids = await run_in_threadpool(tokenizer.encode, text)
+    except UserError as error:
+        raise ApiError(400, f"{field_name}: {error}", param=field_name) from None
+    if ids:
+        return ids
+    if tokenizer.eot_id is not None:
+        return [tokenizer.eot_id]
+    raise ApiError(400, f"{field_name}: the prompt is empty: give some text for the model to continue", param=field_name)
+
+
+async def _answer(
+    request: Request, scheduler: Scheduler, prompt_ids: list[int], settings: SamplingSettings,
+    body: Union[CompletionRequest, ChatCompletionRequest], reply: Reply, served: ServedModel,
+) -> Response:
+    """Submit the sequence and answer with its whole text, or stream it as server-sent events."""
+    try:
+        handle = scheduler.submit(prompt_ids, settings)
+    except UserError as error:
+        raise ApiError(503, str(error), "server_error", code="server_shutdown") from None
+    dropped = max(0, len(prompt_ids) - served.block_size)
+    headers = {DROPPED_TOKENS_HEADER: str(dropped)} if dropped else {}
+    if body.stream:
+        events = _stream(handle, reply, body.include_usage)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+    text, finished = await _collect(request, handle)
+    return JSONResponse(reply.response(text, finished), headers=headers)
+
+
+async def _collect(request: Request, handle: SequenceHandle) -> tuple[str, Finished]:
+    """The whole reply; a client that hangs up first cancels its sequence."""
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, handle))
+    pieces: list[str] = []
+    try:
+        async for event in handle.events():
+            if isinstance(event, TextPiece):
+                pieces.append(event.text)
+            elif isinstance(event, Finished):
+                return "".join(pieces), event
+            else:
+                raise _failure(event)
+    finally:
+        watcher.cancel()
+        handle.cancel()
+    raise ApiError(500, "the reply ended without an outcome", "server_error")
+
+
+async def _cancel_on_disconnect(request: Request, handle: SequenceHandle) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            handle.cancel()
+            return
+
+
+async def _stream(handle: SequenceHandle, reply: Reply, include_usage: bool) -> AsyncIterator[str]:
+    """Server-sent events: the chunks, the closing chunk with `finish_reason`, usage if asked, then [DONE].
+
+    A client that disconnects closes this generator, and its sequence leaves the batch.
+    """
+    try:
+        for chunk in reply.opening_chunks():
+            yield _event(chunk)
+        async for event in handle.events():
+            if isinstance(event, TextPiece):
+                yield _event(reply.chunk(event.text))
+            elif isinstance(event, Finished):
+                yield _event(reply.closing_chunk(event))
+                if include_usage:
+                    yield _event(reply.usage_chunk(event))
+                yield "data: [DONE]\n\n"
+            else:
+                failure = _failure(event)
+                yield _event(error_body(failure.message, failure.error_type, failure.code))
+    finally:
+        handle.cancel()
+
+
+def _failure(event: Failed) -> ApiError:
+    status = 503 if event.code == "server_shutdown" else 500
+    return ApiError(status, event.message, "server_error", code=event.code)
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"

@@ -1,0 +1,369 @@
+"""Continuous batching: concurrent requests share each forward pass of the model.
+
+One generation thread owns the model. Between decoding steps it admits waiting sequences into free
+slots of a batched KV cache (one prefill each), then runs one step for every active sequence at once,
+each at its own position, with its own sampling settings, seed and stop conditions. A finished or
+cancelled sequence leaves its slot at the next step. Requests live on the asyncio side: `submit`
+returns a `SequenceHandle` whose `events()` yield text pieces and then how the sequence ended.
+
+A sequence's numbers do not depend on its neighbours, so greedy decoding gives the same text alone or
+beside others: every step multiplies a fixed number of rows (`max_batch`; idle slots are padding, and
+matrix products of a fixed shape compute each row alike wherever it sits), and attention runs row by row
+over exactly that row's cached positions (a padded, masked attention would sum in another order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from hellogpt.data.tokenizer import Tokenizer
+from hellogpt.errors import UserError
+from hellogpt.generate import SLIDE_KEEP_FRACTION, StreamingDecoder, sample_next_token
+from hellogpt.model.gpt import GPT
+from hellogpt.serve.stops import StopMatcher
+
+# How often an idle generation thread looks for a stop request (set from a signal handler, so without a lock).
+IDLE_POLL_SECONDS = 0.1
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """What one request asks for: the same knobs as `chat`'s `sample` section, plus stop strings."""
+
+    max_tokens: int
+    temperature: float
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    seed: Optional[int] = None
+    stops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    """Reply text, whole characters only."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The sequence ended: `stop` (end-of-text token or a stop string) or `length` (max_tokens reached)."""
+
+    reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The sequence could not go on: the model failed, or the server is shutting down."""
+
+    message: str
+    code: str
+
+
+Event = Union[TextPiece, Finished, Failed]
+
+
+class SequenceHandle:
+    """The request's side of a sequence: its events as they come, and a way to give up on it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Leave the batch at the next step (the client went away, or a stop string was found elsewhere)."""
+        self.cancelled = True
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Text pieces, then one `Finished` or `Failed`. Pieces that arrived while the reader was busy come as one,
+        so a slow client costs one chunk per read, not one per token."""
+        while True:
+            event = await self._queue.get()
+            while isinstance(event, TextPiece) and not self._queue.empty():
+                following = self._queue.get_nowait()
+                if not isinstance(following, TextPiece):
+                    yield event
+                    event = following
+                    break
+                event = TextPiece(event.text + following.text)
+            yield event
+            if not isinstance(event, TextPiece):
+                return
+
+    def _put(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+
+
+class BatchedKVCache:
+    """Keys and values of every layer for `slots` sequences of up to `block_size` positions, each with its length."""
+
+    def __init__(self, model: GPT, slots: int) -> None:
+        config = model.config
+        weight = model.transformer.wte.weight
+        shape = (config.n_layer, slots, config.n_head, config.block_size, config.head_dim)
+        self.keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.values = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.lengths = [0] * slots
+
+
+@torch.inference_mode()
+def prefill_slot(model: GPT, cache: BatchedKVCache, slot: int, context: Sequence[int]) -> torch.Tensor:
+    """Run `context` alone through the model into `slot` (replacing what it held); the next token's logits.
+
+    The model's own cached forward does the work, exactly as `chat` prefills; its keys and values are then copied in.
+    """
+    device = cache.keys.device
+    scratch = model.new_cache(batch_size=1, max_length=len(context))
+    logits = model.next_token_logits(torch.tensor([list(context)], dtype=torch.long, device=device), scratch)[0]
+    cache.keys[:, slot, :, : len(context)] = scratch.keys[:, 0]
+    cache.values[:, slot, :, : len(context)] = scratch.values[:, 0]
+    cache.lengths[slot] = len(context)
+    return logits
+
+
+@torch.inference_mode()
+def decode_step(model: GPT, cache: BatchedKVCache, tokens: dict[int, int]) -> torch.Tensor:
+    """Feed one token to each slot in `tokens` (slot -> token), each at its own next position; logits per slot.
+
+    Every slot is a row of the step (idle ones compute padding that is thrown away), so each row's numbers
+    are the same whoever else is in the batch. Drives the model's blocks as `GPT.forward` does.
+    """
+    slots = len(cache.lengths)
+    device = cache.keys.device
+    width, heads = model.config.n_embd, model.config.n_head
+    token_ids = torch.zeros(slots, 1, dtype=torch.long)
+    positions = torch.zeros(slots, 1, dtype=torch.long)
+    for slot, token in tokens.items():
+        token_ids[slot, 0] = token
+        positions[slot, 0] = cache.lengths[slot]
+    token_ids, positions = token_ids.to(device), positions.to(device)
+    active = torch.tensor(sorted(tokens), dtype=torch.long, device=device)
+    active_positions = positions[active, 0]
+    transformer = model.transformer
+    x = transformer.drop(transformer.wte(token_ids) + transformer.wpe(positions))
+    for layer, block in enumerate(transformer.h):
+        attention = block.attn
+        q, k, v = attention.c_attn(block.ln_1(x)).split(width, dim=2)
+        q, k, v = (t.view(slots, 1, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+        cache.keys[layer, active, :, active_positions] = k[active, :, 0]
+        cache.values[layer, active, :, active_positions] = v[active, :, 0]
+        y = torch.zeros_like(q)
+        for slot in tokens:
+            end = cache.lengths[slot] + 1
+            y[slot] = F.scaled_dot_product_attention(
+                q[slot : slot + 1], cache.keys[layer, slot : slot + 1, :, :end], cache.values[layer, slot : slot + 1, :, :end]
+            )[0]
+        y = y.transpose(1, 2).contiguous().view(slots, 1, width)
+        x = x + attention.resid_dropout(attention.c_proj(y))
+        x = x + block.mlp(block.ln_2(x))
+    for slot in tokens:
+        cache.lengths[slot] += 1
+    return model.lm_head(transformer.ln_f(x)[:, -1, :])
+
+
+@dataclass(eq=False)
+class _Sequence:
+    """One request inside the generation thread: its context, slot, sampler and text state."""
+
+    handle: SequenceHandle
+    settings: SamplingSettings
+    prompt_tokens: int
+    context: list[int]
+    decoder: StreamingDecoder
+    stops: StopMatcher
+    generator: torch.Generator
+    slot: int = -1
+    produced: int = 0
+    outcome: Optional[Event] = None
+    pieces: list[str] = field(default_factory=list)
+
+
+class Scheduler:
+    """Owns the model on one thread and decodes every admitted sequence together, step by step."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, max_batch: int) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self._cache = BatchedKVCache(model, max_batch)
+        self._device = model.transformer.wte.weight.device
+        self._keep = max(1, int(model.config.block_size * SLIDE_KEEP_FRACTION))
+        self._waiting: deque[_Sequence] = deque()
+        self._active: dict[int, _Sequence] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="hellogpt-generation", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Ask the thread to end every sequence and exit; safe from a signal handler (takes no lock)."""
+        self._stopping = True
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """End every sequence (they get a `server_shutdown` failure) and wait for the thread to exit."""
+        self.request_stop()
+        with self._wake:
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def load(self) -> dict[str, int]:
+        """How busy the scheduler is: sequences decoding and sequences waiting for a slot."""
+        return {"active": len(self._active), "waiting": len(self._waiting), "max_batch": self.max_batch}
+
+    def submit(self, prompt_ids: Sequence[int], settings: SamplingSettings) -> SequenceHandle:
+        """Queue a sequence; call from the event loop that will read its events."""
+        if not prompt_ids:
+            raise ValueError("the prompt is empty: give at least one token")
+        if self._stopping or not self._thread.is_alive():
+            raise UserError("the server is shutting down")
+        handle = SequenceHandle(asyncio.get_running_loop())
+        seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**63)
+        sequence = _Sequence(
+            handle=handle, settings=settings, prompt_tokens=len(prompt_ids),
+            context=list(prompt_ids)[-self.model.config.block_size :], decoder=StreamingDecoder(self.tokenizer),
+            stops=StopMatcher(settings.stops), generator=torch.Generator(device=self._device).manual_seed(seed),
+        )
+        with self._wake:
+            self._waiting.append(sequence)
+            self._wake.notify()
+        return handle
+
+    def _run(self) -> None:
+        while not self._stopping:
+            with self._wake:
+                if not self._waiting and not self._active:
+                    self._wake.wait(IDLE_POLL_SECONDS)
+                    continue
+                arrivals = self._take_arrivals()
+            try:
+                self._step(arrivals)
+            except Exception as error:  # a failed forward pass ends the sequences in it, never the server
+                for sequence in [*arrivals, *self._active.values()]:
+                    sequence.outcome = sequence.outcome or Failed(_describe(error), "server_error")
+            self._deliver([*arrivals, *self._active.values()])
+            self._release_finished()
+        self._shut_down()
+
+    def _take_arrivals(self) -> list[_Sequence]:
+        """Waiting sequences that get a free slot now (cancelled ones are dropped); call holding the lock."""
+        free = [slot for slot in range(self.max_batch) if slot not in self._active]
+        arrivals: list[_Sequence] = []
+        while self._waiting and len(arrivals) < len(free):
+            sequence = self._waiting.popleft()
+            if sequence.handle.cancelled:
+                continue
+            sequence.slot = free[len(arrivals)]
+            arrivals.append(sequence)
+        return arrivals
+
+    def _step(self, arrivals: list[_Sequence]) -> None:
+        """One new token for every live sequence: new ones from their prefill, the rest from one batched step."""
+        for sequence in self._active.values():
+            if sequence.handle.cancelled:
+                sequence.outcome = sequence.outcome or Finished("stop", sequence.prompt_tokens, sequence.produced)
+        for sequence in arrivals:
+            self._active[sequence.slot] = sequence
+            self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
+        decoding = {
+            slot: sequence for slot, sequence in self._active.items()
+            if sequence.outcome is None and sequence not in arrivals
+        }
+        full = [sequence for sequence in decoding.values() if self._cache.lengths[sequence.slot] >= self.model.config.block_size]
+        for sequence in full:  # the window slides: the most recent tokens are prefilled again, as in chat
+            del decoding[sequence.slot]
+            sequence.context = sequence.context[-self._keep :]
+            self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
+        if decoding:
+            logits = decode_step(self.model, self._cache, {slot: seq.context[-1] for slot, seq in decoding.items()})
+            for slot, sequence in decoding.items():
+                self._sample(sequence, logits[slot])
+
+    def _sample(self, sequence: _Sequence, logits: torch.Tensor) -> None:
+        """Draw the sequence's next token (never a padding id past the tokenizer's vocabulary) and turn it into text."""
+        settings = sequence.settings
+        try:
+            token = sample_next_token(
+                logits[: self.tokenizer.vocab_size], temperature=settings.temperature, top_k=settings.top_k,
+                top_p=settings.top_p, generator=sequence.generator,
+            )
+        except UserError as error:
+            sequence.outcome = Failed(str(error), "server_error")
+            return
+        if token == self.tokenizer.eot_id:
+            self._finish(sequence, "stop")
+            return
+        sequence.produced += 1
+        sequence.context.append(token)
+        sequence.pieces.append(sequence.stops.push(sequence.decoder.push(token)))
+        if sequence.stops.stopped:
+            self._finish(sequence, "stop")
+        elif sequence.produced >= settings.max_tokens:
+            self._finish(sequence, "length")
+
+    def _finish(self, sequence: _Sequence, reason: FinishReason) -> None:
+        sequence.pieces.append(sequence.stops.push(sequence.decoder.flush()))
+        sequence.pieces.append(sequence.stops.flush())
+        if sequence.stops.stopped:
+            reason = "stop"
+        sequence.outcome = Finished(reason, sequence.prompt_tokens, sequence.produced)
+
+    def _deliver(self, sequences: list[_Sequence]) -> None:
+        """Hand this step's text and outcomes to each request's event loop, one wake-up per loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[SequenceHandle, Event]]] = {}
+        for sequence in sequences:
+            text = "".join(sequence.pieces)
+            sequence.pieces.clear()
+            events: list[Event] = [TextPiece(text)] if text else []
+            if sequence.outcome is not None:
+                events.append(sequence.outcome)
+            for event in events:
+                by_loop.setdefault(sequence.handle.loop, []).append((sequence.handle, event))
+        for loop, deliveries in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, deliveries)
+            except RuntimeError:
+                pass  # that loop has closed: nobody is listening any more
+
+    def _release_finished(self) -> None:
+        for slot in [slot for slot, sequence in self._active.items() if sequence.outcome is not None]:
+            del self._active[slot]
+
+    def _shut_down(self) -> None:
+        """Tell every sequence, running or waiting, that the server is going away."""
+        with self._wake:
+            ending = [*self._active.values(), *self._waiting]
+            self._active.clear()
+            self._waiting.clear()
+        for sequence in ending:
+            sequence.outcome = sequence.outcome or Failed("the server is shutting down", "server_shutdown")
+        self._deliver(ending)
+
+
+def _put_all(deliveries: list[tuple[SequenceHandle, Event]]) -> None:
+    for handle, event in deliveries:
+        handle._put(event)
+
+
+def _describe(error: Exception) -> str:
+    message = " ".join(str(error).split())[:300]
+    return f"generation failed ({type(error).__name__}{': ' + message if message else ''})"

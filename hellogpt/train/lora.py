@@ -1,0 +1,131 @@
+"""LoRA checkpoints and their base: load the base frozen to tune on it, or merged with the adapters to use it.
+
+A LoRA checkpoint holds only the adapters; its `base` names where the weights under them come from (a Hugging
+Face model, or one of our checkpoints) with the sha256 of those weights, so that a missing or changed base is
+a one-line error, never a silently different model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from hellogpt.config.schema import LoraConfig, SystemConfig
+from hellogpt.errors import UserError
+from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.model.lora import (
+    LoraSpec,
+    WeightsDigest,
+    add_adapters,
+    frozen_storage_dtype,
+    load_adapter_state_dict,
+    merge_adapters,
+)
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+TIED_HEAD = "lm_head.weight"
+DIGEST_SHOWN = 12
+
+
+def lora_spec(config: LoraConfig) -> LoraSpec:
+    return LoraSpec(rank=config.rank, alpha=config.alpha, dropout=config.dropout, targets=tuple(config.targets))
+
+
+def frozen_dtype(system: SystemConfig, model_config: GPTConfig) -> torch.dtype:
+    """The dtype a frozen base is held in: the run's half dtype where the device computes in one natively
+    (bf16 on Ampere+ GPUs and AMX/AVX512-BF16 CPUs, fp16 on older GPUs), else fp32. Autocast would round the
+    weights to that dtype in every forward anyway, so holding them in it changes no result, only the memory."""
+    from hellogpt.hardware import choose_device, choose_dtype
+
+    dtype = choose_dtype(system.dtype, choose_device(system.device), model_config)
+    return dtype if dtype in HALF_DTYPES else torch.float32
+
+
+def huggingface_base(spec: str, matrix_dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A Hugging Face model as a LoRA base: its weights (matrices in `matrix_dtype`) and the base reference."""
+    from hellogpt.model.hf import load_pretrained
+
+    digest = WeightsDigest()
+    model, origin = load_pretrained(spec, matrix_dtype=matrix_dtype, digest=digest)
+    return model.state_dict(), {"kind": "huggingface", "source": origin["source"], "sha256": digest.hexdigest()}
+
+
+def checkpoint_base(path: Path, matrix_dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One of our checkpoints (a LoRA one is merged first) as a LoRA base: weights and the base reference.
+
+    The file is memory-mapped: weights that stay fp32 are used in place, the others are cast one by one.
+    """
+    from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint, strip_wrapper_prefixes
+
+    path = Path(path)
+    checkpoint = load_checkpoint(path, map_weights=True)
+    if checkpoint.is_lora:
+        state = model_from_checkpoint(checkpoint).state_dict()
+    else:
+        state = strip_wrapper_prefixes(checkpoint.model)
+    weights = {name: tensor for name, tensor in state.items() if name != TIED_HEAD}
+    digest = WeightsDigest().update_all(weights.items()).hexdigest()
+    held = {name: tensor.to(frozen_storage_dtype(name, tensor.dim(), matrix_dtype)) for name, tensor in weights.items()}
+    return held, {"kind": "checkpoint", "source": str(path.resolve()), "sha256": digest}
+
+
+def verified_base(reference: Mapping[str, Any], matrix_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The base a LoRA checkpoint names, loaded and checked against its recorded sha256."""
+    kind, source = reference["kind"], reference["source"]
+    if kind == "checkpoint" or Path(source).is_absolute():
+        _require_present(Path(source), kind)
+    if kind == "checkpoint":
+        state, loaded = checkpoint_base(Path(source), matrix_dtype)
+    else:
+        state, loaded = huggingface_base(source, matrix_dtype)
+    if loaded["sha256"] != reference["sha256"]:
+        raise UserError(
+            f"the LoRA base {source} has changed since the adapters were tuned on it (sha256 "
+            f"{loaded['sha256'][:DIGEST_SHOWN]}, recorded {reference['sha256'][:DIGEST_SHOWN]}): put the original "
+            f"weights back, or tune new adapters on these with `hellogpt tune --from {source} --lora`"
+        )
+    return state
+
+
+def merged_model(checkpoint: Any) -> GPT:
+    """A LoRA checkpoint as a plain fp32 GPT: its verified base with the adapters folded into the weights."""
+    from hellogpt.train.checkpoint import gpt_from_state_dict
+
+    model = gpt_from_state_dict(checkpoint.model_args, verified_base(checkpoint.base, torch.float32))
+    add_adapters(model, LoraSpec.from_dict(checkpoint.lora))
+    try:
+        load_adapter_state_dict(model, checkpoint.model)
+    except ValueError as error:
+        raise UserError(f"the LoRA checkpoint's {error}: the file was edited or written by another program") from None
+    return merge_adapters(model).requires_grad_(False)
+
+
+def merged_checkpoint(checkpoint: Any) -> Any:
+    """A LoRA checkpoint as a plain one holding the merged weights (what `hellogpt export` writes out)."""
+    from dataclasses import replace
+
+    return replace(checkpoint, model=merged_model(checkpoint).state_dict(), lora=None, base=None)
+
+
+def describe_base(reference: Mapping[str, Any]) -> dict[str, Any]:
+    """What `hellogpt info` shows of a base: where it is, whether it is there, its recorded hash."""
+    source = str(reference.get("source"))
+    present = Path(source).exists() if reference.get("kind") == "checkpoint" or Path(source).is_absolute() else None
+    return {
+        "kind": reference.get("kind"),
+        "source": source,
+        "sha256": reference.get("sha256"),
+        "present": "yes" if present else ("no" if present is False else "from the Hugging Face cache or hub"),
+    }
+
+
+def _require_present(path: Path, kind: str) -> None:
+    if path.exists():
+        return
+    what = "checkpoint" if kind == "checkpoint" else "Hugging Face model directory"
+    raise UserError(
+        f"the LoRA base {path} is missing (the {what} the adapters were tuned on): put it back at that path, "
+        f"or tune new adapters on another base with `hellogpt tune --from BASE --lora`"
+    )

@@ -1,0 +1,90 @@
+"""A live server in this process: a tiny char-level model behind the real app and uvicorn, on a free local port.
+
+`start_server(...)` returns a `LiveServer` (its base URL and scheduler); every server started in a test is
+stopped at the end of it, its thread joined, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import pytest
+
+from hellogpt.config.schema import SampleConfig
+from hellogpt.data.tokenizer import CharTokenizer, Tokenizer
+from hellogpt.model.gpt import GPT
+from hellogpt.serve.app import ServedModel, create_app
+from hellogpt.serve.batching import Scheduler
+from hellogpt.serve.server import bind_socket, build_server, socket_url
+from tests.test_generate import make_model
+
+# The chat transcript needs ':' beside the letters.
+CHARS = "\n !',.:?abcdefghijklmnopqrstuvwxyz"
+MODEL_ID = "tiny"
+STARTUP_TIMEOUT_SECONDS = 10
+
+
+def char_tokenizer() -> CharTokenizer:
+    return CharTokenizer(CHARS)
+
+
+def tiny_model(tokenizer: Tokenizer, block_size: int = 32) -> GPT:
+    """A 2-layer, 32-wide GPT whose greedy text varies (see tests/test_generate.make_model)."""
+    return make_model(block_size=block_size, vocab_size=tokenizer.vocab_size)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    scheduler: Scheduler
+
+    @property
+    def api(self) -> str:
+        return self.url + "v1"
+
+
+StartServer = Callable[..., LiveServer]
+
+
+@pytest.fixture()
+def start_server() -> Iterator[StartServer]:
+    """Start servers on 127.0.0.1:<free port>; all are stopped when the test ends."""
+    stops: list[Callable[[], None]] = []
+
+    def start(
+        model: Optional[GPT] = None, tokenizer: Optional[Tokenizer] = None, *, max_batch: int = 8,
+        api_key: Optional[str] = None, defaults: Optional[SampleConfig] = None,
+    ) -> LiveServer:
+        tokenizer = tokenizer or char_tokenizer()
+        model = model or tiny_model(tokenizer)
+        scheduler = Scheduler(model, tokenizer, max_batch)
+        served = ServedModel(MODEL_ID, model.config.block_size, {"tokenizer": tokenizer.name})
+        app = create_app(scheduler, tokenizer, served, defaults or SampleConfig(max_new_tokens=20), api_key)
+        sock = bind_socket("127.0.0.1", 0)
+        server = build_server(app, on_stop=scheduler.request_stop)
+        scheduler.start()
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            server.should_exit = True
+            scheduler.stop(timeout=STARTUP_TIMEOUT_SECONDS)
+            thread.join(STARTUP_TIMEOUT_SECONDS)
+            sock.close()
+            assert not thread.is_alive(), "the server thread did not stop"
+
+        stops.append(stop)
+        return LiveServer(socket_url(sock), scheduler)
+
+    yield start
+    for stop in reversed(stops):
+        stop()
+
+
+@pytest.fixture()
+def server(start_server: StartServer) -> LiveServer:
+    """The tiny char-level model served with the defaults: 8 slots, no key, 20 new tokens unless asked."""
+    return start_server()

@@ -1,0 +1,164 @@
+"""Continuous batching seen from clients: concurrent requests share steps, and nobody's text depends on the others'."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+import torch
+
+from hellogpt.serve import batching
+from hellogpt.serve.batching import BatchedKVCache, decode_step, prefill_slot
+from tests.serve.conftest import LiveServer, StartServer, char_tokenizer, tiny_model
+
+PROMPTS = ["the raven", "once upon", "quoth", "nevermore", "a", "dreary", "midnight, ", "lenore?"]
+# Different lengths: sequences leave the batch at different steps while the others go on; 40+ tokens slide the
+# 32-token window.
+MAX_TOKENS = [40, 7, 25, 50, 3, 33, 18, 45]
+
+
+async def stream_completion(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> str:
+    """The text of one greedy streamed completion, read chunk by chunk."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    pieces: list[str] = []
+    async with client.stream("POST", "v1/completions", json=body) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                pieces.append(json.loads(line[len("data: "):])["choices"][0]["text"])
+    return "".join(pieces)
+
+
+async def alone_then_together(server: LiveServer, prompts: list[str], max_tokens: list[int]) -> tuple[list[str], list[str]]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        alone = [await stream_completion(client, prompt, count) for prompt, count in zip(prompts, max_tokens)]
+        together = await asyncio.gather(*(stream_completion(client, p, n) for p, n in zip(prompts, max_tokens)))
+    return alone, list(together)
+
+
+def record_batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    sizes: list[int] = []
+    original = batching.decode_step
+
+    def recording(model, cache, tokens):
+        sizes.append(len(tokens))
+        return original(model, cache, tokens)
+
+    monkeypatch.setattr(batching, "decode_step", recording)
+    return sizes
+
+
+def test_eight_concurrent_streams_share_steps_and_each_gets_its_greedy_text_from_alone(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = record_batch_sizes(monkeypatch)
+    alone, together = asyncio.run(alone_then_together(server, PROMPTS, MAX_TOKENS))
+    assert together == alone
+    assert [len(text) for text in together] == MAX_TOKENS
+    assert max(sizes) > 1  # decoded together, not one after another
+
+
+def test_requests_beyond_the_free_slots_wait_and_join_between_steps(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(max_batch=3)
+    sizes = record_batch_sizes(monkeypatch)
+    alone, together = asyncio.run(alone_then_together(server, PROMPTS, MAX_TOKENS))
+    assert together == alone
+    assert max(sizes) == 3
+
+
+def slow_steps(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Each decoding step takes at least `seconds`: a long reply stays in its slot long enough to watch."""
+    original = batching.decode_step
+
+    def slow(model, cache, tokens):
+        time.sleep(seconds)
+        return original(model, cache, tokens)
+
+    monkeypatch.setattr(batching, "decode_step", slow)
+
+
+def wait_until_idle(server: LiveServer, within_seconds: float) -> bool:
+    deadline = time.monotonic() + within_seconds
+    while time.monotonic() < deadline:
+        if httpx.get(server.url + "health").json()["active"] == 0:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_slot(start_server: StartServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow_steps(monkeypatch, 0.01)  # 8192 tokens would hold the only slot for 80 s
+    server = start_server(max_batch=1)
+    body = {"prompt": "the raven", "max_tokens": 8192, "stream": True}
+    with httpx.stream("POST", server.api + "/completions", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+    assert wait_until_idle(server, within_seconds=3)
+    started = time.monotonic()
+    reply = httpx.post(server.api + "/completions", json={"prompt": "quoth", "max_tokens": 20}, timeout=30)
+    assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 20
+    assert time.monotonic() - started < 3  # 20 steps of 10 ms, not behind the abandoned 8192
+
+
+def test_a_client_that_gives_up_on_a_plain_request_frees_its_slot(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_steps(monkeypatch, 0.01)
+    server = start_server(max_batch=1)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.api + "/completions", json={"prompt": "the raven", "max_tokens": 8192}, timeout=0.5)
+    assert wait_until_idle(server, within_seconds=3)
+
+
+def test_a_batched_step_gives_each_sequence_the_models_own_logits() -> None:
+    tokenizer = char_tokenizer()
+    model = tiny_model(tokenizer)
+    contexts = {0: [3, 4, 5], 2: [7, 8, 9, 10, 11], 3: [12]}
+    cache = BatchedKVCache(model, slots=4)
+    for slot, context in contexts.items():
+        prefill_slot(model, cache, slot, context)
+    logits = decode_step(model, cache, {slot: 6 for slot in contexts})
+    with torch.inference_mode():
+        for slot, context in contexts.items():
+            expected = model(torch.tensor([context + [6]]))[0][0, -1]
+            torch.testing.assert_close(logits[slot], expected, rtol=1e-5, atol=1e-5)
+    assert cache.lengths == [4, 0, 6, 2]
+
+
+def test_a_sequences_logits_are_bit_identical_alone_and_beside_others() -> None:
+    tokenizer = char_tokenizer()
+    model = tiny_model(tokenizer)
+    mine, others = [3, 4, 5, 6], {0: [7, 8], 1: [9, 10, 11, 12, 13, 14], 3: [15]}
+
+    def my_logits_after_two_steps(neighbours: dict[int, list[int]]) -> torch.Tensor:
+        cache = BatchedKVCache(model, slots=4)
+        for slot, context in {2: mine, **neighbours}.items():
+            prefill_slot(model, cache, slot, context)
+        decode_step(model, cache, {slot: 1 for slot in [2, *neighbours]})
+        return decode_step(model, cache, {slot: 2 for slot in [2, *neighbours]})[2]
+
+    assert torch.equal(my_logits_after_two_steps({}), my_logits_after_two_steps(others))
+
+
+def test_padding_ids_past_the_tokenizers_vocabulary_are_never_drawn(start_server: StartServer) -> None:
+    tokenizer = char_tokenizer()
+    model = tiny_model(tokenizer)
+    padded = type(model)(type(model.config)(**{**model.config.to_dict(), "vocab_size": 64})).eval()
+    with torch.no_grad():
+        padded.load_state_dict({
+            name: torch.cat([value, torch.full((64 - value.size(0), value.size(1)), 50.0)])
+            if name in {"transformer.wte.weight", "lm_head.weight"} else value
+            for name, value in model.state_dict().items()
+        })
+    server = start_server(padded, tokenizer)
+    for seed in range(3):
+        reply = httpx.post(
+            server.api + "/completions", json={"prompt": "the", "max_tokens": 30, "temperature": 1.5, "seed": seed}, timeout=30
+        )
+        assert reply.status_code == 200
+        assert len(reply.json()["choices"][0]["text"]) == 30  # every id decoded to one of the tokenizer's characters
