@@ -7,9 +7,10 @@ cancelled sequence leaves its slot at the next step. Requests live on the asynci
 returns a `SequenceHandle` whose `events()` yield text pieces and then how the sequence ended.
 
 A sequence's numbers do not depend on its neighbours, so greedy decoding gives the same text alone or
-beside others: every step multiplies a fixed number of rows (`max_batch`; idle slots are padding, and
-matrix products of a fixed shape compute each row alike wherever it sits), and attention runs row by row
-over exactly that row's cached positions (a padded, masked attention would sum in another order).
+beside others: attention runs row by row over exactly that row's cached positions (a padded, masked
+attention would sum in another order), and the matrix products compute each row alike whatever the batch:
+a startup probe checks that they do for 1 to `max_batch` rows; where they do not, every step multiplies a
+fixed `max_batch` rows (idle slots are padding).
 """
 
 from __future__ import annotations
@@ -135,43 +136,74 @@ def prefill_slot(model: GPT, cache: BatchedKVCache, slot: int, context: Sequence
 
 
 @torch.inference_mode()
-def decode_step(model: GPT, cache: BatchedKVCache, tokens: dict[int, int]) -> torch.Tensor:
-    """Feed one token to each slot in `tokens` (slot -> token), each at its own next position; logits per slot.
+def decode_step(
+    model: GPT, cache: BatchedKVCache, tokens: dict[int, int], rows: Optional[Sequence[int]] = None
+) -> dict[int, torch.Tensor]:
+    """Feed one token to each slot in `tokens` (slot -> token), each at its own next position; logits by slot.
 
-    Every slot is a row of the step (idle ones compute padding that is thrown away), so each row's numbers
-    are the same whoever else is in the batch. Drives the model's blocks as `GPT.forward` does.
+    `rows` are the slots computed as rows of the step (default: every slot, idle ones as padding thrown
+    away, so that each row's numbers are the same whoever else is in the batch). Drives the model's
+    blocks as `GPT.forward` does.
     """
-    slots = len(cache.lengths)
+    row_slots = list(rows) if rows is not None else list(range(len(cache.lengths)))
     device = cache.keys.device
     width, heads = model.config.n_embd, model.config.n_head
-    token_ids = torch.zeros(slots, 1, dtype=torch.long)
-    positions = torch.zeros(slots, 1, dtype=torch.long)
-    for slot, token in tokens.items():
-        token_ids[slot, 0] = token
-        positions[slot, 0] = cache.lengths[slot]
+    token_ids = torch.zeros(len(row_slots), 1, dtype=torch.long)
+    positions = torch.zeros(len(row_slots), 1, dtype=torch.long)
+    live = [(row, slot) for row, slot in enumerate(row_slots) if slot in tokens]
+    for row, slot in live:
+        token_ids[row, 0] = tokens[slot]
+        positions[row, 0] = cache.lengths[slot]
     token_ids, positions = token_ids.to(device), positions.to(device)
-    active = torch.tensor(sorted(tokens), dtype=torch.long, device=device)
-    active_positions = positions[active, 0]
+    live_rows = torch.tensor([row for row, _ in live], dtype=torch.long, device=device)
+    live_slots = torch.tensor([slot for _, slot in live], dtype=torch.long, device=device)
+    live_positions = positions[live_rows, 0]
     transformer = model.transformer
     x = transformer.drop(transformer.wte(token_ids) + transformer.wpe(positions))
     for layer, block in enumerate(transformer.h):
         attention = block.attn
         q, k, v = attention.c_attn(block.ln_1(x)).split(width, dim=2)
-        q, k, v = (t.view(slots, 1, heads, width // heads).transpose(1, 2) for t in (q, k, v))
-        cache.keys[layer, active, :, active_positions] = k[active, :, 0]
-        cache.values[layer, active, :, active_positions] = v[active, :, 0]
+        q, k, v = (t.view(len(row_slots), 1, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+        cache.keys[layer, live_slots, :, live_positions] = k[live_rows, :, 0]
+        cache.values[layer, live_slots, :, live_positions] = v[live_rows, :, 0]
         y = torch.zeros_like(q)
-        for slot in tokens:
+        for row, slot in live:
             end = cache.lengths[slot] + 1
-            y[slot] = F.scaled_dot_product_attention(
-                q[slot : slot + 1], cache.keys[layer, slot : slot + 1, :, :end], cache.values[layer, slot : slot + 1, :, :end]
+            y[row] = F.scaled_dot_product_attention(
+                q[row : row + 1], cache.keys[layer, slot : slot + 1, :, :end], cache.values[layer, slot : slot + 1, :, :end]
             )[0]
-        y = y.transpose(1, 2).contiguous().view(slots, 1, width)
+        y = y.transpose(1, 2).contiguous().view(len(row_slots), 1, width)
         x = x + attention.resid_dropout(attention.c_proj(y))
         x = x + block.mlp(block.ln_2(x))
-    for slot in tokens:
+    for _, slot in live:
         cache.lengths[slot] += 1
-    return model.lm_head(transformer.ln_f(x)[:, -1, :])
+    logits = model.lm_head(transformer.ln_f(x)[:, -1, :])
+    return {slot: logits[row] for row, slot in live}
+
+
+@torch.inference_mode()
+def rows_are_batch_invariant(model: GPT, max_batch: int) -> bool:
+    """Whether a row's logits come out bit-identical in steps of 1 to `max_batch` rows on this machine.
+
+    Matrix kernels pick their blocking by the number of rows, and some sum in another order for another
+    count. When none does, a step computes only its live sequences (no padding, much faster for a lone
+    request); otherwise every step pads to `max_batch` rows. Each trial fills every row with the same
+    sequence, so any row that differs from the lone row shows up, wherever it sits.
+    """
+    if max_batch == 1:
+        return True
+    cache = BatchedKVCache(model, max_batch)
+    context = [index % model.config.vocab_size for index in range(1, 5)]
+    for slot in range(max_batch):
+        prefill_slot(model, cache, slot, context)
+    lone: Optional[torch.Tensor] = None
+    for rows in range(1, max_batch + 1):
+        logits = decode_step(model, cache, {slot: 1 for slot in range(rows)}, rows=range(rows))
+        cache.lengths = [len(context)] * max_batch
+        lone = logits[0] if lone is None else lone
+        if any(not torch.equal(row_logits, lone) for row_logits in logits.values()):
+            return False
+    return True
 
 
 @dataclass(eq=False)
@@ -201,6 +233,8 @@ class Scheduler:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self._cache = BatchedKVCache(model, max_batch)
+        # Pad every step to max_batch rows only where this machine's kernels need it for same-text-under-load.
+        self.pads_steps = not rows_are_batch_invariant(model, max_batch)
         self._device = model.transformer.wte.weight.device
         self._keep = max(1, int(model.config.block_size * SLIDE_KEEP_FRACTION))
         self._waiting: deque[_Sequence] = deque()
@@ -294,7 +328,8 @@ class Scheduler:
             sequence.context = sequence.context[-self._keep :]
             self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
         if decoding:
-            logits = decode_step(self.model, self._cache, {slot: seq.context[-1] for slot, seq in decoding.items()})
+            tokens = {slot: sequence.context[-1] for slot, sequence in decoding.items()}
+            logits = decode_step(self.model, self._cache, tokens, rows=None if self.pads_steps else sorted(tokens))
             for slot, sequence in decoding.items():
                 self._sample(sequence, logits[slot])
 

@@ -43,9 +43,9 @@ def record_batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     original = batching.decode_step
 
-    def recording(model, cache, tokens):
+    def recording(model, cache, tokens, rows=None):
         sizes.append(len(tokens))
-        return original(model, cache, tokens)
+        return original(model, cache, tokens, rows)
 
     monkeypatch.setattr(batching, "decode_step", recording)
     return sizes
@@ -59,6 +59,43 @@ def test_eight_concurrent_streams_share_steps_and_each_gets_its_greedy_text_from
     assert together == alone
     assert [len(text) for text in together] == MAX_TOKENS
     assert max(sizes) > 1  # decoded together, not one after another
+
+
+def test_greedy_text_is_the_same_alone_and_together_when_steps_are_padded(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batching, "rows_are_batch_invariant", lambda model, max_batch: False)
+    server = start_server()
+    assert server.scheduler.pads_steps
+    alone, together = asyncio.run(alone_then_together(server, PROMPTS, MAX_TOKENS))
+    assert together == alone
+
+
+def test_the_probe_finds_kernels_whose_rows_depend_on_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokenizer = char_tokenizer()
+    model = tiny_model(tokenizer)
+    assert batching.rows_are_batch_invariant(model, 8) == batching.rows_are_batch_invariant(model, 8)  # deterministic
+    plain_head = model.lm_head.forward
+    # A head whose rows shift with the row count, as a kernel that blocks differently per count would.
+    monkeypatch.setattr(model.lm_head, "forward", lambda hidden: plain_head(hidden) + 1e-3 * hidden.size(0))
+    assert not batching.rows_are_batch_invariant(model, 8)
+    assert batching.rows_are_batch_invariant(model, 1)
+
+
+def test_without_padding_a_step_computes_only_its_live_sequences() -> None:
+    tokenizer = char_tokenizer()
+    model = tiny_model(tokenizer)
+    contexts = {1: [3, 4, 5], 6: [7, 8]}
+    padded, compact = BatchedKVCache(model, slots=8), BatchedKVCache(model, slots=8)
+    for cache in (padded, compact):
+        for slot, context in contexts.items():
+            prefill_slot(model, cache, slot, context)
+    everything = decode_step(model, padded, {1: 9, 6: 10})
+    live_only = decode_step(model, compact, {1: 9, 6: 10}, rows=[1, 6])
+    assert sorted(everything) == sorted(live_only) == [1, 6]
+    for slot in contexts:
+        torch.testing.assert_close(live_only[slot], everything[slot], rtol=1e-5, atol=1e-5)
+    assert padded.lengths == compact.lengths == [0, 4, 0, 0, 0, 0, 3, 0]
 
 
 def test_requests_beyond_the_free_slots_wait_and_join_between_steps(
@@ -75,9 +112,9 @@ def slow_steps(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Each decoding step takes at least `seconds`: a long reply stays in its slot long enough to watch."""
     original = batching.decode_step
 
-    def slow(model, cache, tokens):
+    def slow(model, cache, tokens, rows=None):
         time.sleep(seconds)
-        return original(model, cache, tokens)
+        return original(model, cache, tokens, rows)
 
     monkeypatch.setattr(batching, "decode_step", slow)
 
