@@ -3,9 +3,9 @@ and serves one request within 10 % of `chat`'s tokens/s.
 
 For a char model of the quickstart shape (4x128, block 128, vocabulary 103) and a GPT-2-124M-shaped one (12x768,
 block 1024, vocabulary 50257), random weights, the dtype `system.dtype: auto` picks: greedy streamed completions of
-N tokens after a 16-token prompt through the real server (uvicorn + FastAPI on 127.0.0.1, in a thread of this
-process; the client is httpx in the main thread), against `generate.stream_tokens` (what `chat` runs) in the same
-process. Rows: chat alone; the server with one request; 8 requests one after another; 8 at once. Medians over repeats,
+N tokens after a 16-token prompt through the real server (`hellogpt serve --checkpoint` in its own process on
+127.0.0.1, as a user runs it; the client is httpx in this process, as a user's program is its own), against
+`generate.stream_tokens` (what `chat` runs) in this process. Rows: chat alone; the server with one request; 8 requests one after another; 8 at once. Medians over repeats,
 runs interleaved so that a busy CPU slows all alike. OMP_WAIT_POLICY=PASSIVE unless set (see benchmarks/generate.py).
 
     python benchmarks/serve.py [--quick] [--repeats N] [--models char,gpt2]
@@ -18,10 +18,13 @@ import asyncio
 import json
 import os
 import statistics
-import threading
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -29,14 +32,11 @@ import httpx  # noqa: E402
 import torch  # noqa: E402
 from prepare import cpu_flags  # noqa: E402  (benchmarks/prepare.py, beside this file)
 
-from hellogpt.config.schema import SampleConfig  # noqa: E402
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer  # noqa: E402
 from hellogpt.generate import prepare_for_inference, stream_tokens  # noqa: E402
-from hellogpt.hardware import choose_dtype  # noqa: E402
+from hellogpt.hardware.devices import choose_dtype  # noqa: E402
 from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
-from hellogpt.serve.app import ServedModel, create_app  # noqa: E402
-from hellogpt.serve.batching import Scheduler  # noqa: E402
-from hellogpt.serve.server import bind_socket, build_server, socket_url  # noqa: E402
+from hellogpt.train.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 
 PROMPT_LENGTH = 16
 CONCURRENT = 8
@@ -62,24 +62,30 @@ class Run:
 
 
 class LiveServer:
-    """The app on a free local port, served by uvicorn in a thread, stopped by `close`."""
+    """`hellogpt serve` on a free local port in its own process, stopped (Ctrl-C, as a user would) by `close`."""
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer) -> None:
-        self.scheduler = Scheduler(model, tokenizer, max_batch=CONCURRENT)
-        served = ServedModel("bench", model.config.block_size)
-        app = create_app(self.scheduler, tokenizer, served, SampleConfig(temperature=0.0))
-        self.socket = bind_socket("127.0.0.1", 0)
-        self.url = socket_url(self.socket)
-        self.server = build_server(app, on_stop=self.scheduler.request_stop)
-        self.scheduler.start()
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
-        self.thread.start()
+    def __init__(self, checkpoint: str) -> None:
+        command = [sys.executable, "-m", "hellogpt", "serve", "--checkpoint", checkpoint, "--port", "0",
+                   "--max-batch", str(CONCURRENT), "--set", "sample.temperature=0"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if "chat page" in line:
+                self.url = line.split()[-1]
+                break
+        else:
+            raise RuntimeError(f"hellogpt serve did not start (exit {self.process.wait()})")
 
     def close(self) -> None:
-        self.server.should_exit = True
-        self.scheduler.stop(timeout=30)
-        self.thread.join(30)
-        self.socket.close()
+        self.process.send_signal(2)  # SIGINT: a clean stop
+        self.process.wait(timeout=60)
+
+
+def saved_checkpoint(model: GPT, tokenizer: Tokenizer, folder: str) -> str:
+    """The random-weight model as a checkpoint file that `hellogpt serve` loads."""
+    path = f"{folder}/bench.pt"
+    save_checkpoint(path, Checkpoint(model_args=model.config, model=model.state_dict(), tokenizer=tokenizer.description()))
+    return path
 
 
 async def one_request(client: httpx.AsyncClient, prompt: str, new_tokens: int, start: float) -> tuple[int, float]:
@@ -133,10 +139,11 @@ def measure(name: str, new_tokens: int, repeats: int) -> dict[str, tuple[float, 
     torch.manual_seed(0)
     config = SHAPES[name]
     model = GPT(config)
+    folder = tempfile.mkdtemp(prefix="hellogpt-serve-bench-")
+    server = LiveServer(saved_checkpoint(model, tokenizer, folder))
     model = prepare_for_inference(model, torch.device("cpu"), choose_dtype("auto", "cpu", config))
     prompt_ids = prompts_for(tokenizer, CONCURRENT)
     prompts = [tokenizer.decode(ids) for ids in prompt_ids]
-    server = LiveServer(model, tokenizer)
     rows: dict[str, Callable[[], Run]] = {
         "chat (stream_tokens), 1 request": lambda: through_chat(model, tokenizer, prompt_ids[0], new_tokens),
         "serve, 1 request": lambda: through_server(server, prompts[:1], new_tokens, together=False),
@@ -152,6 +159,8 @@ def measure(name: str, new_tokens: int, repeats: int) -> dict[str, tuple[float, 
                 collected[row].append(run())
     finally:
         server.close()
+        Path(folder, "bench.pt").unlink(missing_ok=True)
+        Path(folder).rmdir()
     return {
         row: (
             statistics.median(run.tokens_per_second for run in runs),
