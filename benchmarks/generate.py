@@ -1,8 +1,10 @@
 """Decoding speed of `hellogpt.generate.stream_tokens` against transformers' `GPT2LMHeadModel.generate`.
 
-A GPT-2-124M-shaped model (12x768, vocabulary 50257, block 1024, biases) with random weights,
+GPT-2-124M and gpt2-medium shapes (vocabulary 50257, block 1024, biases) with random weights,
 copied into transformers' GPT-2 so both run the same weights; greedy decoding of N tokens after
-a 16-token prompt, fp32 and bf16, medians over repeats, all in one process.
+a 16-token prompt, fp32, bf16 and hellogpt's int8 weights, medians over repeats, all in one process.
+The memory bound is this machine's read bandwidth (a plain `sum` over 1 GiB, measured between the
+runs) over the weight bytes read per token; "same tokens" compares with hellogpt's fp32 tokens.
 
 Runs alternate between the two engines so that a busy CPU slows both alike. OpenMP threads sleep
 instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE unless set): on a CPU shared with
@@ -24,13 +26,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from hellogpt.generate import prepare_for_inference, stream_tokens  # noqa: E402
+from hellogpt.generate import prepare_for_inference, prepare_int8_for_inference, stream_tokens  # noqa: E402
+from hellogpt.hardware.readings import describe_cpu  # noqa: E402
 from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
 
 PROMPT_LENGTH = 16
-# Reading every weight once per token bounds decoding speed; this is the memory bandwidth the issue assumes.
-MEMORY_BANDWIDTH_BYTES_PER_SECOND = 50e9
-GPT2_SMALL = GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, dropout=0.0, bias=True)
+# Bytes summed to read the machine's bandwidth: far more than any cache holds.
+BANDWIDTH_PROBE_BYTES = 2**30
+SHAPES = {
+    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, dropout=0.0, bias=True),
+    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257, dropout=0.0, bias=True),
+}
 
 
 @dataclass
@@ -121,20 +127,34 @@ def median_timing(timings: list[Timing]) -> Timing:
 
 
 def weight_bytes_per_token(model: GPT) -> int:
-    """Bytes read per decoded token: every weight once (position embeddings: one row, ignored)."""
-    return sum(p.numel() * p.element_size() for name, p in model.named_parameters() if "wpe" not in name)
+    """Bytes read per decoded token: every matrix once (the embeddings' one row each is ignored, and an int8
+    model's fp32 token embedding is only looked up, its int8 copy is what the LM head reads)."""
+    tensors = {id(t): t for name, t in [*model.named_parameters(), *model.named_buffers()]
+               if "wpe" not in name and "scales" not in name and not name.startswith("transformer.wte")}
+    if "lm_head.weight" not in dict(model.named_buffers()):
+        tensors[id(model.lm_head.weight)] = model.lm_head.weight  # tied to wte: read once, by the LM head
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def read_bandwidth(data: torch.Tensor) -> float:
+    """Bytes per second of one `sum` over `data` (memory-bound: one read of every byte)."""
+    start = time.perf_counter()
+    data.sum()
+    return data.numel() * data.element_size() / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="50 tokens, 1 repeat: checks that it runs")
+    parser.add_argument("--quick", action="store_true", help="50 tokens, 1 repeat, gpt2 shape only: checks that it runs")
     parser.add_argument("--tokens", type=int, default=None, help="tokens to decode (default 200)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per row, median reported (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--shapes", default=None, help="comma-separated of: " + ", ".join(SHAPES) + " (default: all)")
+    parser.add_argument("--dtypes", default="float32,bfloat16,int8")
     args = parser.parse_args()
     new_tokens = args.tokens or (50 if args.quick else 200)
     repeats = args.repeats or (1 if args.quick else 3)
+    shapes = (args.shapes or ("gpt2" if args.quick else ",".join(SHAPES))).split(",")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -142,39 +162,66 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    torch.manual_seed(0)
-    reference = GPT(GPT2_SMALL).eval()
-    prompt = torch.randint(0, GPT2_SMALL.vocab_size, (PROMPT_LENGTH,)).tolist()
+    print(f"CPU: {describe_cpu()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    probe = torch.ones(BANDWIDTH_PROBE_BYTES // 4)
+    bandwidths: list[float] = []
     table = Table(title=f"Greedy decoding, {new_tokens} tokens after {PROMPT_LENGTH}, {torch.get_num_threads()} threads, "
                   f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
                   f"median of {repeats} (torch {torch.__version__}, transformers {transformers.__version__})")
-    for column in ("dtype", "engine", "first token (ms)", "decode tok/s", "vs transformers", "of memory bound", "same tokens"):
+    for column in ("shape", "dtype", "engine", "first token (ms)", "decode tok/s", "vs transformers", "vs hellogpt fp32",
+                   "of memory bound", "same tokens"):
         table.add_column(column, justify="right")
-    best = {"transformers": 0.0, "hellogpt": 0.0}
-    for dtype_name in args.dtypes.split(","):
-        dtype = getattr(torch, dtype_name)
-        ours = prepare_for_inference(GPT(GPT2_SMALL), torch.device("cpu"), torch.float32)
-        ours.load_state_dict(reference.state_dict())
-        hf_model = copy_into_transformers(ours).to(dtype)
-        ours = prepare_for_inference(ours, torch.device("cpu"), dtype)
-        bound = MEMORY_BANDWIDTH_BYTES_PER_SECOND / weight_bytes_per_token(ours)
-        # Warm-up over the full length: transformers pays a one-off cost for each new sequence length.
-        time_ours(ours, prompt, new_tokens), time_transformers(hf_model, prompt, new_tokens)
-        theirs, mine = alternating_medians(
-            [lambda: time_transformers(hf_model, prompt, new_tokens), lambda: time_ours(ours, prompt, new_tokens)], repeats
-        )
-        same = sum(a == b for a, b in zip(mine.tokens, theirs.tokens))
-        for name, timing in (("transformers", theirs), ("hellogpt", mine)):
-            best[name] = max(best[name], timing.decode_tokens_per_second)
+    for shape in shapes:
+        config = SHAPES[shape]
+        torch.manual_seed(0)
+        reference = GPT(config).eval()
+        prompt = torch.randint(0, config.vocab_size, (PROMPT_LENGTH,)).tolist()
+        best = {"transformers": 0.0, "hellogpt": 0.0}
+        rows = []
+        for dtype_name in args.dtypes.split(","):
+            ours = prepare_for_inference(GPT(config), torch.device("cpu"), torch.float32)
+            ours.load_state_dict(reference.state_dict())
+            hf_model = None
+            if dtype_name == "int8":
+                ours = prepare_int8_for_inference(ours, torch.device("cpu"))
+            else:
+                dtype = getattr(torch, dtype_name)
+                hf_model = copy_into_transformers(ours).to(dtype)
+                ours = prepare_for_inference(ours, torch.device("cpu"), dtype)
+            weight_bytes = weight_bytes_per_token(ours)
+            runs = [lambda: time_ours(ours, prompt, new_tokens)]
+            if hf_model is not None:
+                runs.insert(0, lambda: time_transformers(hf_model, prompt, new_tokens))
+            for run in runs:  # warm-up over the full length: transformers pays once for each new sequence length
+                run()
+            read_rates: list[float] = []
+
+            def timed_then_read(run):
+                """Each engine's run followed by a bandwidth reading: both see the same (shared) machine."""
+                return lambda: (run(), read_rates.append(read_bandwidth(probe)))[0]
+
+            timings = alternating_medians([timed_then_read(run) for run in runs], repeats)
+            bandwidth = statistics.median(read_rates)
+            bandwidths.append(bandwidth)
+            engines = [("transformers", timings[0]), ("hellogpt", timings[1])] if hf_model is not None else [("hellogpt", timings[0])]
+            for name, timing in engines:
+                best[name] = max(best[name], timing.decode_tokens_per_second)
+                rows.append((dtype_name, name, timing, bandwidth / weight_bytes, engines[0][1] if hf_model else None))
+        fp32_ours = next(t for d, n, t, _, _ in rows if d == "float32" and n == "hellogpt")
+        for dtype_name, name, timing, bound, theirs in rows:
+            same = sum(a == b for a, b in zip(timing.tokens, fp32_ours.tokens))
             table.add_row(
-                dtype_name, name, f"{timing.seconds_to_first_token * 1000:.0f}", f"{timing.decode_tokens_per_second:.1f}",
-                f"{timing.decode_tokens_per_second / theirs.decode_tokens_per_second:.2f}x",
-                f"{timing.decode_tokens_per_second / bound:.0%}", "" if name == "transformers" else f"{same}/{len(theirs.tokens)}",
+                shape, dtype_name, name, f"{timing.seconds_to_first_token * 1000:.0f}", f"{timing.decode_tokens_per_second:.1f}",
+                f"{timing.decode_tokens_per_second / theirs.decode_tokens_per_second:.2f}x" if theirs else "",
+                f"{timing.decode_tokens_per_second / fp32_ours.decode_tokens_per_second:.2f}x",
+                f"{timing.decode_tokens_per_second / bound:.0%}", f"{same}/{len(fp32_ours.tokens)}",
             )
-    Console(width=max(Console().width, 120)).print(table)
-    print(f"memory bound: {MEMORY_BANDWIDTH_BYTES_PER_SECOND / 1e9:.0f} GB/s / weight bytes per token")
-    print(f"fastest dtype each: hellogpt {best['hellogpt']:.1f} tok/s, transformers {best['transformers']:.1f} tok/s, "
-          f"ratio {best['hellogpt'] / best['transformers']:.2f}x")
+        print(f"{shape}: fastest dtype each: hellogpt {best['hellogpt']:.1f} tok/s, transformers "
+              f"{best['transformers']:.1f} tok/s, ratio {best['hellogpt'] / best['transformers']:.2f}x")
+    Console(width=max(Console().width, 140)).print(table)
+    print(f"memory bound: read bandwidth measured between the runs (median {statistics.median(bandwidths) / 1e9:.1f} GB/s, "
+          f"range {min(bandwidths) / 1e9:.1f}-{max(bandwidths) / 1e9:.1f}) / weight bytes read per token; "
+          f"load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

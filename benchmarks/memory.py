@@ -102,9 +102,11 @@ def prepare_poems(folder: Path) -> Path:
 
 
 def cpu_flags() -> str:
-    from hellogpt.hardware import cpu_has_native_bf16
+    from hellogpt.hardware.devices import cpu_has_native_bf16
+    from hellogpt.hardware.readings import describe_cpu
 
-    return "native bf16 (AVX512-BF16/AMX): LoRA base held in bf16" if cpu_has_native_bf16() else "no native bf16: fp32 base"
+    base = "native bf16 (AVX512-BF16/AMX): LoRA base held in bf16" if cpu_has_native_bf16() else "no native bf16: fp32 base"
+    return f"{describe_cpu()}; {base}"
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from hellogpt.data.prepare import prepare_dataset
 from hellogpt.data.sources import CORPORA_DIR
 from hellogpt.data.tokenizer import gpt2_tokenizer
+from hellogpt.hardware.readings import describe_cpu
 
 POEMS = CORPORA_DIR / "poems"
 MEGABYTE = 1_000_000
@@ -95,18 +96,6 @@ def whole_processes(corpus: Path, out_dir: Path, repeats: int) -> dict[str, floa
     )
 
 
-def cpu_flags() -> str:
-    """The CPU's model and the vector extensions that decide how fast tokenising and matmuls run."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = [flag for flag in flags if flag.startswith(("avx", "amx", "sse4_2", "fma"))]
-    return f"{model}; flags: {' '.join(wanted) or 'none of avx/amx'}"
-
-
 def peak_rss_megabytes() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / MEGABYTE if sys.platform == "darwin" else peak * 1024 / MEGABYTE
@@ -164,7 +153,7 @@ def main() -> None:
         ]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"prepare on {cores} cores of {cpu_flags()} (load average {load}); medians of interleaved runs; "
+    print(f"prepare on {cores} cores of {describe_cpu()} (load average {load}); medians of interleaved runs; "
           "ratio = prepare gpt2 speed / single-threaded encode_ordinary speed in this process; "
           "process ratio = the same as whole processes, start-up included\n")
     print_table(rows)

@@ -30,11 +30,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import httpx  # noqa: E402
 import torch  # noqa: E402
-from prepare import cpu_flags  # noqa: E402  (benchmarks/prepare.py, beside this file)
+from hellogpt.hardware.readings import describe_cpu  # noqa: E402
 
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer  # noqa: E402
 from hellogpt.generate import prepare_for_inference, stream_tokens  # noqa: E402
-from hellogpt.hardware.devices import choose_dtype  # noqa: E402
+from hellogpt.hardware.devices import choose_decode_dtype  # noqa: E402
 from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
 from hellogpt.train.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 
@@ -141,7 +141,7 @@ def measure(name: str, new_tokens: int, repeats: int) -> dict[str, tuple[float, 
     model = GPT(config)
     folder = tempfile.mkdtemp(prefix="hellogpt-serve-bench-")
     server = LiveServer(saved_checkpoint(model, tokenizer, folder))
-    model = prepare_for_inference(model, torch.device("cpu"), choose_dtype("auto", "cpu", config))
+    model = prepare_for_inference(model, torch.device("cpu"), choose_decode_dtype("auto", "cpu", config))
     prompt_ids = prompts_for(tokenizer, CONCURRENT)
     prompts = [tokenizer.decode(ids) for ids in prompt_ids]
     rows: dict[str, Callable[[], Run]] = {
@@ -192,7 +192,7 @@ def main() -> None:
         results = measure(name, new_tokens, repeats)
         chat_speed = results["chat (stream_tokens), 1 request"][0]
         sequential_wall = results[f"serve, {CONCURRENT} one after another"][1]
-        dtype = str(choose_dtype("auto", "cpu", SHAPES[name])).removeprefix("torch.")
+        dtype = str(choose_decode_dtype("auto", "cpu", SHAPES[name])).removeprefix("torch.")
         for row, (speed, wall, first) in results.items():
             if row.startswith(f"serve, {CONCURRENT}"):
                 ratio = f"{sequential_wall / wall:.2f}x faster" if row.endswith("at once") else "1.00x (reference)"
@@ -200,7 +200,7 @@ def main() -> None:
                 ratio = f"{speed / chat_speed:.2f}x chat's tok/s"
             table.add_row(name, dtype, row, str(new_tokens), f"{speed:.1f}", f"{wall:.2f}", f"{first * 1000:.0f}", ratio)
     Console(width=max(Console().width, 130)).print(table)
-    print(f"CPU: {cpu_flags()}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
+    print(f"CPU: {describe_cpu()}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
 
 

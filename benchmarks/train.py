@@ -13,7 +13,11 @@ ours/reference tokens/s.
 OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE unless set): on a
 CPU shared with other work, spinning threads made every step 20x slower for both implementations.
 
-    python benchmarks/train.py [--quick] [--steps N] [--warmup N] [--cases char,poe] [--threads N] [--dtype D]
+With --loop it times the real training loop instead (`hellogpt.train.loop.train`, case (a), fp32): ms/step between
+its StepEvents with the loss and gradient norm read every step (log_interval 1) and once per 10 steps, interleaved.
+On a CPU the two should match (reading a CPU tensor costs nothing); on a GPU the second skips 9 of 10 queue stalls.
+
+    python benchmarks/train.py [--quick] [--steps N] [--warmup N] [--cases char,poe] [--threads N] [--dtype D] [--loop]
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from hellogpt.config.schema import OptimConfig  # noqa: E402
 from hellogpt.data.sources import CORPORA_DIR  # noqa: E402
-from hellogpt.hardware import autocast_context, choose_device, choose_dtype, mfu, peak_flops  # noqa: E402
+from hellogpt.hardware.devices import autocast_context, choose_device, choose_dtype  # noqa: E402
+from hellogpt.hardware.peak import mfu, peak_flops  # noqa: E402
 from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
 from hellogpt.train.optimizer import build_optimizer  # noqa: E402
 
@@ -225,6 +230,59 @@ def print_table(rows: list[tuple[Case, Result, dict[str, float], Optional[float]
     )
 
 
+def loop_milliseconds_per_step(data_dir: Path, work_dir: Path, steps: int, log_interval: int) -> float:
+    """The real loop on case (a): mean ms/step between the StepEvents at steps 2*log_interval and `steps`."""
+    from hellogpt.config.layers import resolve_config
+    from hellogpt.train.events import StepEvent
+    from hellogpt.train.loop import train
+
+    config = CASES["char"].config
+    settings = [
+        f"model.n_layer={config.n_layer}", f"model.n_head={config.n_head}", f"model.n_embd={config.n_embd}",
+        f"model.block_size={config.block_size}", "model.dropout=0.0", "model.bias=false",
+        f"train.batch_size={CASES['char'].batch_size}", "train.gradient_accumulation_steps=1", f"train.max_iters={steps}",
+        f"train.eval_interval={steps}", "train.eval_iters=1", f"train.log_interval={log_interval}",
+        f"train.runs_dir={work_dir / 'runs'}", "system.device=cpu", "system.dtype=float32", "system.compile=false",
+        "system.peak_flops=1e12", "sample.max_new_tokens=1",
+    ]
+    stamps: dict[int, float] = {}
+    for event in train(resolve_config(None, [], settings), data_dir=data_dir, checkpoint_path=work_dir / "loop.pt"):
+        if isinstance(event, StepEvent):
+            stamps[event.step] = time.perf_counter()
+    first = 2 * log_interval
+    return (stamps[steps] - stamps[first]) / (steps - first) * 1000
+
+
+def run_loop_benchmark(steps: int, repeats: int) -> None:
+    """Log interval 1 vs 10 in the real loop, interleaved `repeats` times; medians and their ratio."""
+    import json
+    import tempfile
+
+    from rich.console import Console
+
+    text = shakespeare_path().read_text(encoding="utf-8")
+    chars = "".join(sorted(set(text)))
+    index = {char: position for position, char in enumerate(chars)}
+    ids = np.array([index[char] for char in text], dtype=np.uint16)
+    timings: dict[int, list[float]] = {1: [], 10: []}
+    with tempfile.TemporaryDirectory() as temporary:
+        data_dir = Path(temporary) / "data"
+        data_dir.mkdir()
+        split = int(len(ids) * 0.9)
+        ids[:split].tofile(data_dir / "train.bin")
+        ids[split:].tofile(data_dir / "val.bin")
+        meta = {"tokenizer": {"kind": "char", "chars": chars}, "vocab_size": len(chars), "dtype": "uint16"}
+        (data_dir / "meta.json").write_text(json.dumps(meta))
+        for _ in range(repeats):
+            for log_interval in timings:
+                timings[log_interval].append(loop_milliseconds_per_step(data_dir, Path(temporary), steps, log_interval))
+    every, tenth = (statistics.median(timings[interval]) for interval in (1, 10))
+    Console(width=TABLE_WIDTH).print(
+        f"training loop, {CASES['char'].name}, fp32, {steps} steps x {repeats}: read every step {every:.1f} ms/step, "
+        f"read every 10th step {tenth:.1f} ms/step (ratio {every / tenth:.2f}x); runs: {timings}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Few steps: checks that it runs; numbers are rough.")
@@ -233,9 +291,13 @@ def main() -> None:
     parser.add_argument("--cases", default="char,poe", help="Comma-separated: char, poe.")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
     parser.add_argument("--dtype", default="auto", help="Our system.dtype (the reference is always float32).")
+    parser.add_argument("--loop", action="store_true", help="Time the real training loop: log_interval 1 vs 10.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.loop:
+        run_loop_benchmark(args.steps or (40 if args.quick else 120), repeats=2 if args.quick else 5)
+        return
     steps = args.steps or (6 if args.quick else 20)
     rows = []
     for name in args.cases.split(","):

@@ -132,7 +132,7 @@ def evaluate_model(
     on_progress: Optional[Callable[[int, int], None]] = None,
 ) -> Evaluation:
     """Sum the cross-entropy of every next token in the windows (in float64) and count their bytes."""
-    from hellogpt.hardware import autocast_context
+    from hellogpt.hardware.devices import autocast_context
 
     model = model.to(device).eval()
     token_bytes = _bytes_per_token(tokenizer)

@@ -17,6 +17,7 @@ import torch
 from hellogpt.errors import UserError
 from hellogpt.model.gpt import GPT, KVCache
 from hellogpt.model.packed import can_pack_linear_layers, pack_linear_layers
+from hellogpt.model.quantize import quantize_int8
 
 # When the context outgrows block_size, the cache restarts from the most recent half of it:
 # one prefill of block_size/2 tokens buys block_size/2 cheap decoding steps, so the re-prefill
@@ -148,7 +149,7 @@ def stream_tokens(
         raise ValueError(f"vocab_size must be the tokenizer's size (> 0), got {vocab_size}")
     block_size = model.config.block_size
     keep = max(1, int(block_size * SLIDE_KEEP_FRACTION))
-    device = model.lm_head.weight.device
+    device = model.transformer.wte.weight.device
     context = list(prompt_ids)
     slid = False
     if len(context) > block_size:
@@ -212,6 +213,22 @@ def stream_text(tokenizer: TokenBytes, token_ids: Iterator[int]) -> Iterator[str
 
 
 def prepare_for_inference(model: GPT, device: torch.device, dtype: torch.dtype) -> GPT:
-    """Move and cast the weights once (no per-op autocast), switch off dropout, prepack bf16 CPU weights."""
+    """Move and cast the weights once (no per-op autocast), switch off dropout, and prepack bf16 CPU weights
+    where this machine's probe measured that packing pays (`hellogpt.hardware.rules`)."""
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    return pack_linear_layers(model) if can_pack_linear_layers(model.lm_head.weight) else model
+    if not can_pack_linear_layers(model.lm_head.weight):
+        return model
+    from hellogpt.hardware.rules import cpu_rules
+
+    return pack_linear_layers(model) if cpu_rules().pack_bf16 else model
+
+
+def prepare_int8_for_inference(model: GPT, device: torch.device) -> GPT:
+    """fp32 activations over int8 weights (`model/quantize.py`): a quarter of fp32's bytes per token. CPU only."""
+    if device.type != "cpu":
+        raise UserError(
+            f"int8 weights run on the CPU only (torch's int8 kernels), not {device.type}: "
+            "use --device cpu, or drop --quantize (GPUs decode in bf16/fp16)"
+        )
+    model = model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+    return quantize_int8(model)

@@ -14,6 +14,7 @@ import typer
 from hellogpt.cli.model_source import (
     CheckpointOption,
     DeviceOption,
+    QuantizeOption,
     Gpt2BaseOption,
     LoadedModel,
     SourceOption,
@@ -58,6 +59,7 @@ def chat(
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the most likely tokens holding this mass.")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Longest reply, in tokens.")] = None,
     device: DeviceOption = None,
+    quantize: QuantizeOption = None,
     profile: ProfileOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -74,7 +76,7 @@ def chat(
         prompt = sys.stdin.read().rstrip("\n")
     loaded = load_model(checkpoint, source)
     run_config = resolve_cli_config(profile, config, set_, defaults=loaded.sample_defaults).config
-    run_config = with_flags(run_config, {"sample": flags, "system": {"device": device}})
+    run_config = with_flags(run_config, {"sample": flags, "system": {"device": device, "quantize": quantize}})
     if interactive:
         view = _TerminalView(_console(), _console(stderr=True))
         _run_interactive(_start_session(loaded, run_config, memory, view.show_notice), view)

@@ -47,6 +47,10 @@ def eval_command(
         Optional[str],
         typer.Option("--dtype", help="auto, float32, bfloat16 or float16: autocast over fp32 weights [default: auto]."),
     ] = None,
+    quantize: Annotated[
+        Optional[str],
+        typer.Option("--quantize", help="int8: score with int8 weights, as chat/serve --quantize int8 decode (CPU) [default: none]."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of objects, for scripts.")] = False,
 ) -> None:
     """Score models on a dataset split: loss, perplexity and bits per byte, all on the same windows.
@@ -64,7 +68,7 @@ def eval_command(
         raise UserError(f"--split {split} is not a split: use val or train")
     if not targets and not sources:
         raise UserError("which models? give checkpoints (hellogpt eval NAME.pt ... --data DIR) and/or --from gpt2")
-    system = _system(device, dtype)
+    system = _system(device, dtype, quantize)
     dataset = open_dataset(data)
     chosen: list[EvalTarget] = [checkpoint_target(spec) for spec in targets or []]
     chosen += [huggingface_target(spec) for spec in sources or []]
@@ -72,20 +76,21 @@ def eval_command(
         check_tokenizer(target, dataset)
     length = min(target.architecture.block_size for target in chosen)
     starts = window_starts(dataset, split, length, None if iters is None else iters * _batch_size())
-    results = [_evaluate(target, dataset, split, starts, length, system.device, system.dtype) for target in chosen]
+    results = [_evaluate(target, dataset, split, starts, length, system) for target in chosen]
     if as_json:
         typer.echo(json.dumps([result.to_json() for result in results], indent=2))
         return
     _print_table(results, f"{split} split of {dataset.path}: {len(starts)} windows of {length} tokens")
 
 
-def _system(device: Optional[str], dtype: Optional[str]) -> "SystemConfig":
-    """--device and --dtype checked by the schema (which holds their defaults)."""
+def _system(device: Optional[str], dtype: Optional[str], quantize: Optional[str]) -> "SystemConfig":
+    """--device, --dtype and --quantize checked by the schema (which holds their defaults)."""
     from pydantic import ValidationError
 
     from hellogpt.config.schema import SystemConfig
 
-    given = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
+    flags = (("device", device), ("dtype", dtype), ("quantize", quantize))
+    given = {key: value for key, value in flags if value is not None}
     try:
         return SystemConfig(**given)
     except ValidationError as error:
@@ -100,17 +105,24 @@ def _batch_size() -> int:
     return EVAL_BATCH_SIZE
 
 
-def _evaluate(target, dataset, split: str, starts, length: int, device_setting: str, dtype_setting: str) -> "Evaluation":
+def _evaluate(target, dataset, split: str, starts, length: int, system: "SystemConfig") -> "Evaluation":
     """Load one model (only one is in memory at a time), score it with a progress bar on stderr, free it."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from hellogpt.evaluate import evaluate_model, load_target_model
-    from hellogpt.hardware import choose_device, choose_dtype
+    import torch
 
-    device = choose_device(device_setting)
-    dtype = choose_dtype(dtype_setting, device, target.architecture)
+    from hellogpt.evaluate import evaluate_model, load_target_model
+    from hellogpt.cli.model_source import choose_device_for
+    from hellogpt.generate import prepare_int8_for_inference
+    from hellogpt.hardware.devices import choose_dtype
+
+    device = choose_device_for(system)
     model = load_target_model(target)
+    if system.quantize == "int8":
+        model, dtype = prepare_int8_for_inference(model, device), torch.float32
+    else:
+        dtype = choose_dtype(system.dtype, device, target.architecture)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"eval {target.label}", total=len(starts))

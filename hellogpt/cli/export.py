@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
+# The export core (torch, transformers) is imported inside the command: this module loads for `hellogpt --help`.
 
 
 def register(app: typer.Typer) -> None:
@@ -37,16 +40,14 @@ def export(
 
     [dim]Example: hellogpt export poems_hugs.pt exported/poems_hugs[/]
     """
-    from rich.console import Console
-
-    from hellogpt.model.hf import CHAR_VOCABULARY_FILE, export_checkpoint
+    from hellogpt.export import export_checkpoint
+    from hellogpt.model.hf import CHAR_VOCABULARY_FILE
     from hellogpt.train.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from hellogpt.train.lora import merged_checkpoint
 
     checkpoint_path = resolve_checkpoint_path(checkpoint)
     loaded = load_checkpoint(checkpoint_path)
     if loaded.is_lora:
-        from hellogpt.train.lora import merged_checkpoint
-
         loaded = merged_checkpoint(loaded)
     written = export_checkpoint(loaded.to_payload(), out_dir, force=force)
     console = Console(highlight=False, markup=False, soft_wrap=True)

@@ -28,6 +28,10 @@ SourceOption = Annotated[
 ]
 Gpt2BaseOption = Annotated[Optional[str], typer.Option("--gpt2base", hidden=True, help="Old name of --from.")]
 DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+QuantizeOption = Annotated[
+    Optional[str],
+    typer.Option("--quantize", help="int8: int8 weights, about a quarter of the bytes read per token (CPU) [default: none]."),
+]
 
 
 @dataclass(frozen=True)
@@ -115,9 +119,32 @@ def with_flags(run_config: Any, flags_by_section: dict[str, dict[str, Any]]) -> 
 
 
 def model_for_inference(loaded: LoadedModel, config: Any) -> "GPT":
-    """The loaded model on `system.device` in the dtype `system.dtype` chooses for it, ready to decode."""
-    from hellogpt.generate import prepare_for_inference
-    from hellogpt.hardware import choose_device, choose_dtype
+    """The loaded model on `system.device`, in the dtype `system.dtype` chooses for decoding or with int8 weights
+    (`system.quantize`), ready to decode."""
+    from hellogpt.generate import prepare_for_inference, prepare_int8_for_inference
+    from hellogpt.hardware.devices import choose_decode_dtype
 
-    device = choose_device(config.system.device)
-    return prepare_for_inference(loaded.model, device, choose_dtype(config.system.dtype, device, loaded.model.config))
+    device = choose_device_for(config.system)
+    if config.system.quantize == "int8":
+        return prepare_int8_for_inference(loaded.model, device)
+    return prepare_for_inference(loaded.model, device, choose_decode_dtype(config.system.dtype, device, loaded.model.config))
+
+
+def choose_device_for(system: Any) -> Any:
+    """`system.device`, checked against `system.quantize`: int8 weights run on the CPU, in fp32 activations."""
+    from hellogpt.hardware.devices import choose_device
+
+    device = choose_device(system.device)
+    if system.quantize == "none":
+        return device
+    if device.type != "cpu":
+        raise UserError(
+            f"--quantize {system.quantize} runs on the CPU only (torch's int8 kernels), not {device}: "
+            "add --device cpu, or drop --quantize (GPUs decode in bf16/fp16)"
+        )
+    if system.dtype not in ("auto", "float32"):
+        raise UserError(
+            f"--quantize {system.quantize} keeps activations in float32, so system.dtype={system.dtype} does not apply: "
+            "drop it or use `--set system.dtype=auto`"
+        )
+    return device

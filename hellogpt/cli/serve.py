@@ -15,6 +15,7 @@ import typer
 from hellogpt.cli.model_source import (
     CheckpointOption,
     DeviceOption,
+    QuantizeOption,
     Gpt2BaseOption,
     LoadedModel,
     SourceOption,
@@ -47,6 +48,7 @@ def serve(
         int, typer.Option("--max-batch", min=1, max=256, help="Requests decoded together; more wait for a free slot.")
     ] = 8,
     device: DeviceOption = None,
+    quantize: QuantizeOption = None,
     profile: ProfileOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -62,7 +64,7 @@ def serve(
 
     loaded = load_model(checkpoint, source)
     run_config = resolve_cli_config(profile, config, set_, defaults=loaded.sample_defaults).config
-    run_config = with_flags(run_config, {"system": {"device": device}})
+    run_config = with_flags(run_config, {"system": {"device": device, "quantize": quantize}})
     model = model_for_inference(loaded, run_config)
     sock = bind_socket(host, port)
     if not is_loopback(host) and not api_key:
@@ -87,8 +89,8 @@ def _serve(loaded: LoadedModel, model: Any, run_config: Any, sock: Any, api_key:
     from hellogpt.serve.batching import Scheduler
     from hellogpt.serve.server import run_server, socket_url
 
-    weight = model.lm_head.weight
-    device_text = f"{weight.device} {str(weight.dtype).removeprefix('torch.')}"
+    weight = model.transformer.wte.weight
+    device_text = f"{weight.device} {'int8 weights' if run_config.system.quantize == 'int8' else str(weight.dtype).removeprefix('torch.')}"
     facts = {
         "parameters": format_count(model.num_parameters()),
         "context": str(model.config.block_size),

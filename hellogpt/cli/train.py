@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.text import Text
 
 from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
+from hellogpt.cli.signals import StopOnSignals
 from hellogpt.errors import INTERRUPTED_EXIT_CODE, USER_ERROR_EXIT_CODE, UserError, print_user_error
+from hellogpt.train.events import RunFinished, TrainingEvent
 
+# The training core, the checkpoint module (torch) and the config schema (pydantic) are imported inside the
+# commands, never here: this module loads for `hellogpt --help`, which must stay instant.
 if TYPE_CHECKING:
     from hellogpt.config.layers import ResolvedConfig
-    from hellogpt.train.events import RunFinished, TrainingEvent
+    from hellogpt.config.schema import DataConfig
 
 DataOption = Annotated[
     Optional[Path],
@@ -119,20 +128,14 @@ def run_training(
     tensorboard: bool = False,
     init: Optional[dict[str, Any]] = None,
 ) -> None:
-    """Prepare the data when the config says how, run the loop under the dashboard, exit as it ended."""
-    from hellogpt.train.distributed import launched_by_torchrun
+    """Run the training under the dashboard (rank 0) with Ctrl-C as its stop button; exit as it ended."""
+    from hellogpt.dashboard import display_training
+    from hellogpt.dashboard.tensorboard import require_tensorboard
+    from hellogpt.train.loop import TrainingRun
 
     if tensorboard:
-        from hellogpt.dashboard.tensorboard import require_tensorboard
-
         require_tensorboard()
-
-    is_main = not launched_by_torchrun() or _rank() == 0
-    if is_main:
-        _prepare_dataset_if_configured(resolved, data_dir)
-    from hellogpt.train.loop import train
-
-    events = train(
+    run = TrainingRun(
         resolved,
         data_dir=data_dir,
         checkpoint_path=checkpoint_path,
@@ -140,17 +143,17 @@ def run_training(
         resume=resume,
         max_seconds=max_seconds,
         run_name=run_name or _default_run_name(checkpoint_path, resume),
+        preparing=_show_preparation,
     )
-    if not is_main:
-        _exit_as(_drain(events), checkpoint_path, show=False)
-        return
-    from hellogpt.dashboard import display_training
-
-    kept = _SampleKeeper(events)
-    finished = display_training(kept, plain=True if plain else None, tensorboard=tensorboard)
-    _drain(kept)  # past RunFinished the loop only leaves the process group (with the other ranks)
-    if finished.reason in ("completed", "time_budget") and kept.last_sample:
-        _show_sample_and_chat_command(kept.last_sample, checkpoint_path, finished)
+    # Set up first (a Ctrl-C while the data is prepared ends at once), then Ctrl-C becomes the stop button.
+    with run, StopOnSignals(run.request_stop):
+        if not run.is_main:
+            _exit_as(_last_event(run.events()), checkpoint_path, show=False)
+            return
+        samples = _LastSample()
+        finished = display_training(samples.watch(run.events()), plain=True if plain else None, tensorboard=tensorboard)
+    if finished.reason in ("completed", "time_budget") and samples.text:
+        _show_sample_and_chat_command(samples.text, checkpoint_path, finished)
     _exit_as(finished, checkpoint_path, show=True)
 
 
@@ -166,50 +169,33 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-class _SampleKeeper:
-    """Passes the loop's events through and remembers the last sample; `throw` reaches the loop itself."""
+class _LastSample:
+    """Remembers the last evaluation sample while the events pass by, to show it once the dashboard is gone."""
 
-    def __init__(self, events: Iterator["TrainingEvent"]) -> None:
-        self._events = events
-        self.last_sample: Optional[str] = None
+    def __init__(self) -> None:
+        self.text: Optional[str] = None
 
-    def __iter__(self) -> "_SampleKeeper":
-        return self
-
-    def __next__(self) -> "TrainingEvent":
-        return self._remember(next(self._events))
-
-    def throw(self, error: BaseException) -> "TrainingEvent":
-        return self._remember(self._events.throw(error))  # type: ignore[attr-defined]
-
-    def _remember(self, event: "TrainingEvent") -> "TrainingEvent":
-        sample = getattr(event, "sample", None)
-        if sample:
-            self.last_sample = sample
-        return event
+    def watch(self, events: Iterator[TrainingEvent]) -> Iterator[TrainingEvent]:
+        for event in events:
+            sample = getattr(event, "sample", None)
+            if sample:
+                self.text = sample
+            yield event
 
 
-def _prepare_dataset_if_configured(resolved: "ResolvedConfig", data_dir: Path) -> None:
-    from rich.console import Console
-
-    from hellogpt.train.dataset import dataset_exists, prepare_missing_dataset
-
-    data_config = resolved.config.data
-    if dataset_exists(data_dir) or not data_config.source:
-        return
+@contextlib.contextmanager
+def _show_preparation(data: "DataConfig", data_dir: Path) -> Iterator[None]:
+    """A status line on stderr while the run prepares its missing dataset from `data.source`."""
     console = Console(stderr=True, highlight=False)
-    with console.status(f"preparing {data_config.source} into {data_dir} ({data_config.tokenizer} tokenizer)"):
-        prepare_missing_dataset(data_config, data_dir)
-    console.print(f"prepared {data_config.source} into {data_dir}")
+    with console.status(f"preparing {data.source} into {data_dir} ({data.tokenizer} tokenizer)"):
+        yield
+    console.print(f"prepared {data.source} into {data_dir}")
 
 
-def _show_sample_and_chat_command(sample: str, checkpoint_path: Path, finished: "RunFinished") -> None:
-    from rich.console import Console
-    from rich.panel import Panel
-    from rich.text import Text
+def _show_sample_and_chat_command(sample: str, checkpoint_path: Path, finished: RunFinished) -> None:
+    from hellogpt.train.checkpoint import latest_checkpoint_path
 
     console = Console(highlight=False)
-    from hellogpt.train.checkpoint import latest_checkpoint_path
 
     console.print(Panel(Text(sample.strip("\n")), title=f"sample at step {finished.step}", title_align="left"))
     best, latest = checkpoint_path, latest_checkpoint_path(checkpoint_path)
@@ -221,7 +207,7 @@ def _show_sample_and_chat_command(sample: str, checkpoint_path: Path, finished: 
         console.print(f"chat with it: hellogpt chat --checkpoint {shlex.quote(str(latest))}")
 
 
-def _exit_as(finished: Optional["RunFinished"], checkpoint_path: Path, show: bool) -> None:
+def _exit_as(finished: Optional[RunFinished], checkpoint_path: Path, show: bool) -> None:
     """Exit code by how the run ended: 130 interrupted, 2 diverged, 0 otherwise."""
     if finished is None:
         return
@@ -239,14 +225,11 @@ def _exit_as(finished: Optional["RunFinished"], checkpoint_path: Path, show: boo
         raise typer.Exit(USER_ERROR_EXIT_CODE)
 
 
-def _drain(events: Iterator["TrainingEvent"]) -> Optional["RunFinished"]:
+def _last_event(events: Iterator[TrainingEvent]) -> Optional[RunFinished]:
     """Run the loop on a rank that shows nothing; its last event says how it ended."""
-    from hellogpt.train.events import RunFinished
-
     finished = None
     for event in events:
-        if isinstance(event, RunFinished):
-            finished = event
+        finished = event if isinstance(event, RunFinished) else finished
     return finished
 
 
@@ -259,12 +242,4 @@ def _default_run_name(checkpoint_path: Path, resume: bool) -> Optional[str]:
     """A resumed run keeps its name (from the checkpoint); a new one gets the checkpoint name and the time."""
     if resume:
         return None
-    from datetime import datetime
-
     return f"{checkpoint_path.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def _rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))

@@ -21,6 +21,8 @@ from hellogpt.cli.train import (
 )
 from hellogpt.errors import UserError
 
+# The training core (torch) and the config schema (pydantic) are imported inside the command: `--help` stays instant.
+
 
 def register(app: typer.Typer) -> None:
     app.command("tune")(tune_command)

@@ -126,7 +126,12 @@ class SystemConfig(_Section):
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto")
     compile: Union[Literal["auto"], bool] = Field("auto", description="torch.compile: auto = on for CUDA, off on CPU.")
-    peak_flops: Optional[float] = Field(None, gt=0, description="Peak FLOP/s for MFU; unset = measured once and cached.")
+    peak_flops: Optional[float] = Field(
+        None, gt=0, description="Peak FLOP/s for MFU: the spec-sheet peak; unset = the measured matmul peak (cached)."
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="int8: int8 weights (one scale per output channel) for chat, serve and eval on CPUs."
+    )
 
     @field_validator("device")
     @classmethod

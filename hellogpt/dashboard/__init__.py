@@ -1,20 +1,37 @@
 """Shows a training run: the live dashboard on a terminal, plain lines elsewhere, and the run records.
 
-`display_training` is the one entry point: the CLI hands it the loop's event
-iterator, it pulls the events (the loop runs in this thread), shows them and
-returns the final `RunFinished`.
+`display_training` is the one entry point: the CLI hands it the run's events, it pulls them (the run trains in
+this thread), shows them and returns the final `RunFinished`. Stopping is not its business: the CLI owns the
+signals and asks the run to stop; a KeyboardInterrupt that does reach the display (a second Ctrl-C) ends it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from types import TracebackType
 from typing import Optional, Protocol
 
 from rich.console import Console
 
+from hellogpt.dashboard.live import LiveView
+from hellogpt.dashboard.plain import PlainView
+from hellogpt.dashboard.records import RunRecorder
 from hellogpt.dashboard.state import INTERRUPTED, STREAM_ENDED, RunState
+from hellogpt.dashboard.tensorboard import TensorBoardLogger
 from hellogpt.train.events import RunFinished, TrainingEvent
+
+
+class View(Protocol):
+    """What shows the events: entered around the run, told each event after the shared `RunState` has it."""
+
+    def __enter__(self) -> "View": ...
+
+    def __exit__(
+        self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], traceback: Optional[TracebackType]
+    ) -> None: ...
+
+    def handle(self, event: TrainingEvent) -> None: ...
 
 
 class EventSink(Protocol):
@@ -35,8 +52,7 @@ def display_training(
 ) -> RunFinished:
     """Consume `events` until RunFinished, showing them live or as plain lines, and write the run records.
 
-    A KeyboardInterrupt raised outside the loop is passed into it (so it can save and finish);
-    if the loop lets it escape, the summary is still shown and the interrupt re-raised.
+    If a KeyboardInterrupt escapes the run (a second Ctrl-C), the summary is still shown and the interrupt re-raised.
     """
     console = console or Console()
     state = RunState()
@@ -60,65 +76,38 @@ def wants_plain_output(plain: Optional[bool], console: Console) -> bool:
     return not console.is_terminal or console.is_dumb_terminal
 
 
-def _choose_view(plain: Optional[bool], console: Console, state: RunState, run_records: bool):
+def _choose_view(plain: Optional[bool], console: Console, state: RunState, run_records: bool) -> View:
     if wants_plain_output(plain, console):
-        from hellogpt.dashboard.plain import PlainView
-
         return PlainView(console, state, run_records=run_records)
-    from hellogpt.dashboard.live import LiveView
-
     return LiveView(console, state, run_records=run_records)
 
 
 def _open_sinks(run_records: bool, tensorboard: bool) -> list[EventSink]:
     sinks: list[EventSink] = []
     if tensorboard:
-        from hellogpt.dashboard.tensorboard import TensorBoardLogger
-
         sinks.append(TensorBoardLogger())
     if run_records:
-        from hellogpt.dashboard.records import RunRecorder
-
         sinks.append(RunRecorder())
     return sinks
 
 
-def _consume(iterator: Iterator[TrainingEvent], state: RunState, view, sinks: list[EventSink]) -> RunFinished:
-    """Pull events until RunFinished; route a stray Ctrl-C into the loop so it can save."""
-    interrupted_here = False
-    while True:
-        try:
-            event = _next_event(iterator, interrupted_here)
-            interrupted_here = False
-            if event is None:
-                return _finish(state.stand_in_finish(STREAM_ENDED, "the training loop stopped without a summary"), view, sinks, state)
+def _consume(events: Iterator[TrainingEvent], state: RunState, view: View, sinks: list[EventSink]) -> RunFinished:
+    """Pull events until RunFinished; a stream that ends without one, or a Ctrl-C that ends it, gets a stand-in."""
+    try:
+        for event in events:
             _dispatch(event, state, view, sinks)
             if isinstance(event, RunFinished):
                 return event
-        except KeyboardInterrupt:
-            if interrupted_here or not hasattr(iterator, "throw"):
-                _finish(state.stand_in_finish(INTERRUPTED, "interrupted before the loop could finish"), view, sinks, state)
-                raise
-            interrupted_here = True
+    except KeyboardInterrupt:
+        _dispatch(state.stand_in_finish(INTERRUPTED, "interrupted before the loop could finish"), state, view, sinks)
+        raise
+    finished = state.stand_in_finish(STREAM_ENDED, "the training loop stopped without a summary")
+    _dispatch(finished, state, view, sinks)
+    return finished
 
 
-def _next_event(iterator: Iterator[TrainingEvent], pass_interrupt: bool) -> Optional[TrainingEvent]:
-    """The next event, or None at the end; with `pass_interrupt`, Ctrl-C is raised inside the loop first."""
-    try:
-        if pass_interrupt:
-            return iterator.throw(KeyboardInterrupt())  # type: ignore[attr-defined]
-        return next(iterator)
-    except StopIteration:
-        return None
-
-
-def _dispatch(event: TrainingEvent, state: RunState, view, sinks: list[EventSink]) -> None:
+def _dispatch(event: TrainingEvent, state: RunState, view: View, sinks: list[EventSink]) -> None:
     state.update(event)
     view.handle(event)
     for sink in sinks:
         sink.handle(event)
-
-
-def _finish(finished: RunFinished, view, sinks: list[EventSink], state: RunState) -> RunFinished:
-    _dispatch(finished, state, view, sinks)
-    return finished

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 # Counts are formatted the same everywhere (chat too); the dashboard finds every format here.
 from hellogpt.formatting import MISSING, format_count  # noqa: F401
@@ -19,6 +19,12 @@ def format_learning_rate(value: Optional[float]) -> str:
 def format_mfu(value: Optional[float]) -> str:
     """MFU is a fraction of peak FLOP/s; shown as a percentage."""
     return MISSING if value is None else f"{value * 100:.2f}%"
+
+
+def mfu_basis(config: dict[str, Any]) -> str:
+    """What MFU is measured against: the probed matmul peak, or the figure system.peak_flops sets (a spec sheet's,
+    the basis nanoGPT and PaLM quote MFU on)."""
+    return "spec peak" if (config.get("system") or {}).get("peak_flops") else "measured peak"
 
 
 def format_rate(tokens_per_second: Optional[float]) -> str:

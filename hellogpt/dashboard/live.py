@@ -29,6 +29,7 @@ from hellogpt.dashboard.formatting import (
     format_loss,
     format_mfu,
     format_rate,
+    mfu_basis,
 )
 from hellogpt.dashboard.plots import TRAIN_STYLE, VAL_STYLE, LossChart
 from hellogpt.dashboard.records import run_directory
@@ -209,8 +210,11 @@ class LiveView:
             body = Text("  ").join(
                 Text.assemble((f"{label} ", "dim"), (value, "bold")) for label, value in hardware_readings(sampler.latest)
             )
-        device = self.state.started.device if self.state.started else ""
-        return Panel(body, title=f"hardware · {device}", title_align="left")
+        started = self.state.started
+        device = started.device if started else ""
+        # MFU's basis beside the device it is about: the measured matmul peak, or the figure system.peak_flops sets.
+        basis = f" · MFU vs {mfu_basis(started.config)}" if started else ""
+        return Panel(body, title=f"hardware · {device}{basis}", title_align="left")
 
     def sample(self) -> Optional[RenderableType]:
         last_eval = self.state.last_eval

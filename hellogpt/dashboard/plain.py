@@ -14,6 +14,7 @@ from hellogpt.dashboard.formatting import (
     format_loss,
     format_mfu,
     format_rate,
+    mfu_basis,
 )
 from hellogpt.dashboard.records import run_directory
 from hellogpt.dashboard.state import RunState
@@ -41,6 +42,7 @@ def format_run_started(event: RunStarted) -> str:
             f"{format_count(event.n_params)} parameters",
             f"dataset {format_count(event.dataset_tokens)} tokens",
             f"steps {event.start_step} -> {event.max_iters}",
+            f"MFU vs {mfu_basis(event.config)}",
         ]
     )
 

@@ -10,9 +10,9 @@ SAMPLE_INTERVAL_SECONDS = 1.0
 
 
 def default_hardware_reader() -> Optional[HardwareReader]:
-    """`hellogpt.hardware.read_hardware_state`, or None when it cannot be imported."""
+    """`hellogpt.hardware.readings.read_hardware_state`, or None when it cannot be imported."""
     try:
-        from hellogpt.hardware import read_hardware_state
+        from hellogpt.hardware.readings import read_hardware_state
     except ImportError:
         return None
     return read_hardware_state

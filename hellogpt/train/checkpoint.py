@@ -24,9 +24,13 @@ from hellogpt import __version__
 from hellogpt.errors import UserError
 from hellogpt.files import atomic_file
 from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.model.lora import count_adapter_parameters
 
 if TYPE_CHECKING:
     from hellogpt.data.tokenizer import Tokenizer
+
+# train/lora.py builds on this module, so its functions are imported where LoRA checkpoints are handled, not above;
+# the tokenizer module (tiktoken) loads only when a checkpoint's tokenizer is rebuilt.
 
 # Format 2 adds LoRA checkpoints (adapters plus a reference to their base); plain checkpoints are still
 # written as format 1, so an older hellogpt reads them, and refuses a LoRA one with "upgrade".
@@ -368,7 +372,6 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
 
 def _describe_lora(checkpoint: Checkpoint) -> dict[str, Any]:
     """The adapters and the base they need: `chat`, `eval` and `export` load that base and merge."""
-    from hellogpt.model.lora import count_adapter_parameters
     from hellogpt.train.lora import describe_base
 
     return {

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from hellogpt.config.schema import DataConfig
+from hellogpt.data.prepare import prepare_dataset
 from hellogpt.errors import UserError
 
 DATA_ROOT = Path("data")
@@ -36,8 +37,6 @@ def prepare_missing_dataset(
         return False
     if not data.source:
         raise UserError(missing_dataset_message(data, data_dir))
-    from hellogpt.data.prepare import prepare_dataset
-
     prepare_dataset(
         [data.source], data_dir, tokenizer=data.tokenizer, val_fraction=data.val_fraction, progress=progress
     )

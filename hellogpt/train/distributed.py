@@ -6,13 +6,17 @@ them the run is a single process and nothing here touches torch.distributed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 from hellogpt.errors import UserError
+from hellogpt.hardware.devices import choose_device
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,6 @@ def launched_by_torchrun() -> bool:
 
 def setup_distributed(device_setting: str) -> DistributedContext:
     """Join the process group when launched by torchrun (NCCL on CUDA, gloo on CPU); else a single process."""
-    from hellogpt.hardware import choose_device
-
     if not launched_by_torchrun():
         return DistributedContext(rank=0, local_rank=0, world_size=1, device=choose_device(device_setting))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
@@ -60,10 +62,44 @@ def setup_distributed(device_setting: str) -> DistributedContext:
     return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
 
 
-def teardown_distributed() -> None:
-    """Leave the process group, so that torchrun sees a clean exit."""
-    if dist.is_available() and dist.is_initialized():
+def teardown_distributed(context: DistributedContext, leave_together: bool) -> None:
+    """Leave the process group, so that torchrun sees a clean exit; `leave_together` waits for every rank first
+    (after a run that ended normally: a gloo rank that destroys its group while another still holds it aborts)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if leave_together and context.is_distributed:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """`tensor` summed over the ranks (in place); itself in a single process."""
+    if context.is_distributed:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def gather_from_ranks(value: Any, context: DistributedContext) -> list[Any]:
+    """Every rank's `value`, in rank order (a list of one in a single process)."""
+    if not context.is_distributed:
+        return [value]
+    gathered: list[Any] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def check_replicas_agree(model: nn.Module, context: DistributedContext, step: int) -> None:
+    """DDP keeps the replicas identical; a mismatch is a bug, not a user error, so it is loud."""
+    if not context.is_distributed:
+        return
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digests = gather_from_ranks(digest.hexdigest(), context)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"DDP replicas differ after step {step}: weight digests {digests}")
 
 
 def local_accumulation_steps(global_steps: int, world_size: int) -> int:

@@ -7,6 +7,7 @@ a one-line error, never a silently different model.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,6 +15,9 @@ import torch
 
 from hellogpt.config.schema import LoraConfig, SystemConfig
 from hellogpt.errors import UserError
+from hellogpt.hardware.devices import choose_device, choose_dtype
+from hellogpt.model import hf
+from hellogpt.train.checkpoint import gpt_from_state_dict, load_checkpoint, model_from_checkpoint, strip_wrapper_prefixes
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.lora import (
     LoraSpec,
@@ -37,18 +41,14 @@ def frozen_dtype(system: SystemConfig, model_config: GPTConfig) -> torch.dtype:
     """The dtype a frozen base is held in: the run's half dtype where the device computes in one natively
     (bf16 on Ampere+ GPUs and AMX/AVX512-BF16 CPUs, fp16 on older GPUs), else fp32. Autocast would round the
     weights to that dtype in every forward anyway, so holding them in it changes no result, only the memory."""
-    from hellogpt.hardware import choose_device, choose_dtype
-
     dtype = choose_dtype(system.dtype, choose_device(system.device), model_config)
     return dtype if dtype in HALF_DTYPES else torch.float32
 
 
 def huggingface_base(spec: str, matrix_dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A Hugging Face model as a LoRA base: its weights (matrices in `matrix_dtype`) and the base reference."""
-    from hellogpt.model.hf import load_pretrained
-
     digest = WeightsDigest()
-    model, origin = load_pretrained(spec, matrix_dtype=matrix_dtype, digest=digest)
+    model, origin = hf.load_pretrained(spec, matrix_dtype=matrix_dtype, digest=digest)
     return model.state_dict(), {"kind": "huggingface", "source": origin["source"], "sha256": digest.hexdigest()}
 
 
@@ -57,8 +57,6 @@ def checkpoint_base(path: Path, matrix_dtype: torch.dtype) -> tuple[dict[str, to
 
     The file is memory-mapped: weights that stay fp32 are used in place, the others are cast one by one.
     """
-    from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint, strip_wrapper_prefixes
-
     path = Path(path)
     checkpoint = load_checkpoint(path, map_weights=True)
     if checkpoint.is_lora:
@@ -91,8 +89,6 @@ def verified_base(reference: Mapping[str, Any], matrix_dtype: torch.dtype) -> di
 
 def merged_model(checkpoint: Any) -> GPT:
     """A LoRA checkpoint as a plain fp32 GPT: its verified base with the adapters folded into the weights."""
-    from hellogpt.train.checkpoint import gpt_from_state_dict
-
     model = gpt_from_state_dict(checkpoint.model_args, verified_base(checkpoint.base, torch.float32))
     add_adapters(model, LoraSpec.from_dict(checkpoint.lora))
     try:
@@ -104,8 +100,6 @@ def merged_model(checkpoint: Any) -> GPT:
 
 def merged_checkpoint(checkpoint: Any) -> Any:
     """A LoRA checkpoint as a plain one holding the merged weights (what `hellogpt export` writes out)."""
-    from dataclasses import replace
-
     return replace(checkpoint, model=merged_model(checkpoint).state_dict(), lora=None, base=None)
 
 

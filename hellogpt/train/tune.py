@@ -8,6 +8,9 @@ from typing import Any, Optional
 from hellogpt.config.layers import Layer, ResolvedConfig
 from hellogpt.config.schema import RunConfig
 from hellogpt.errors import UserError
+from hellogpt.model import hf
+from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from hellogpt.train.lora import checkpoint_base, frozen_dtype, huggingface_base
 
 # Laid over the base before the profile: a gentle rate and short, best-only runs suit a
 # pretrained model (the seed's config_from_poe.yaml is the model for these values).
@@ -41,13 +44,9 @@ def load_tuning_source(spec: str, checkpoints_dir: Path, config: RunConfig) -> t
     the base reference; the base's matrices are then read straight into the dtype they are held in, frozen.
     Our checkpoints are memory-mapped, never read into a second copy.
     """
-    from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
-
     checkpoint_path = resolve_checkpoint_path(spec, checkpoints_dir)
     if not checkpoint_path.is_file():  # a folder may be a Hugging Face model directory
-        from hellogpt.model.hf import is_huggingface_source
-
-        if is_huggingface_source(spec):
+        if hf.is_huggingface_source(spec):
             return _huggingface_init(spec, config), None
     checkpoint = load_checkpoint(checkpoint_path, map_weights=True)
     init = {
@@ -56,8 +55,6 @@ def load_tuning_source(spec: str, checkpoints_dir: Path, config: RunConfig) -> t
         "origin": {"kind": "checkpoint", "path": str(checkpoint_path), "step": checkpoint.step},
     }
     if config.lora.enabled:
-        from hellogpt.train.lora import checkpoint_base, frozen_dtype
-
         init["model"], init["base"] = checkpoint_base(checkpoint_path, frozen_dtype(config.system, checkpoint.model_args))
     elif checkpoint.is_lora:
         init["model"] = model_from_checkpoint(checkpoint).state_dict()
@@ -68,8 +65,6 @@ def load_tuning_source(spec: str, checkpoints_dir: Path, config: RunConfig) -> t
 
 def existing_checkpoint(spec: str, checkpoints_dir: Path) -> Optional[Path]:
     """Our checkpoint file that `spec` names, when there is one (else it may be a Hugging Face model)."""
-    from hellogpt.train.checkpoint import resolve_checkpoint_path
-
     path = resolve_checkpoint_path(spec, checkpoints_dir)
     return path if path.is_file() else None
 
@@ -77,17 +72,12 @@ def existing_checkpoint(spec: str, checkpoints_dir: Path) -> Optional[Path]:
 def _huggingface_init(spec: str, config: RunConfig) -> dict[str, Any]:
     init: dict[str, Any] = {"tokenizer": {"kind": "gpt2"}}
     if config.lora.enabled:
-        from hellogpt.model.hf import pretrained_architecture
-        from hellogpt.train.lora import frozen_dtype, huggingface_base
-
-        architecture = pretrained_architecture(spec)
+        architecture = hf.pretrained_architecture(spec)
         init["model"], init["base"] = huggingface_base(spec, frozen_dtype(config.system, architecture))
         init["model_args"] = architecture.to_dict()
         init["origin"] = {"kind": "huggingface", "source": init["base"]["source"]}
         return init
-    from hellogpt.model.hf import load_pretrained
-
-    model, origin = load_pretrained(spec)
+    model, origin = hf.load_pretrained(spec)
     return {**init, "model_args": model.config.to_dict(), "model": model.state_dict(), "origin": origin}
 
 
@@ -96,8 +86,6 @@ def tuned_checkpoint_path(
 ) -> Path:
     """Where the tuned model goes: --checkpoint, else train.checkpoint_name when a layer set it, else
     `<source>_tuned.pt` in train.out_dir; never over the source."""
-    from hellogpt.train.checkpoint import resolve_checkpoint_path
-
     train_config = resolved.config.train
     name = checkpoint_option or train_config.checkpoint_name
     if checkpoint_option is None and resolved.source_of("train.checkpoint_name") == "base":

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import signal
+import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from rich.console import Console
 
+from hellogpt.cli.signals import StopOnSignals
 from hellogpt.dashboard import display_training
 from hellogpt.dashboard.plain import PlainView
 from hellogpt.errors import UserError
@@ -50,26 +53,29 @@ def test_ctrl_c_escaping_the_loop_shows_the_summary_and_is_raised_again(tmp_path
     assert (tmp_path / RUN_NAME / "loss.svg").exists()
 
 
-def test_ctrl_c_in_the_display_is_passed_into_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_while_the_display_draws_asks_the_run_to_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen_by_loop: list[str] = []
+    stop = threading.Event()
 
-    def loop_that_saves_on_interrupt() -> Iterator[TrainingEvent]:
-        try:
-            yield from run_events(tmp_path, finish_reason=None)
-        except KeyboardInterrupt:
-            seen_by_loop.append("interrupt")
-            yield RunFinished(20, "interrupted", None, 1.0, 81920, 81920.0, (CHECKPOINT,))
+    def loop_that_saves_when_asked_to_stop() -> Iterator[TrainingEvent]:
+        for event in run_events(tmp_path, finish_reason=None):
+            yield event
+            if stop.is_set():
+                seen_by_loop.append("interrupt")
+                yield RunFinished(20, "interrupted", None, 1.0, 81920, 81920.0, (CHECKPOINT,))
+                return
 
     original_handle = PlainView.handle
 
     def handle_then_ctrl_c(view: PlainView, event: TrainingEvent) -> None:
         original_handle(view, event)
-        if view.state.current_step == 20 and not seen_by_loop:
-            raise KeyboardInterrupt
+        if view.state.current_step == 20 and not stop.is_set():
+            signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(PlainView, "handle", handle_then_ctrl_c)
     output = io.StringIO()
-    finished = display_training(loop_that_saves_on_interrupt(), plain=True, console=Console(file=output))
+    with StopOnSignals(stop.set):  # what the CLI wraps around the display
+        finished = display_training(loop_that_saves_when_asked_to_stop(), plain=True, console=Console(file=output))
     assert seen_by_loop == ["interrupt"]
     assert finished.reason == "interrupted"
     assert "finished interrupted at step 20" in output.getvalue() and CHECKPOINT in output.getvalue()

@@ -14,13 +14,8 @@ from transformers import AutoTokenizer, BertConfig, GPT2Config, GPT2LMHeadModel
 
 from hellogpt.errors import UserError
 from hellogpt.model.gpt import GPT, GPTConfig
-from hellogpt.model.hf import (
-    CHAR_VOCABULARY_FILE,
-    _convert_hf_state_dict,
-    export_checkpoint,
-    is_huggingface_source,
-    load_pretrained,
-)
+from hellogpt.export import export_checkpoint
+from hellogpt.model.hf import CHAR_VOCABULARY_FILE, _convert_hf_state_dict, is_huggingface_source, load_pretrained
 
 GPT2_VOCAB = 50257
 

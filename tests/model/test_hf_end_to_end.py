@@ -141,7 +141,7 @@ def _greedy_text(model: torch.nn.Module, prompt: str, new_tokens: int) -> str:
 
 
 def _hf_from_our_model(model: GPT, directory: Path) -> GPT2LMHeadModel:
-    from hellogpt.model.hf import export_checkpoint
+    from hellogpt.export import export_checkpoint
 
     payload = {"model_args": model.config.to_dict(), "model": model.state_dict(), "tokenizer": {"kind": "gpt2"}}
     return GPT2LMHeadModel.from_pretrained(export_checkpoint(payload, directory)).eval()

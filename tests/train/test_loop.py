@@ -13,7 +13,9 @@ from hellogpt.errors import UserError
 from hellogpt.train.checkpoint import load_checkpoint
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent
 from hellogpt.train.distributed import DistributedContext
-from hellogpt.train.loop import _loss_sum_dtype, _restored_rng, _weights_of, train
+from hellogpt.train.evaluation import loss_sum_dtype
+from hellogpt.train.loop import train
+from hellogpt.train.resume import restored_rng, weights_of
 from tests.train.conftest import events_of, tiny_config, write_char_dataset
 
 
@@ -66,9 +68,8 @@ def test_always_save_off_writes_only_on_a_new_best(char_dataset: Path, tmp_path:
     assert load_checkpoint(tmp_path / "best.pt").best_val_loss == min(e.val_loss for e in evals)
 
 
-def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
-    char_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def make_losses_nan_from_step_6(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every training forward pass after the 10th (2 micro-batches per step: step 6 and later) returns a NaN loss."""
     from hellogpt.model.gpt import GPT
 
     original_forward = GPT.forward
@@ -78,11 +79,17 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
         logits, loss = original_forward(self, idx, targets, cache)
         if self.training and targets is not None:
             calls["count"] += 1
-            if calls["count"] > 10:  # 2 micro-batches per step: step 6 goes bad
+            if calls["count"] > 10:
                 loss = loss * float("nan")
         return logits, loss
 
     monkeypatch.setattr(GPT, "forward", forward_that_blows_up)
+
+
+def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
+    char_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_losses_nan_from_step_6(monkeypatch)
     checkpoint = tmp_path / "tiny.pt"
     events = run(tiny_config(), char_dataset, checkpoint)
     finished = events[-1]
@@ -144,7 +151,7 @@ def test_tune_init_starts_from_the_given_weights_with_a_fresh_step_count(char_da
     source = tmp_path / "source.pt"
     run(tiny_config("train.max_iters=4"), char_dataset, source)
     payload = load_checkpoint(source)
-    init = {**_weights_of(payload), "origin": {"kind": "checkpoint", "path": str(source), "step": 4}}
+    init = {**weights_of(payload), "origin": {"kind": "checkpoint", "path": str(source), "step": 4}}
     events = run(tiny_config("model.dropout=0.1", "train.max_iters=2"), char_dataset, tmp_path / "tuned.pt", init=init)
     assert events[0].start_step == 0 and events[-1].step == 2
     tuned = load_checkpoint(tmp_path / "tuned.pt")
@@ -154,9 +161,9 @@ def test_tune_init_starts_from_the_given_weights_with_a_fresh_step_count(char_da
 
 
 def test_eval_losses_sum_in_float64_except_on_mps_which_has_none() -> None:
-    assert _loss_sum_dtype(torch.device("cpu")) == torch.float64
-    assert _loss_sum_dtype(torch.device("cuda", 0)) == torch.float64
-    assert _loss_sum_dtype(torch.device("mps")) == torch.float32
+    assert loss_sum_dtype(torch.device("cpu")) == torch.float64
+    assert loss_sum_dtype(torch.device("cuda", 0)) == torch.float64
+    assert loss_sum_dtype(torch.device("mps")) == torch.float32
 
 
 def test_each_torchrun_rank_resumes_its_own_rngs_and_rank_0s_on_another_rank_count() -> None:
@@ -164,6 +171,19 @@ def test_each_torchrun_rank_resumes_its_own_rngs_and_rank_0s_on_another_rank_cou
     rank_1_of_2 = DistributedContext(rank=1, local_rank=1, world_size=2, device=torch.device("cuda", 1))
     rank_1_of_4 = DistributedContext(rank=1, local_rank=1, world_size=4, device=torch.device("cuda", 1))
     single = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
-    assert _restored_rng(payload, rank_1_of_2) == "rank 1"
-    assert _restored_rng(payload, rank_1_of_4) == "rank 0"
-    assert _restored_rng(SimpleNamespace(rng="rank 0", rank_rngs=None), single) == "rank 0"
+    assert restored_rng(payload, rank_1_of_2) == "rank 1"
+    assert restored_rng(payload, rank_1_of_4) == "rank 0"
+    assert restored_rng(SimpleNamespace(rng="rank 0", rank_rngs=None), single) == "rank 0"
+
+
+def test_a_nan_loss_between_log_lines_stops_at_its_step_without_a_per_step_read(
+    char_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_losses_nan_from_step_6(monkeypatch)
+    checkpoint = tmp_path / "tiny.pt"
+    events = run(tiny_config("train.log_interval=4"), char_dataset, checkpoint)  # read at steps 1, 4 and 8 only
+    finished = events[-1]
+    assert finished.reason == "diverged" and finished.step == 5
+    assert "loss nan at step 6" in finished.message and str(checkpoint) in finished.message
+    assert [event.step for event in events_of(StepEvent, events)] == [1, 4]
+    assert load_checkpoint(checkpoint).step == 4

@@ -13,7 +13,7 @@ from hellogpt.config.schema import SystemConfig
 from hellogpt.data.loader import open_dataset
 from hellogpt.errors import UserError
 from hellogpt.evaluate import evaluate_model, window_starts
-from hellogpt.model.hf import export_checkpoint
+from hellogpt.export import export_checkpoint
 from hellogpt.model.lora import ADAPTER_SUFFIXES, LoraSpec, add_adapters, load_adapter_state_dict
 from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint
 from hellogpt.train.events import RunFinished, StepEvent

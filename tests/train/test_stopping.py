@@ -9,32 +9,36 @@ from typing import Callable, Optional
 import pytest
 import torch
 
-from hellogpt.train import loop
+from hellogpt.cli.signals import StopOnSignals
+from hellogpt.train import progress
 from hellogpt.train.checkpoint import latest_checkpoint_path, load_checkpoint, resume_source
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, StepProgress, TrainingEvent
-from hellogpt.train.loop import train
+from hellogpt.train.loop import TrainingRun, train
 from tests.train.conftest import events_of, tiny_config
 
 StopWhen = Callable[[TrainingEvent], bool]
 
 
 def run_until(resolved, data_dir: Path, checkpoint: Path, stop_when: Optional[StopWhen] = None, **options) -> list:
-    """Run the loop; when `stop_when(event)` holds, press Ctrl-C (SIGINT to this process) once."""
+    """Run the loop as the CLI does, Ctrl-C its stop button; when `stop_when(event)` holds, press Ctrl-C
+    (SIGINT to this process) once."""
     events = []
     pressed = False
-    for event in train(resolved, data_dir=data_dir, checkpoint_path=checkpoint, **options):
-        events.append(event)
-        if stop_when is not None and not pressed and stop_when(event):
-            pressed = True
-            signal.raise_signal(signal.SIGINT)
+    run = TrainingRun(resolved, data_dir=data_dir, checkpoint_path=checkpoint, **options)
+    with run, StopOnSignals(run.request_stop):
+        for event in run.events():
+            events.append(event)
+            if stop_when is not None and not pressed and stop_when(event):
+                pressed = True
+                signal.raise_signal(signal.SIGINT)
     return events
 
 
 @pytest.fixture
 def progress_every_micro_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Progress events at every micro-batch, so a test can press Ctrl-C inside a step."""
-    monkeypatch.setattr(loop, "PROGRESS_AFTER_SECONDS", 0.0)
-    monkeypatch.setattr(loop, "PROGRESS_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_SECONDS", 0.0)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,46 @@
+"""The per-machine cache of probe results: `$XDG_CACHE_HOME/hellogpt/` (else `~/.cache/hellogpt/`).
+
+Probes measure once per machine, thread count and torch version; a missing, corrupt or unwritable cache
+only means measuring again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hellogpt.hardware.readings import cpu_model_name
+
+
+def cache_file(name: str) -> Path:
+    """`$XDG_CACHE_HOME/hellogpt/NAME`, else `~/.cache/hellogpt/NAME`."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "hellogpt" / name
+
+
+def cpu_machine_key() -> str:
+    """What a CPU measurement depends on: the chip, the threads torch uses, torch's kernels."""
+    return f"cpu | {cpu_model_name()} x{torch.get_num_threads()} threads | torch {torch.__version__}"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A cache file's contents, or {} when it is missing or unreadable (it is re-measured, never fatal)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Best effort: an unwritable cache only means measuring again next time."""
+    from hellogpt.files import write_text_atomically
+
+    try:
+        write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True))
+    except OSError:
+        pass

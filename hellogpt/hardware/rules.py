@@ -1,0 +1,140 @@
+"""CPU speed rules measured on the machine itself, not assumed from its flags: one short probe, cached.
+
+Decoding one token multiplies a single row by every weight matrix, so its speed is how fast the weights
+stream from memory: the probe times exactly that (GPT-2-shaped matrices, more bytes than a model's layers
+reuse from cache) in fp32, bf16 and bf16 prepacked for oneDNN, and reads the machine's bandwidth with a
+plain sum. Training multiplies hundreds of rows, where bf16 pays for its casts only past some width: the
+probe finds that width with autocast-shaped matmuls (casts included). Takes about a second, once per CPU,
+thread count and torch version (`~/.cache/hellogpt/cpu_rules.json`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from hellogpt.hardware.cache import cache_file, cpu_machine_key, read_json, write_json_atomically
+from hellogpt.model.packed import packed_linear, reorder_linear_weight
+
+RULES_CACHE_FILE = "cpu_rules.json"
+# The decode probe's weights: GPT-2's MLP matrix, repeated to this many fp32 bytes (a 124M model reads 0.5 GB).
+DECODE_PROBE_SHAPE = (3072, 768)
+DECODE_PROBE_FP32_BYTES = 192 * 2**20
+PROBE_ROUNDS = 5
+# Widths tried for training's bf16 threshold, and the rows of a training matmul (batch x block).
+BF16_PROBE_WIDTHS = (128, 192, 256, 384, 512, 768)
+BF16_PROBE_ROWS = 512
+# The decode probe streams GPT-2-wide matrices; narrower models are bound by per-op overhead, which it does not
+# measure, and keep fp32 for decoding.
+DECODE_RULE_MIN_WIDTH = 256
+DECODE_KERNELS = ("float32", "bfloat16", "bfloat16 packed")
+
+
+@dataclass(frozen=True)
+class CpuRules:
+    """What the probe measured: read bandwidth, seconds per decode-probe pass by kernel, training's bf16 width."""
+
+    read_bytes_per_second: float
+    decode_seconds: dict[str, float]
+    bf16_min_width: Optional[int]
+
+    @property
+    def decode_dtype(self) -> torch.dtype:
+        """bf16 when some bf16 kernel streams the (half as many) bytes faster than fp32, even emulated."""
+        bf16 = min(self.decode_seconds.get(name, float("inf")) for name in DECODE_KERNELS[1:])
+        return torch.bfloat16 if bf16 < self.decode_seconds["float32"] else torch.float32
+
+    @property
+    def pack_bf16(self) -> bool:
+        """Whether oneDNN's prepacked bf16 weights beat plain `F.linear` here."""
+        packed = self.decode_seconds.get("bfloat16 packed")
+        return packed is not None and packed < self.decode_seconds["bfloat16"]
+
+
+def cpu_rules() -> CpuRules:
+    """This machine's rules: from the cache, else measured now (about a second) and cached."""
+    path = cache_file(RULES_CACHE_FILE)
+    cached = read_json(path)
+    key = cpu_machine_key()
+    rules = _rules_from_json(cached.get(key))
+    if rules is None:
+        rules = measure_cpu_rules()
+        write_json_atomically(path, {**cached, key: asdict(rules)})
+    return rules
+
+
+def measure_cpu_rules() -> CpuRules:
+    """Run the probes (decode kernels, bandwidth, bf16 width); the global RNG is left alone."""
+    generator = torch.Generator().manual_seed(0)
+    count = max(1, DECODE_PROBE_FP32_BYTES // (DECODE_PROBE_SHAPE[0] * DECODE_PROBE_SHAPE[1] * 4))
+    weights = [torch.randn(DECODE_PROBE_SHAPE, generator=generator) for _ in range(count)]
+    row = torch.randn(1, DECODE_PROBE_SHAPE[1], generator=generator)
+    bandwidth = sum(w.numel() * w.element_size() for w in weights) / _median_seconds(lambda: [w.sum() for w in weights])
+    decode_seconds = {"float32": _median_seconds(lambda: [F.linear(row, w) for w in weights])}
+    weights = [w.bfloat16() for w in weights]  # one copy at a time: the probe's memory stays flat
+    row = row.bfloat16()
+    decode_seconds["bfloat16"] = _median_seconds(lambda: [F.linear(row, w) for w in weights])
+    packed = [reorder_linear_weight(w) for w in weights]
+    del weights
+    if all(p is not None for p in packed):
+        decode_seconds["bfloat16 packed"] = _median_seconds(lambda: [packed_linear(row, p, None) for p in packed])
+    del packed
+    return CpuRules(bandwidth, decode_seconds, _measure_bf16_min_width(generator))
+
+
+def describe_cached_rules() -> dict[str, str]:
+    """The cached rules of this machine for `hellogpt info`; measuring is left to the first use."""
+    rules = _rules_from_json(read_json(cache_file(RULES_CACHE_FILE)).get(cpu_machine_key()))
+    if rules is None:
+        return {"not measured yet": "the first chat, serve or training run on this CPU measures them (~1 s)"}
+    width = f">= {rules.bf16_min_width} wide" if rules.bf16_min_width else "never (fp32 was faster at every width)"
+    return {
+        "read bandwidth": f"{rules.read_bytes_per_second / 1e9:.1f} GB/s",
+        "decode dtype": str(rules.decode_dtype).removeprefix("torch.") + f" (models >= {DECODE_RULE_MIN_WIDTH} wide)",
+        "packed bf16 weights": "yes" if rules.pack_bf16 else "no",
+        "bf16 for training": width,
+    }
+
+
+def _measure_bf16_min_width(generator: torch.Generator) -> Optional[int]:
+    """The narrowest probed width from which bf16 (casts included, as autocast does) beats fp32 at every width."""
+    wins = []
+    for width in BF16_PROBE_WIDTHS:
+        inputs = torch.randn(BF16_PROBE_ROWS, width, generator=generator)
+        weight = torch.randn(4 * width, width, generator=generator)
+        fp32 = _median_seconds(lambda: F.linear(inputs, weight))
+        bf16 = _median_seconds(lambda: F.linear(inputs.bfloat16(), weight.bfloat16()))
+        wins.append(bf16 < fp32)
+    for index, width in enumerate(BF16_PROBE_WIDTHS):
+        if all(wins[index:]):
+            return width
+    return None
+
+
+def _median_seconds(run) -> float:
+    """Median wall time of `PROBE_ROUNDS` runs after one warm-up (the CPU may be shared)."""
+    run()
+    timings = []
+    for _ in range(PROBE_ROUNDS):
+        start = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def _rules_from_json(data: object) -> Optional[CpuRules]:
+    """Cached rules, or None when absent or malformed (then they are measured again)."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        seconds = {str(name): float(value) for name, value in data["decode_seconds"].items()}
+        width = data["bf16_min_width"]
+        rules = CpuRules(float(data["read_bytes_per_second"]), seconds, None if width is None else int(width))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return rules if "float32" in seconds and "bfloat16" in seconds else None

@@ -1,0 +1,54 @@
+"""The measured CPU rules: one probe per machine, cached, re-measured when the cache is unreadable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hellogpt.hardware import rules
+from hellogpt.hardware.cache import cache_file
+from hellogpt.hardware.rules import CpuRules, cpu_rules
+
+
+@pytest.fixture
+def small_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rules, "DECODE_PROBE_FP32_BYTES", 4 * 2**20)
+    monkeypatch.setattr(rules, "BF16_PROBE_WIDTHS", (64, 128))
+    monkeypatch.setattr(rules, "BF16_PROBE_ROWS", 32)
+    monkeypatch.setattr(rules, "PROBE_ROUNDS", 1)
+
+
+def test_the_rules_are_measured_once_then_read_from_the_cache(
+    cache_home: Path, small_probe: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = cpu_rules()
+    assert first.read_bytes_per_second > 0 and {"float32", "bfloat16"} <= set(first.decode_seconds)
+    assert first.bf16_min_width in (None, 64, 128)
+    assert first.decode_dtype in (torch.float32, torch.bfloat16)
+    assert len(json.loads(cache_file("cpu_rules.json").read_text())) == 1
+    monkeypatch.setattr(rules, "measure_cpu_rules", pytest.fail)
+    assert cpu_rules() == first
+
+
+def test_a_corrupt_rules_cache_is_measured_again(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_file("cpu_rules.json").parent.mkdir(parents=True)
+    cache_file("cpu_rules.json").write_text('{"x": 1')
+    again = CpuRules(1e10, {"float32": 2.0, "bfloat16": 1.0}, None)
+    monkeypatch.setattr(rules, "measure_cpu_rules", lambda: again)
+    assert cpu_rules() == again
+
+
+def test_the_probe_leaves_the_global_rng_alone(small_probe: None) -> None:
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    rules.measure_cpu_rules()
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_packing_is_chosen_only_where_it_measured_faster() -> None:
+    assert CpuRules(1e10, {"float32": 2.0, "bfloat16": 1.0, "bfloat16 packed": 0.5}, None).pack_bf16
+    assert not CpuRules(1e10, {"float32": 2.0, "bfloat16": 1.0, "bfloat16 packed": 1.5}, None).pack_bf16
+    assert not CpuRules(1e10, {"float32": 2.0, "bfloat16": 1.0}, None).pack_bf16
