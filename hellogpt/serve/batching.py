@@ -9,8 +9,8 @@ returns a `SequenceHandle` whose `events()` yield text pieces and then how the s
 A sequence's numbers do not depend on its neighbours, so greedy decoding gives the same text alone or
 beside others: attention runs row by row over exactly that row's cached positions (a padded, masked
 attention would sum in another order), and the matrix products compute each row alike whatever the batch:
-a startup probe checks that they do for 1 to `max_batch` rows; where they do not, every step multiplies a
-fixed `max_batch` rows (idle slots are padding).
+a startup probe finds the fewest rows from which they do (often 1 or 2: one row may take a matrix-vector
+kernel), and steps with fewer live sequences are padded up to it with idle slots.
 """
 
 from __future__ import annotations
@@ -182,28 +182,40 @@ def decode_step(
 
 
 @torch.inference_mode()
-def rows_are_batch_invariant(model: GPT, max_batch: int) -> bool:
-    """Whether a row's logits come out bit-identical in steps of 1 to `max_batch` rows on this machine.
+def batch_invariant_row_floor(model: GPT, max_batch: int) -> Optional[int]:
+    """The fewest rows a step may compute while every row's logits stay bit-identical, whatever the step's size
+    (from there up to `max_batch`) and the row's place in it; None when even `max_batch`-row steps differ by place.
 
-    Matrix kernels pick their blocking by the number of rows, and some sum in another order for another
-    count. When none does, a step computes only its live sequences (no padding, much faster for a lone
-    request); otherwise every step pads to `max_batch` rows. Each trial fills every row with the same
-    sequence, so any row that differs from the lone row shows up, wherever it sits.
+    Matrix kernels pick their blocking (or a matrix-vector kernel for one row) by the number of rows, and some
+    sum in another order for another count, so this is measured on the machine, once, at startup. Each trial
+    fills every row with the same sequence: any row that differs from the reference shows up, wherever it sits.
     """
-    if max_batch == 1:
-        return True
     cache = BatchedKVCache(model, max_batch)
     context = [index % model.config.vocab_size for index in range(1, 5)]
     for slot in range(max_batch):
         prefill_slot(model, cache, slot, context)
-    lone: Optional[torch.Tensor] = None
-    for rows in range(1, max_batch + 1):
+    reference: Optional[torch.Tensor] = None
+    floor: Optional[int] = None
+    for rows in range(max_batch, 0, -1):
         logits = decode_step(model, cache, {slot: 1 for slot in range(rows)}, rows=range(rows))
         cache.lengths = [len(context)] * max_batch
-        lone = logits[0] if lone is None else lone
-        if any(not torch.equal(row_logits, lone) for row_logits in logits.values()):
-            return False
-    return True
+        reference = logits[0] if reference is None else reference
+        if any(not torch.equal(row_logits, reference) for row_logits in logits.values()):
+            break
+        floor = rows
+    return floor
+
+
+def step_rows(live_slots: Sequence[int], slots: int, row_floor: Optional[int]) -> Optional[list[int]]:
+    """The slots a step computes: the live ones, topped up with idle slots to `row_floor` rows; None (every
+    slot, each sequence always in its own row) when no row count keeps the numbers the same."""
+    if row_floor is None:
+        return None
+    rows = sorted(live_slots)
+    idle = (slot for slot in range(slots) if slot not in live_slots)
+    while len(rows) < row_floor:
+        rows.append(next(idle))
+    return sorted(rows)
 
 
 @dataclass(eq=False)
@@ -233,8 +245,8 @@ class Scheduler:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self._cache = BatchedKVCache(model, max_batch)
-        # Pad every step to max_batch rows only where this machine's kernels need it for same-text-under-load.
-        self.pads_steps = not rows_are_batch_invariant(model, max_batch)
+        # Each step computes at least this many rows (padding), so that a reply is the same alone or under load.
+        self.row_floor = batch_invariant_row_floor(model, max_batch)
         self._device = model.transformer.wte.weight.device
         self._keep = max(1, int(model.config.block_size * SLIDE_KEEP_FRACTION))
         self._waiting: deque[_Sequence] = deque()
@@ -329,7 +341,7 @@ class Scheduler:
             self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
         if decoding:
             tokens = {slot: sequence.context[-1] for slot, sequence in decoding.items()}
-            logits = decode_step(self.model, self._cache, tokens, rows=None if self.pads_steps else sorted(tokens))
+            logits = decode_step(self.model, self._cache, tokens, rows=step_rows(list(tokens), self.max_batch, self.row_floor))
             for slot, sequence in decoding.items():
                 self._sample(sequence, logits[slot])
 

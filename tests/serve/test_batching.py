@@ -61,25 +61,38 @@ def test_eight_concurrent_streams_share_steps_and_each_gets_its_greedy_text_from
     assert max(sizes) > 1  # decoded together, not one after another
 
 
+@pytest.mark.parametrize("row_floor", [None, 8])
 def test_greedy_text_is_the_same_alone_and_together_when_steps_are_padded(
-    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+    row_floor, start_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(batching, "rows_are_batch_invariant", lambda model, max_batch: False)
+    monkeypatch.setattr(batching, "batch_invariant_row_floor", lambda model, max_batch: row_floor)
     server = start_server()
-    assert server.scheduler.pads_steps
+    assert server.scheduler.row_floor == row_floor
     alone, together = asyncio.run(alone_then_together(server, PROMPTS, MAX_TOKENS))
     assert together == alone
 
 
-def test_the_probe_finds_kernels_whose_rows_depend_on_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_probe_finds_the_fewest_rows_that_keep_every_row_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     tokenizer = char_tokenizer()
     model = tiny_model(tokenizer)
-    assert batching.rows_are_batch_invariant(model, 8) == batching.rows_are_batch_invariant(model, 8)  # deterministic
+    measured = batching.batch_invariant_row_floor(model, 8)
+    assert measured is not None and measured == batching.batch_invariant_row_floor(model, 8)  # deterministic
     plain_head = model.lm_head.forward
-    # A head whose rows shift with the row count, as a kernel that blocks differently per count would.
-    monkeypatch.setattr(model.lm_head, "forward", lambda hidden: plain_head(hidden) + 1e-3 * hidden.size(0))
-    assert not batching.rows_are_batch_invariant(model, 8)
-    assert batching.rows_are_batch_invariant(model, 1)
+    # A head whose rows shift for steps under 4 rows, as a kernel that blocks differently there would.
+    monkeypatch.setattr(model.lm_head, "forward", lambda hidden: plain_head(hidden) + 1e-3 * (hidden.size(0) < 4))
+    assert batching.batch_invariant_row_floor(model, 8) == max(4, measured)
+    # A head whose rows depend on their place: no row count is safe, every slot keeps its own row.
+    monkeypatch.setattr(
+        model.lm_head, "forward", lambda hidden: plain_head(hidden) + 1e-3 * torch.arange(hidden.size(0))[:, None]
+    )
+    assert batching.batch_invariant_row_floor(model, 8) is None
+
+
+def test_steps_top_live_sequences_up_with_idle_slots_to_the_floor() -> None:
+    assert batching.step_rows([5], slots=8, row_floor=1) == [5]
+    assert batching.step_rows([5], slots=8, row_floor=2) == [0, 5]
+    assert batching.step_rows([0, 3, 6], slots=8, row_floor=2) == [0, 3, 6]
+    assert batching.step_rows([2], slots=8, row_floor=None) is None
 
 
 def test_without_padding_a_step_computes_only_its_live_sequences() -> None:
