@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from hellogpt.hardware.readings import describe_cpu  # noqa: E402
 
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer  # noqa: E402
-from hellogpt.generate import prepare_for_inference, stream_tokens  # noqa: E402
+from hellogpt.generate import choose_decode_threads, prepare_for_inference, stream_tokens  # noqa: E402
 from hellogpt.hardware.devices import choose_decode_dtype  # noqa: E402
 from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
 from hellogpt.train.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
@@ -142,6 +142,7 @@ def measure(name: str, new_tokens: int, repeats: int) -> dict[str, tuple[float, 
     folder = tempfile.mkdtemp(prefix="hellogpt-serve-bench-")
     server = LiveServer(saved_checkpoint(model, tokenizer, folder))
     model = prepare_for_inference(model, torch.device("cpu"), choose_decode_dtype("auto", "cpu", config))
+    choose_decode_threads(model)  # as `chat` (and the server) do
     prompt_ids = prompts_for(tokenizer, CONCURRENT)
     prompts = [tokenizer.decode(ids) for ids in prompt_ids]
     rows: dict[str, Callable[[], Run]] = {

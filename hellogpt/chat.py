@@ -192,7 +192,8 @@ class ChatSession:
             "shape": f"{config.n_layer} layers x {config.n_embd} wide, {config.n_head} heads",
             "context": f"{config.block_size} tokens",
             "vocabulary": f"{config.vocab_size} ({self.tokenizer.name} tokenizer)",
-            "device": f"{weight.device} {str(weight.dtype).removeprefix('torch.')}",
+            "device": f"{weight.device} {str(weight.dtype).removeprefix('torch.')}"
+            + (f", {torch.get_num_threads()} thread(s)" if weight.device.type == "cpu" else ""),
             "sampling": self.settings_text(),
         }
         width = max(len(key) for key in facts)

@@ -9,6 +9,8 @@ pieces that never split a multi-byte character.
 from __future__ import annotations
 
 import codecs
+import statistics
+import time
 from collections.abc import Iterator, Sequence
 from typing import Callable, Optional, Protocol
 
@@ -23,6 +25,10 @@ from hellogpt.model.quantize import quantize_int8
 # one prefill of block_size/2 tokens buys block_size/2 cheap decoding steps, so the re-prefill
 # costs a few percent of the decoding time while the model still sees at least half a window.
 SLIDE_KEEP_FRACTION = 0.5
+# Decoding steps timed per thread count by `choose_decode_threads`, and the step time from which a model is
+# taken to be bound by memory reads (more threads then stream faster; timing one thread would only cost time).
+THREAD_PROBE_STEPS = 5
+THREAD_PROBE_MAX_STEP_SECONDS = 0.02
 # A divisor below float32's smallest normal number rounds to 0 (and 0/0 is NaN); such temperatures draw as
 # this one does, which is already argmax for any gap between two float32 logits.
 SMALLEST_TEMPERATURE = torch.finfo(torch.float32).tiny
@@ -221,6 +227,44 @@ def prepare_for_inference(model: GPT, device: torch.device, dtype: torch.dtype) 
     from hellogpt.hardware.rules import cpu_rules
 
     return pack_linear_layers(model) if cpu_rules().pack_bf16 else model
+
+
+def choose_decode_threads(model: GPT) -> int:
+    """Set torch's intra-op threads to whichever decodes `model` faster here, all of them or one, and return it.
+
+    A token of a small model is a few dozen tiny matrix products, where waking the other threads costs more than
+    they save (the quickstart shape decodes 3.4x faster on one thread of a 2-core Xeon); a large model is bound
+    by memory reads, which more threads stream faster. Where the cut-over lies depends on the CPU, so it is
+    timed on the model itself: a few decoding steps each way, skipped when one step is long enough to be
+    bound by memory (then the probe would only cost time).
+    """
+    available = torch.get_num_threads()
+    steps = min(THREAD_PROBE_STEPS, model.config.block_size - 2)
+    if model.transformer.wte.weight.device.type != "cpu" or available == 1 or steps < 1:
+        return available
+    with_all = _median_decode_step_seconds(model, steps)
+    if with_all >= THREAD_PROBE_MAX_STEP_SECONDS:
+        return available
+    torch.set_num_threads(1)
+    if _median_decode_step_seconds(model, steps) < with_all:
+        return 1
+    torch.set_num_threads(available)
+    return available
+
+
+@torch.inference_mode()
+def _median_decode_step_seconds(model: GPT, steps: int) -> float:
+    """Median time of one cached decoding step, after one warm-up step (the measurement moves no RNG)."""
+    token = torch.zeros((1, 1), dtype=torch.long, device=model.transformer.wte.weight.device)
+    cache = model.new_cache(max_length=steps + 2)
+    model.next_token_logits(token, cache)
+    model.next_token_logits(token, cache)
+    timings = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        model.next_token_logits(token, cache)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
 
 
 def prepare_int8_for_inference(model: GPT, device: torch.device) -> GPT:

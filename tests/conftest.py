@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,14 @@ def poems_dir() -> Path:
 def seed_configs() -> Path:
     """The old Hello-GPT flat YAML configs, byte for byte."""
     return FIXTURES / "seed-configs"
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored() -> Iterator[None]:
+    """`chat`/`serve` choose their decoding threads (`generate.choose_decode_threads`), which is process-wide:
+    each test starts with the thread count the session started with."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -121,13 +121,16 @@ def with_flags(run_config: Any, flags_by_section: dict[str, dict[str, Any]]) -> 
 def model_for_inference(loaded: LoadedModel, config: Any) -> "GPT":
     """The loaded model on `system.device`, in the dtype `system.dtype` chooses for decoding or with int8 weights
     (`system.quantize`), ready to decode."""
-    from hellogpt.generate import prepare_for_inference, prepare_int8_for_inference
+    from hellogpt.generate import choose_decode_threads, prepare_for_inference, prepare_int8_for_inference
     from hellogpt.hardware.devices import choose_decode_dtype
 
     device = choose_device_for(config.system)
     if config.system.quantize == "int8":
-        return prepare_int8_for_inference(loaded.model, device)
-    return prepare_for_inference(loaded.model, device, choose_decode_dtype(config.system.dtype, device, loaded.model.config))
+        model = prepare_int8_for_inference(loaded.model, device)
+    else:
+        model = prepare_for_inference(loaded.model, device, choose_decode_dtype(config.system.dtype, device, loaded.model.config))
+    choose_decode_threads(model)
+    return model
 
 
 def choose_device_for(system: Any) -> Any:
