@@ -248,6 +248,10 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         torch.save(payload, temp_file)
 
 
+# What torch.load raises on damaged bytes (found by fuzzing truncated and mutated files); caught around the load only.
+_DAMAGED_FILE_ERRORS = (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError)
+
+
 def load_checkpoint(path: Path, *, map_weights: bool = False) -> Checkpoint:
     """Load a checkpoint safely (no code runs) onto the CPU; UserError if it is missing, corrupt or not ours.
 
@@ -272,8 +276,7 @@ def load_checkpoint(path: Path, *, map_weights: bool = False) -> Checkpoint:
                 f"{path} was not written by hellogpt: it holds Python objects that a safe load refuses to run"
             ) from None
         raise UserError(_corrupt_message(path)) from None
-    # What torch.load raises on damaged bytes (found by fuzzing truncated and mutated files); only around the load.
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError):
+    except _DAMAGED_FILE_ERRORS:
         raise UserError(_corrupt_message(path)) from None
     return Checkpoint.from_payload(payload, path)
 
@@ -284,7 +287,7 @@ def peek_step(path: Path) -> Optional[int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError):
+    except (pickle.UnpicklingError, *_DAMAGED_FILE_ERRORS):
         return None
     step = payload.get("step") if isinstance(payload, dict) else None
     return step if isinstance(step, int) and not isinstance(step, bool) else None
