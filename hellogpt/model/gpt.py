@@ -107,7 +107,12 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(self.activation(self.c_fc(x))))
+
+    @staticmethod
+    def activation(x: torch.Tensor) -> torch.Tensor:
+        """GPT-2's GELU, tanh-approximated."""
+        return F.gelu(x, approximate="tanh")
 
 
 class Block(nn.Module):

@@ -16,24 +16,28 @@ kernel), and steps with fewer live sequences are padded up to it with idle slots
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 import torch
-import torch.nn.functional as F
 
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
 from hellogpt.generate import SLIDE_KEEP_FRACTION, StreamingDecoder, sample_next_token
 from hellogpt.model.gpt import GPT
+from hellogpt.serve.steps import BatchedKVCache, DecodingModel, decode_step, measure_step_layout, prefill_slot, step_rows
 from hellogpt.serve.stops import StopMatcher
 
 # How often an idle generation thread looks for a stop request (set from a signal handler, so without a lock).
 IDLE_POLL_SECONDS = 0.1
+# A decoding sequence's text goes to its request at most this often (its first piece and its end go at once).
+DELIVERY_INTERVAL_SECONDS = 0.02
 FinishReason = Literal["stop", "length"]
 
 
@@ -108,116 +112,6 @@ class SequenceHandle:
         self._queue.put_nowait(event)
 
 
-class BatchedKVCache:
-    """Keys and values of every layer for `slots` sequences of up to `block_size` positions, each with its length."""
-
-    def __init__(self, model: GPT, slots: int) -> None:
-        config = model.config
-        weight = model.transformer.wte.weight
-        shape = (config.n_layer, slots, config.n_head, config.block_size, config.head_dim)
-        self.keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
-        self.values = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
-        self.lengths = [0] * slots
-
-
-@torch.inference_mode()
-def prefill_slot(model: GPT, cache: BatchedKVCache, slot: int, context: Sequence[int]) -> torch.Tensor:
-    """Run `context` alone through the model into `slot` (replacing what it held); the next token's logits.
-
-    The model's own cached forward does the work, exactly as `chat` prefills; its keys and values are then copied in.
-    """
-    device = cache.keys.device
-    scratch = model.new_cache(batch_size=1, max_length=len(context))
-    logits = model.next_token_logits(torch.tensor([list(context)], dtype=torch.long, device=device), scratch)[0]
-    cache.keys[:, slot, :, : len(context)] = scratch.keys[:, 0]
-    cache.values[:, slot, :, : len(context)] = scratch.values[:, 0]
-    cache.lengths[slot] = len(context)
-    return logits
-
-
-@torch.inference_mode()
-def decode_step(
-    model: GPT, cache: BatchedKVCache, tokens: dict[int, int], rows: Optional[Sequence[int]] = None
-) -> dict[int, torch.Tensor]:
-    """Feed one token to each slot in `tokens` (slot -> token), each at its own next position; logits by slot.
-
-    `rows` are the slots computed as rows of the step (default: every slot, idle ones as padding thrown
-    away, so that each row's numbers are the same whoever else is in the batch). Drives the model's
-    blocks as `GPT.forward` does.
-    """
-    row_slots = list(rows) if rows is not None else list(range(len(cache.lengths)))
-    device = cache.keys.device
-    width, heads = model.config.n_embd, model.config.n_head
-    token_ids = torch.zeros(len(row_slots), 1, dtype=torch.long)
-    positions = torch.zeros(len(row_slots), 1, dtype=torch.long)
-    live = [(row, slot) for row, slot in enumerate(row_slots) if slot in tokens]
-    for row, slot in live:
-        token_ids[row, 0] = tokens[slot]
-        positions[row, 0] = cache.lengths[slot]
-    token_ids, positions = token_ids.to(device), positions.to(device)
-    live_rows = torch.tensor([row for row, _ in live], dtype=torch.long, device=device)
-    live_slots = torch.tensor([slot for _, slot in live], dtype=torch.long, device=device)
-    live_positions = positions[live_rows, 0]
-    transformer = model.transformer
-    x = transformer.drop(transformer.wte(token_ids) + transformer.wpe(positions))
-    for layer, block in enumerate(transformer.h):
-        attention = block.attn
-        q, k, v = attention.c_attn(block.ln_1(x)).split(width, dim=2)
-        q, k, v = (t.view(len(row_slots), 1, heads, width // heads).transpose(1, 2) for t in (q, k, v))
-        cache.keys[layer, live_slots, :, live_positions] = k[live_rows, :, 0]
-        cache.values[layer, live_slots, :, live_positions] = v[live_rows, :, 0]
-        y = torch.zeros_like(q)
-        for row, slot in live:
-            end = cache.lengths[slot] + 1
-            y[row] = F.scaled_dot_product_attention(
-                q[row : row + 1], cache.keys[layer, slot : slot + 1, :, :end], cache.values[layer, slot : slot + 1, :, :end]
-            )[0]
-        y = y.transpose(1, 2).contiguous().view(len(row_slots), 1, width)
-        x = x + attention.resid_dropout(attention.c_proj(y))
-        x = x + block.mlp(block.ln_2(x))
-    for _, slot in live:
-        cache.lengths[slot] += 1
-    logits = model.lm_head(transformer.ln_f(x)[:, -1, :])
-    return {slot: logits[row] for row, slot in live}
-
-
-@torch.inference_mode()
-def batch_invariant_row_floor(model: GPT, max_batch: int) -> Optional[int]:
-    """The fewest rows a step may compute while every row's logits stay bit-identical, whatever the step's size
-    (from there up to `max_batch`) and the row's place in it; None when even `max_batch`-row steps differ by place.
-
-    Matrix kernels pick their blocking (or a matrix-vector kernel for one row) by the number of rows, and some
-    sum in another order for another count, so this is measured on the machine, once, at startup. Each trial
-    fills every row with the same sequence: any row that differs from the reference shows up, wherever it sits.
-    """
-    cache = BatchedKVCache(model, max_batch)
-    context = [index % model.config.vocab_size for index in range(1, 5)]
-    for slot in range(max_batch):
-        prefill_slot(model, cache, slot, context)
-    reference: Optional[torch.Tensor] = None
-    floor: Optional[int] = None
-    for rows in range(max_batch, 0, -1):
-        logits = decode_step(model, cache, {slot: 1 for slot in range(rows)}, rows=range(rows))
-        cache.lengths = [len(context)] * max_batch
-        reference = logits[0] if reference is None else reference
-        if any(not torch.equal(row_logits, reference) for row_logits in logits.values()):
-            break
-        floor = rows
-    return floor
-
-
-def step_rows(live_slots: Sequence[int], slots: int, row_floor: Optional[int]) -> Optional[list[int]]:
-    """The slots a step computes: the live ones, topped up with idle slots to `row_floor` rows; None (every
-    slot, each sequence always in its own row) when no row count keeps the numbers the same."""
-    if row_floor is None:
-        return None
-    rows = sorted(live_slots)
-    idle = (slot for slot in range(slots) if slot not in live_slots)
-    while len(rows) < row_floor:
-        rows.append(next(idle))
-    return sorted(rows)
-
-
 @dataclass(eq=False)
 class _Sequence:
     """One request inside the generation thread: its context, slot, sampler and text state."""
@@ -233,6 +127,7 @@ class _Sequence:
     produced: int = 0
     outcome: Optional[Event] = None
     pieces: list[str] = field(default_factory=list)
+    delivered_at: Optional[float] = None
 
 
 class Scheduler:
@@ -245,8 +140,9 @@ class Scheduler:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self._cache = BatchedKVCache(model, max_batch)
-        # Each step computes at least this many rows (padding), so that a reply is the same alone or under load.
-        self.row_floor = batch_invariant_row_floor(model, max_batch)
+        # How each step lays out its rows, so that a reply is the same alone or under load (measured here).
+        self._decoding = DecodingModel(model)
+        self.layout = measure_step_layout(self._decoding, max_batch)
         self._device = model.transformer.wte.weight.device
         self._keep = max(1, int(model.config.block_size * SLIDE_KEEP_FRACTION))
         self._waiting: deque[_Sequence] = deque()
@@ -341,9 +237,25 @@ class Scheduler:
             self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
         if decoding:
             tokens = {slot: sequence.context[-1] for slot, sequence in decoding.items()}
-            logits = decode_step(self.model, self._cache, tokens, rows=step_rows(list(tokens), self.max_batch, self.row_floor))
+            rows = step_rows(list(tokens), self.max_batch, self.layout)
+            logits = decode_step(self._decoding, self._cache, tokens, rows=rows, chunk=self.layout.chunk)
+            greedy = [slot for slot, sequence in decoding.items() if sequence.settings.temperature == 0]
+            for slot, token in zip(greedy, self._argmax_tokens([logits[slot] for slot in greedy])):
+                if token is None:  # scores that are not finite: the sampler words the failure
+                    self._sample(decoding[slot], logits[slot])
+                else:
+                    self._append_token(decoding[slot], token)
             for slot, sequence in decoding.items():
-                self._sample(sequence, logits[slot])
+                if sequence.settings.temperature != 0:
+                    self._sample(sequence, logits[slot])
+
+    def _argmax_tokens(self, rows: list[torch.Tensor]) -> list[Optional[int]]:
+        """Greedy picks for several rows at once (one reduction, one read); None for a row that is not finite."""
+        if not rows:
+            return []
+        scores = torch.stack(rows)[:, : self.tokenizer.vocab_size]
+        tops = scores.amax(dim=1).tolist()
+        return [token if math.isfinite(top) else None for token, top in zip(scores.argmax(dim=1).tolist(), tops)]
 
     def _sample(self, sequence: _Sequence, logits: torch.Tensor) -> None:
         """Draw the sequence's next token (never a padding id past the tokenizer's vocabulary) and turn it into text."""
@@ -356,6 +268,10 @@ class Scheduler:
         except UserError as error:
             sequence.outcome = Failed(str(error), "server_error")
             return
+        self._append_token(sequence, token)
+
+    def _append_token(self, sequence: _Sequence, token: int) -> None:
+        """Append a drawn token and turn it into text, or end the sequence."""
         if token == self.tokenizer.eot_id:
             self._finish(sequence, "stop")
             return
@@ -364,7 +280,7 @@ class Scheduler:
         sequence.pieces.append(sequence.stops.push(sequence.decoder.push(token)))
         if sequence.stops.stopped:
             self._finish(sequence, "stop")
-        elif sequence.produced >= settings.max_tokens:
+        elif sequence.produced >= sequence.settings.max_tokens:
             self._finish(sequence, "length")
 
     def _finish(self, sequence: _Sequence, reason: FinishReason) -> None:
@@ -375,9 +291,15 @@ class Scheduler:
         sequence.outcome = Finished(reason, sequence.prompt_tokens, sequence.produced)
 
     def _deliver(self, sequences: list[_Sequence]) -> None:
-        """Hand this step's text and outcomes to each request's event loop, one wake-up per loop."""
+        """Hand text and outcomes to each request's event loop, one wake-up per loop: a sequence's first text and its
+        end at once, the text in between at most every `DELIVERY_INTERVAL_SECONDS`."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[SequenceHandle, Event]]] = {}
+        now = time.monotonic()
         for sequence in sequences:
+            recently = sequence.delivered_at is not None and now - sequence.delivered_at < DELIVERY_INTERVAL_SECONDS
+            if sequence.outcome is None and (recently or not any(sequence.pieces)):
+                continue
+            sequence.delivered_at = now
             text = "".join(sequence.pieces)
             sequence.pieces.clear()
             events: list[Event] = [TextPiece(text)] if text else []

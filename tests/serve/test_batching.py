@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from hellogpt.serve import batching
-from hellogpt.serve.batching import BatchedKVCache, decode_step, prefill_slot
+from hellogpt.serve import steps
+from hellogpt.serve.steps import BatchedKVCache, DecodingModel, StepLayout, decode_step, prefill_slot
 from tests.serve.conftest import LiveServer, StartServer, char_tokenizer, tiny_model
 
 PROMPTS = ["the raven", "once upon", "quoth", "nevermore", "a", "dreary", "midnight, ", "lenore?"]
@@ -43,9 +44,9 @@ def record_batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     original = batching.decode_step
 
-    def recording(model, cache, tokens, rows=None):
+    def recording(model, cache, tokens, rows=None, chunk=None):
         sizes.append(len(tokens))
-        return original(model, cache, tokens, rows)
+        return original(model, cache, tokens, rows, chunk)
 
     monkeypatch.setattr(batching, "decode_step", recording)
     return sizes
@@ -61,38 +62,49 @@ def test_eight_concurrent_streams_share_steps_and_each_gets_its_greedy_text_from
     assert max(sizes) > 1  # decoded together, not one after another
 
 
-@pytest.mark.parametrize("row_floor", [None, 8])
-def test_greedy_text_is_the_same_alone_and_together_when_steps_are_padded(
-    row_floor, start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "layout", [StepLayout(chunk=None, min_rows=8), StepLayout(chunk=1, min_rows=1), StepLayout(chunk=2, min_rows=2)]
+)
+def test_greedy_text_is_the_same_alone_and_together_in_every_step_layout(
+    layout: StepLayout, start_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(batching, "batch_invariant_row_floor", lambda model, max_batch: row_floor)
+    monkeypatch.setattr(batching, "measure_step_layout", lambda model, max_batch: layout)
     server = start_server()
-    assert server.scheduler.row_floor == row_floor
+    assert server.scheduler.layout == layout
     alone, together = asyncio.run(alone_then_together(server, PROMPTS, MAX_TOKENS))
     assert together == alone
 
 
 def test_the_probe_finds_the_fewest_rows_that_keep_every_row_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    tokenizer = char_tokenizer()
-    model = tiny_model(tokenizer)
-    measured = batching.batch_invariant_row_floor(model, 8)
-    assert measured is not None and measured == batching.batch_invariant_row_floor(model, 8)  # deterministic
-    plain_head = model.lm_head.forward
-    # A head whose rows shift for steps under 4 rows, as a kernel that blocks differently there would.
-    monkeypatch.setattr(model.lm_head, "forward", lambda hidden: plain_head(hidden) + 1e-3 * (hidden.size(0) < 4))
-    assert batching.batch_invariant_row_floor(model, 8) == max(4, measured)
-    # A head whose rows depend on their place: no row count is safe, every slot keeps its own row.
+    decoding = DecodingModel(tiny_model(char_tokenizer()))
+    measured = steps.batch_invariant_row_floor(decoding, 8)
+    assert measured is not None and measured == steps.batch_invariant_row_floor(decoding, 8)  # deterministic
+    plain_head = decoding.head
+    # A head whose rows shift for products under 4 rows, as a kernel that blocks differently there would.
+    monkeypatch.setattr(decoding, "head", lambda rows, chunk: plain_head(rows, chunk) + 1e-3 * (rows.size(0) < 4))
+    assert steps.batch_invariant_row_floor(decoding, 8) == max(4, measured)
+    assert steps.chunk_keeps_rows_alike(decoding, 2, 8) is False  # its 2-row products differ from its 8-row ones
+    assert steps.measure_step_layout(decoding, 8) in {StepLayout(None, max(4, measured)), StepLayout(1, 1)}
+    # A head whose rows depend on their place: no single product is safe, a row per product is.
     monkeypatch.setattr(
-        model.lm_head, "forward", lambda hidden: plain_head(hidden) + 1e-3 * torch.arange(hidden.size(0))[:, None]
+        decoding, "head", lambda rows, chunk: plain_head(rows, chunk) + 1e-3 * torch.arange(rows.size(0))[:, None]
     )
-    assert batching.batch_invariant_row_floor(model, 8) is None
+    assert steps.batch_invariant_row_floor(decoding, 8) is None
+    assert steps.chunk_keeps_rows_alike(decoding, 2, 8) is False
+    assert steps.measure_step_layout(decoding, 8) == StepLayout(chunk=1, min_rows=1)
 
 
-def test_steps_top_live_sequences_up_with_idle_slots_to_the_floor() -> None:
-    assert batching.step_rows([5], slots=8, row_floor=1) == [5]
-    assert batching.step_rows([5], slots=8, row_floor=2) == [0, 5]
-    assert batching.step_rows([0, 3, 6], slots=8, row_floor=2) == [0, 3, 6]
-    assert batching.step_rows([2], slots=8, row_floor=None) is None
+def test_steps_top_live_sequences_up_with_idle_slots_to_the_layouts_rows() -> None:
+    assert steps.step_rows([5], slots=8, layout=StepLayout(None, 1)) == [5]
+    assert steps.step_rows([5], slots=8, layout=StepLayout(None, 2)) == [0, 5]
+    assert steps.step_rows([0, 3, 6], slots=8, layout=StepLayout(None, 2)) == [0, 3, 6]
+    assert steps.step_rows([0, 3, 6], slots=8, layout=StepLayout(2, 2)) == [0, 1, 3, 6]
+    assert steps.step_rows([2], slots=8, layout=StepLayout(1, 1)) == [2]
+
+
+def test_neighbouring_rows_of_one_length_share_an_attention_call_and_idle_rows_are_skipped() -> None:
+    attended = [(0, 0, 5), (1, 1, 5), (2, 2, 6), (4, 5, 6), (5, 6, 6)]
+    assert steps._attention_runs(attended, rows=7) == [(0, 0, 2, 5), (2, 2, 1, 6), (3, -1, 1, 0), (4, 5, 2, 6), (6, -1, 1, 0)]
 
 
 def test_without_padding_a_step_computes_only_its_live_sequences() -> None:
@@ -103,8 +115,8 @@ def test_without_padding_a_step_computes_only_its_live_sequences() -> None:
     for cache in (padded, compact):
         for slot, context in contexts.items():
             prefill_slot(model, cache, slot, context)
-    everything = decode_step(model, padded, {1: 9, 6: 10})
-    live_only = decode_step(model, compact, {1: 9, 6: 10}, rows=[1, 6])
+    everything = decode_step(DecodingModel(model), padded, {1: 9, 6: 10})
+    live_only = decode_step(DecodingModel(model), compact, {1: 9, 6: 10}, rows=[1, 6])
     assert sorted(everything) == sorted(live_only) == [1, 6]
     for slot in contexts:
         torch.testing.assert_close(live_only[slot], everything[slot], rtol=1e-5, atol=1e-5)
@@ -125,9 +137,9 @@ def slow_steps(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Each decoding step takes at least `seconds`: a long reply stays in its slot long enough to watch."""
     original = batching.decode_step
 
-    def slow(model, cache, tokens, rows=None):
+    def slow(model, cache, tokens, rows=None, chunk=None):
         time.sleep(seconds)
-        return original(model, cache, tokens, rows)
+        return original(model, cache, tokens, rows, chunk)
 
     monkeypatch.setattr(batching, "decode_step", slow)
 
@@ -172,7 +184,7 @@ def test_a_batched_step_gives_each_sequence_the_models_own_logits() -> None:
     cache = BatchedKVCache(model, slots=4)
     for slot, context in contexts.items():
         prefill_slot(model, cache, slot, context)
-    logits = decode_step(model, cache, {slot: 6 for slot in contexts})
+    logits = decode_step(DecodingModel(model), cache, {slot: 6 for slot in contexts})
     with torch.inference_mode():
         for slot, context in contexts.items():
             expected = model(torch.tensor([context + [6]]))[0][0, -1]
@@ -189,8 +201,8 @@ def test_a_sequences_logits_are_bit_identical_alone_and_beside_others() -> None:
         cache = BatchedKVCache(model, slots=4)
         for slot, context in {2: mine, **neighbours}.items():
             prefill_slot(model, cache, slot, context)
-        decode_step(model, cache, {slot: 1 for slot in [2, *neighbours]})
-        return decode_step(model, cache, {slot: 2 for slot in [2, *neighbours]})[2]
+        decode_step(DecodingModel(model), cache, {slot: 1 for slot in [2, *neighbours]})
+        return decode_step(DecodingModel(model), cache, {slot: 2 for slot in [2, *neighbours]})[2]
 
     assert torch.equal(my_logits_after_two_steps({}), my_logits_after_two_steps(others))
 
