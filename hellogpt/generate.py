@@ -17,7 +17,8 @@ from typing import Callable, Optional, Protocol
 import torch
 
 from hellogpt.errors import UserError
-from hellogpt.model.gpt import GPT, KVCache
+from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
+from hellogpt.model.gpt import GPT
 from hellogpt.model.packed import can_pack_linear_layers, pack_linear_layers
 from hellogpt.model.quantize import quantize_int8
 
@@ -112,21 +113,6 @@ def _check_logits(logits: torch.Tensor) -> None:
         )
 
 
-@torch.inference_mode()
-def _prefill(model: GPT, context: Sequence[int], cache: KVCache, device: torch.device) -> torch.Tensor:
-    """Reset the cache and run `context` through it; the logits of its last position."""
-    cache.reset()
-    ids = torch.tensor([list(context)], dtype=torch.long, device=device)
-    return model.next_token_logits(ids, cache)[0]
-
-
-@torch.inference_mode()
-def _decode_one(model: GPT, token: int, cache: KVCache, device: torch.device) -> torch.Tensor:
-    """Feed one token through the cache; the logits of the next position."""
-    ids = torch.tensor([[token]], dtype=torch.long, device=device)
-    return model.next_token_logits(ids, cache)[0]
-
-
 def stream_tokens(
     model: GPT,
     prompt_ids: Sequence[int],
@@ -155,7 +141,6 @@ def stream_tokens(
         raise ValueError(f"vocab_size must be the tokenizer's size (> 0), got {vocab_size}")
     block_size = model.config.block_size
     keep = max(1, int(block_size * SLIDE_KEEP_FRACTION))
-    device = model.transformer.wte.weight.device
     context = list(prompt_ids)
     slid = False
     if len(context) > block_size:
@@ -164,8 +149,9 @@ def stream_tokens(
         slid = True
         context = context[-block_size:]
     # A cache as long as this reply can grow, not block_size: allocating it is part of the first token's wait.
-    cache = model.new_cache(max_length=min(block_size, len(context) + max_new_tokens))
-    logits = _prefill(model, context, cache, device)
+    cache = BatchedKVCache(model, slots=1, max_length=min(block_size, len(context) + max_new_tokens))
+    decoding = DecodingModel(model)  # each token through the lean step (the same logits as the model's forward)
+    logits = prefill_slot(model, cache, 0, context)
     for produced in range(1, max_new_tokens + 1):
         token = sample_next_token(
             logits[:vocab_size], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
@@ -176,14 +162,14 @@ def stream_tokens(
         if produced == max_new_tokens:
             return
         context.append(token)
-        if cache.length < cache.max_length:
-            logits = _decode_one(model, token, cache, device)
+        if cache.lengths[0] < cache.max_length:
+            logits = decode_step(decoding, cache, {0: token})[0]
             continue
         if not slid and on_window_slide is not None:
             on_window_slide(len(context) - keep)
         slid = True
         context = context[-keep:]
-        logits = _prefill(model, context, cache, device)
+        logits = prefill_slot(model, cache, 0, context)
 
 
 class StreamingDecoder:
@@ -255,14 +241,14 @@ def choose_decode_threads(model: GPT) -> int:
 @torch.inference_mode()
 def _median_decode_step_seconds(model: GPT, steps: int) -> float:
     """Median time of one cached decoding step, after one warm-up step (the measurement moves no RNG)."""
-    token = torch.zeros((1, 1), dtype=torch.long, device=model.transformer.wte.weight.device)
-    cache = model.new_cache(max_length=steps + 2)
-    model.next_token_logits(token, cache)
-    model.next_token_logits(token, cache)
+    cache = BatchedKVCache(model, slots=1, max_length=steps + 2)
+    decoding = DecodingModel(model)
+    prefill_slot(model, cache, 0, [0])
+    decode_step(decoding, cache, {0: 0})
     timings = []
     for _ in range(steps):
         started = time.perf_counter()
-        model.next_token_logits(token, cache)
+        decode_step(decoding, cache, {0: 0})
         timings.append(time.perf_counter() - started)
     return statistics.median(timings)
 

@@ -18,6 +18,7 @@ from hellogpt.generate import (
     stream_tokens,
     top_p_mask,
 )
+from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
 from hellogpt.model.gpt import GPT, GPTConfig
 
 NEG_INF = float("-inf")
@@ -88,6 +89,20 @@ def test_greedy_with_the_cache_equals_greedy_without_it() -> None:
     tokens = greedy(model, prompt, 20)
     assert len(set(tokens)) > 3, "the test model should not repeat one token"
     assert tokens == greedy_without_cache(model, prompt, 20)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_lean_decoding_step_gives_the_models_own_cached_logits_bit_for_bit(dtype: torch.dtype) -> None:
+    model = generate.prepare_for_inference(make_model(block_size=64), torch.device("cpu"), dtype)
+    prompt = [3, 1, 4, 1, 5, 9]
+    plain_cache = model.new_cache(max_length=40)
+    lean_cache, decoding = BatchedKVCache(model, slots=1, max_length=40), DecodingModel(model)
+    with torch.inference_mode():
+        plain = [model.next_token_logits(torch.tensor([prompt]), plain_cache)[0]]
+        plain += [model.next_token_logits(torch.tensor([[token]]), plain_cache)[0] for token in range(1, 30)]
+    lean = [prefill_slot(model, lean_cache, 0, prompt)]
+    lean += [decode_step(decoding, lean_cache, {0: token})[0] for token in range(1, 30)]
+    assert all(torch.equal(mine, theirs) for mine, theirs in zip(lean, plain))
 
 
 def test_a_fixed_seed_reproduces_the_sample_and_another_seed_differs() -> None:

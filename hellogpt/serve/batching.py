@@ -31,7 +31,8 @@ from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
 from hellogpt.generate import SLIDE_KEEP_FRACTION, StreamingDecoder, sample_next_token
 from hellogpt.model.gpt import GPT
-from hellogpt.serve.steps import BatchedKVCache, DecodingModel, decode_step, measure_step_layout, prefill_slot, step_rows
+from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
+from hellogpt.serve.steps import measure_step_layout, step_rows
 from hellogpt.serve.stops import StopMatcher
 
 # How often an idle generation thread looks for a stop request (set from a signal handler, so without a lock).

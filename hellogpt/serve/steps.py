@@ -1,8 +1,7 @@
-"""Batched decoding steps whose rows never depend on each other: the batched KV cache, one step, and its layout.
+"""How the server's batched steps lay out their rows, so that no row's numbers depend on the others'.
 
 A sequence's numbers must not depend on its neighbours, so that greedy decoding gives the same text alone or
-beside others. Attention runs row by row over exactly that row's cached positions (a padded, masked attention
-would sum in another order). The matrix products are the hard part: CPU kernels pick their blocking (or a
+beside others. Attention already runs per sequence (`hellogpt.model.decoding`). The matrix products are the hard part: CPU kernels pick their blocking (or a
 matrix-vector kernel for one row) by the number of rows, and some sum in another order for another count. So a
 step follows a `StepLayout` measured on the machine at startup: either one product over all of the step's rows,
 padded up to the fewest rows from which every row comes out the same, or products of exactly a few rows each
@@ -13,15 +12,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from hellogpt.model.gpt import GPT
+from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
 
 # Decoding steps timed per candidate layout at startup (after one warm-up step): enough for a stable median.
 LAYOUT_TIMING_STEPS = 5
@@ -46,176 +43,6 @@ class StepLayout:
         if self.chunk is None:
             return f"one product per step of at least {self.min_rows} row{'s' if self.min_rows > 1 else ''}"
         return f"products of {self.chunk} row{'s' if self.chunk > 1 else ''}"
-
-
-class BatchedKVCache:
-    """Keys and values of every layer for `slots` sequences of up to `block_size` positions, each with its length."""
-
-    def __init__(self, model: GPT, slots: int) -> None:
-        config = model.config
-        weight = model.transformer.wte.weight
-        shape = (config.n_layer, slots, config.n_head, config.block_size, config.head_dim)
-        self.keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
-        self.values = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
-        self.lengths = [0] * slots
-
-
-@torch.inference_mode()
-def prefill_slot(model: GPT, cache: BatchedKVCache, slot: int, context: Sequence[int]) -> torch.Tensor:
-    """Run `context` alone through the model into `slot` (replacing what it held); the next token's logits.
-
-    The model's own cached forward does the work, exactly as `chat` prefills; its keys and values are then copied in.
-    """
-    device = cache.keys.device
-    scratch = model.new_cache(batch_size=1, max_length=len(context))
-    logits = model.next_token_logits(torch.tensor([list(context)], dtype=torch.long, device=device), scratch)[0]
-    cache.keys[:, slot, :, : len(context)] = scratch.keys[:, 0]
-    cache.values[:, slot, :, : len(context)] = scratch.values[:, 0]
-    cache.lengths[slot] = len(context)
-    return logits
-
-
-class DecodingModel:
-    """A model's layers as plain callables for the per-token path: one step runs about 120 small operations, and
-    looking up each module and parameter through `nn.Module` every time would cost a sixth of the step.
-
-    Built once per served model (after any packing or quantisation). Dropout is left out: serving is evaluation.
-    """
-
-    def __init__(self, model: GPT) -> None:
-        self.model = model
-        self.config = model.config
-        transformer = model.transformer
-        self.token_embedding = transformer.wte.weight
-        self.position_embedding = transformer.wpe.weight
-        self.blocks = [
-            _BlockCalls(
-                ln_1=_layer_norm(block.ln_1), qkv=_Linear(block.attn.c_attn), projection=_Linear(block.attn.c_proj),
-                ln_2=_layer_norm(block.ln_2), up=_Linear(block.mlp.c_fc), down=_Linear(block.mlp.c_proj),
-                activation=block.mlp.activation,
-            )
-            for block in transformer.h
-        ]
-        self.ln_f = _layer_norm(transformer.ln_f)
-        self.head = _Linear(model.lm_head)
-
-
-Rows = Callable[[torch.Tensor], torch.Tensor]
-
-
-class _Linear:
-    """One linear layer of the decoding path, applied in one product or in products of exactly `chunk` rows each.
-
-    A plain `nn.Linear` runs as `F.linear` on its tensors, and several fixed-size products as one batched product
-    over a broadcast weight (as cheap as one product, and the same numbers as separate ones: the probe checks);
-    any other kind (packed, int8) runs through its own forward, chunk by chunk.
-    """
-
-    def __init__(self, layer: nn.Module) -> None:
-        self._forward: Optional[Rows] = None if type(layer) is nn.Linear else layer.forward
-        self._weight, self._bias = (layer.weight, layer.bias) if self._forward is None else (None, None)
-
-    def __call__(self, rows: torch.Tensor, chunk: Optional[int]) -> torch.Tensor:
-        if self._forward is not None:
-            if chunk is None or rows.size(0) == chunk:
-                return self._forward(rows)
-            return torch.cat([self._forward(part) for part in rows.split(chunk)])
-        if chunk is None or rows.size(0) == chunk:
-            return F.linear(rows, self._weight, self._bias)
-        groups = rows.size(0) // chunk
-        weight = self._weight.T.expand(groups, *self._weight.T.shape)
-        grouped = rows.reshape(groups, chunk, rows.size(1))
-        products = torch.bmm(grouped, weight) if self._bias is None else torch.baddbmm(self._bias, grouped, weight)
-        return products.view(rows.size(0), -1)
-
-
-@dataclass(frozen=True)
-class _BlockCalls:
-    ln_1: Rows
-    qkv: _Linear
-    projection: _Linear
-    ln_2: Rows
-    up: _Linear
-    down: _Linear
-    activation: Rows
-
-
-def _layer_norm(layer: nn.LayerNorm) -> Rows:
-    shape, weight, bias, eps = layer.normalized_shape, layer.weight, layer.bias, layer.eps
-    return lambda rows: F.layer_norm(rows, shape, weight, bias, eps)
-
-
-@torch.inference_mode()
-def decode_step(
-    model: DecodingModel, cache: BatchedKVCache, tokens: dict[int, int], rows: Optional[Sequence[int]] = None,
-    chunk: Optional[int] = None,
-) -> dict[int, torch.Tensor]:
-    """Feed one token to each slot in `tokens` (slot -> token), each at its own next position; logits by slot.
-
-    `rows` are the slots computed as rows of the step (default: every slot, idle ones as padding thrown away);
-    `chunk` splits the matrix products into calls of that many rows (see `StepLayout`). Computes what
-    `GPT.forward` does, one position per row.
-    """
-    row_slots = list(rows) if rows is not None else list(range(len(cache.lengths)))
-    device = cache.keys.device
-    config = model.config
-    width, heads, head_dim, block_size = config.n_embd, config.n_head, config.head_dim, config.block_size
-    live = [(row, slot) for row, slot in enumerate(row_slots) if slot in tokens]
-    positions = [cache.lengths[slot] if slot in tokens else 0 for slot in row_slots]
-    token_ids = torch.tensor([tokens.get(slot, 0) for slot in row_slots], dtype=torch.long, device=device)
-    position_ids = torch.tensor(positions, dtype=torch.long, device=device)
-    # Where each live row's keys and values go: rows of one layer's cache seen as (slot, head, position) x head_dim.
-    cache_rows = torch.tensor(
-        [(slot * heads + head) * block_size + positions[row] for row, slot in live for head in range(heads)],
-        dtype=torch.long, device=device,
-    )
-    live_rows = None if len(live) == len(row_slots) else torch.tensor([row for row, _ in live], device=device)
-    runs = _attention_runs([(row, slot, cache.lengths[slot] + 1) for row, slot in live], len(row_slots))
-    x = F.embedding(token_ids, model.token_embedding) + F.embedding(position_ids, model.position_embedding)
-    for layer, block in enumerate(model.blocks):
-        q, k, v = block.qkv(block.ln_1(x), chunk).split(width, dim=1)
-        if live_rows is not None:
-            k, v = k[live_rows], v[live_rows]
-        cache.keys[layer].view(-1, head_dim).index_copy_(0, cache_rows, k.reshape(-1, head_dim))
-        cache.values[layer].view(-1, head_dim).index_copy_(0, cache_rows, v.reshape(-1, head_dim))
-        q = q.reshape(len(row_slots), heads, 1, head_dim)
-        keys, values = cache.keys[layer], cache.values[layer]
-        outputs = [
-            q[row : row + count] if end == 0 else F.scaled_dot_product_attention(  # idle rows keep their query as filler
-                q[row : row + count], keys[slot : slot + count, :, :end], values[slot : slot + count, :, :end]
-            )
-            for row, slot, count, end in runs
-        ]
-        x = x + block.projection(torch.cat(outputs).view(len(row_slots), width), chunk)
-        x = x + block.down(block.activation(block.up(block.ln_2(x), chunk)), chunk)
-    for _, slot in live:
-        cache.lengths[slot] += 1
-    logits = model.head(model.ln_f(x), chunk)
-    return {slot: logits[row] for row, slot in live}
-
-
-def _attention_runs(attended: list[tuple[int, int, int]], rows: int) -> list[tuple[int, int, int, int]]:
-    """The step's rows as runs of (first row, first slot, rows, positions to attend; 0 for idle rows).
-
-    Neighbouring rows in neighbouring slots with the same length share one attention call: each row's numbers
-    are those of a call of its own (the kernel treats every row and head alone; the startup probe's steps, all
-    of one length, would show otherwise), and one call costs a quarter of eight. Rows of other lengths are never
-    padded together: a masked, longer attention sums in another order.
-    """
-    runs: list[tuple[int, int, int, int]] = []
-    next_row = 0
-    for row, slot, end in attended:
-        if row > next_row:
-            runs.append((next_row, -1, row - next_row, 0))
-        last = runs[-1] if runs else None
-        if last is not None and last[3] == end and last[0] + last[2] == row and last[1] + last[2] == slot:
-            runs[-1] = (last[0], last[1], last[2] + 1, end)
-        else:
-            runs.append((row, slot, 1, end))
-        next_row = row + 1
-    if rows > next_row:
-        runs.append((next_row, -1, rows - next_row, 0))
-    return runs
 
 
 def step_rows(live_slots: Sequence[int], slots: int, layout: StepLayout) -> list[int]:

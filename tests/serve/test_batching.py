@@ -12,7 +12,9 @@ import torch
 
 from hellogpt.serve import batching
 from hellogpt.serve import steps
-from hellogpt.serve.steps import BatchedKVCache, DecodingModel, StepLayout, decode_step, prefill_slot
+from hellogpt.model import decoding as lean
+from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
+from hellogpt.serve.steps import StepLayout
 from tests.serve.conftest import LiveServer, StartServer, char_tokenizer, tiny_model
 
 PROMPTS = ["the raven", "once upon", "quoth", "nevermore", "a", "dreary", "midnight, ", "lenore?"]
@@ -104,7 +106,7 @@ def test_steps_top_live_sequences_up_with_idle_slots_to_the_layouts_rows() -> No
 
 def test_neighbouring_rows_of_one_length_share_an_attention_call_and_idle_rows_are_skipped() -> None:
     attended = [(0, 0, 5), (1, 1, 5), (2, 2, 6), (4, 5, 6), (5, 6, 6)]
-    assert steps._attention_runs(attended, rows=7) == [(0, 0, 2, 5), (2, 2, 1, 6), (3, -1, 1, 0), (4, 5, 2, 6), (6, -1, 1, 0)]
+    assert lean._attention_runs(attended, rows=7) == [(0, 0, 2, 5), (2, 2, 1, 6), (3, -1, 1, 0), (4, 5, 2, 6), (6, -1, 1, 0)]
 
 
 def test_without_padding_a_step_computes_only_its_live_sequences() -> None:
