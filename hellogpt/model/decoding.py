@@ -151,8 +151,9 @@ def decode_step(
         q, k, v = block.qkv(block.ln_1(x), chunk).split(width, dim=1)
         if live_rows is not None:
             k, v = k[live_rows], v[live_rows]
-        cache.keys[layer].view(-1, head_dim).index_copy_(0, cache_rows, k.reshape(-1, head_dim))
-        cache.values[layer].view(-1, head_dim).index_copy_(0, cache_rows, v.reshape(-1, head_dim))
+        # `to`: under autocast (samples during training) the products come out in bf16 over an fp32 cache.
+        cache.keys[layer].view(-1, head_dim).index_copy_(0, cache_rows, k.reshape(-1, head_dim).to(cache.keys.dtype))
+        cache.values[layer].view(-1, head_dim).index_copy_(0, cache_rows, v.reshape(-1, head_dim).to(cache.values.dtype))
         q = q.reshape(len(row_slots), heads, 1, head_dim)
         keys, values = cache.keys[layer], cache.values[layer]
         outputs = [
