@@ -3,12 +3,14 @@
 GPT-2-124M and gpt2-medium shapes (vocabulary 50257, block 1024, biases) with random weights,
 copied into transformers' GPT-2 so both run the same weights; greedy decoding of N tokens after
 a 16-token prompt, fp32, bf16 and hellogpt's int8 weights, medians over repeats, all in one process.
-The memory bound is this machine's read bandwidth (a plain `sum` over 1 GiB, measured between the
-runs) over the weight bytes read per token; "same tokens" compares with hellogpt's fp32 tokens.
+The memory bound is this machine's read bandwidth (the faster of a `sum` and a matrix-vector product over
+1 GiB, the read decoding does, measured between the runs) over the weight bytes read per token; "same
+tokens" compares with hellogpt's fp32 tokens.
 
-Runs alternate between the two engines so that a busy CPU slows both alike. OpenMP threads sleep
-instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE unless set): on a CPU shared with
-other work, spinning threads made decoding 10-20x slower for both.
+Runs alternate between the two engines so that a busy CPU slows both alike. OpenMP runs as the user's
+environment says, as `chat` does: unset (libgomp spins a little before it sleeps) is the fast setting on
+an idle machine; with OMP_WAIT_POLICY=PASSIVE threads sleep at once, which a shared, busy CPU needs but
+which costs a decoding step a wake-up per operation (GPT-2-124M fp32 here: 38 tok/s against 52 unset).
 
     python benchmarks/generate.py [--quick] [--threads N] [--tokens N] [--repeats N]
 """
@@ -21,17 +23,15 @@ import statistics
 import time
 from dataclasses import dataclass
 
-# Read by OpenMP when torch loads, so it must be set before the imports below.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch
 
-import torch  # noqa: E402
-
-from hellogpt.generate import prepare_for_inference, prepare_int8_for_inference, stream_tokens  # noqa: E402
-from hellogpt.hardware.readings import describe_cpu  # noqa: E402
+from hellogpt.generate import prepare_for_inference, prepare_int8_for_inference, stream_tokens
+from hellogpt.hardware.readings import describe_cpu
 from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
 
 PROMPT_LENGTH = 16
 # Bytes summed to read the machine's bandwidth: far more than any cache holds.
+BANDWIDTH_PROBE_COLUMNS = 4096
 BANDWIDTH_PROBE_BYTES = 2**30
 SHAPES = {
     "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, dropout=0.0, bias=True),
@@ -137,10 +137,16 @@ def weight_bytes_per_token(model: GPT) -> int:
 
 
 def read_bandwidth(data: torch.Tensor) -> float:
-    """Bytes per second of one `sum` over `data` (memory-bound: one read of every byte)."""
-    start = time.perf_counter()
-    data.sum()
-    return data.numel() * data.element_size() / (time.perf_counter() - start)
+    """Bytes per second of the faster of one `sum` over `data` and one matrix-vector product with it as the
+    matrix (both read every byte once; kernels differ in how close they come to the memory's rate)."""
+    matrix = data.view(-1, BANDWIDTH_PROBE_COLUMNS)
+    vector = torch.ones(BANDWIDTH_PROBE_COLUMNS, dtype=data.dtype)
+    seconds = []
+    for read in (data.sum, lambda: torch.mv(matrix, vector)):
+        start = time.perf_counter()
+        read()
+        seconds.append(time.perf_counter() - start)
+    return data.numel() * data.element_size() / min(seconds)
 
 
 def main() -> None:
@@ -166,7 +172,7 @@ def main() -> None:
     probe = torch.ones(BANDWIDTH_PROBE_BYTES // 4)
     bandwidths: list[float] = []
     table = Table(title=f"Greedy decoding, {new_tokens} tokens after {PROMPT_LENGTH}, {torch.get_num_threads()} threads, "
-                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
                   f"median of {repeats} (torch {torch.__version__}, transformers {transformers.__version__})")
     for column in ("shape", "dtype", "engine", "first token (ms)", "decode tok/s", "vs transformers", "vs hellogpt fp32",
                    "of memory bound", "same tokens"):

@@ -6,7 +6,7 @@ block 1024, vocabulary 50257), random weights, the dtype `system.dtype: auto` pi
 N tokens after a 16-token prompt through the real server (`hellogpt serve --checkpoint` in its own process on
 127.0.0.1, as a user runs it; the client is httpx in this process, as a user's program is its own), against
 `generate.stream_tokens` (what `chat` runs) in this process. Rows: chat alone; the server with one request; 8 requests one after another; 8 at once. Medians over repeats,
-runs interleaved so that a busy CPU slows all alike. OMP_WAIT_POLICY=PASSIVE unless set (see benchmarks/generate.py).
+runs interleaved so that a busy CPU slows all alike. OpenMP runs as the environment says (see benchmarks/generate.py).
 
     python benchmarks/serve.py [--quick] [--repeats N] [--models char,gpt2]
 """
@@ -26,17 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import httpx
+import torch
 
-import httpx  # noqa: E402
-import torch  # noqa: E402
-from hellogpt.hardware.readings import describe_cpu  # noqa: E402
-
-from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer  # noqa: E402
-from hellogpt.generate import choose_decode_threads, prepare_for_inference, stream_tokens  # noqa: E402
-from hellogpt.hardware.devices import choose_decode_dtype  # noqa: E402
-from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
-from hellogpt.train.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer
+from hellogpt.generate import choose_decode_threads, prepare_for_inference, stream_tokens
+from hellogpt.hardware.devices import choose_decode_dtype
+from hellogpt.hardware.readings import describe_cpu
+from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.train.checkpoint import Checkpoint, save_checkpoint
 
 PROMPT_LENGTH = 16
 CONCURRENT = 8
@@ -133,8 +131,9 @@ def prompts_for(tokenizer: Tokenizer, count: int) -> list[list[int]]:
     return [torch.randint(0, tokenizer.vocab_size, (PROMPT_LENGTH,), generator=generator).tolist() for _ in range(count)]
 
 
-def measure(name: str, new_tokens: int, repeats: int) -> dict[str, tuple[float, float, float]]:
+def measure(name: str, new_tokens: int, repeats: int, threads: int) -> dict[str, tuple[float, float, float]]:
     """Rows of (median tokens/s, median wall seconds, median first-token seconds) for one model shape."""
+    torch.set_num_threads(threads)  # as a fresh `chat` starts: the previous shape's thread choice undone
     tokenizer: Tokenizer = gpt2_tokenizer() if name == "gpt2" else CharTokenizer(CHAR_VOCABULARY)
     torch.manual_seed(0)
     config = SHAPES[name]
@@ -188,9 +187,10 @@ def main() -> None:
                   f"{torch.get_num_threads()} threads, median of {repeats} (torch {torch.__version__})")
     for column in ("model", "dtype", "run", "tokens/request", "tokens/s", "wall s", "first token ms", "ratio"):
         table.add_column(column, justify="right")
+    threads = torch.get_num_threads()
     for name in args.models.split(","):
         new_tokens = args.tokens or (20 if args.quick else DEFAULT_TOKENS[name])
-        results = measure(name, new_tokens, repeats)
+        results = measure(name, new_tokens, repeats, threads)
         chat_speed = results["chat (stream_tokens), 1 request"][0]
         sequential_wall = results[f"serve, {CONCURRENT} one after another"][1]
         dtype = str(choose_decode_dtype("auto", "cpu", SHAPES[name])).removeprefix("torch.")
@@ -202,7 +202,7 @@ def main() -> None:
             table.add_row(name, dtype, row, str(new_tokens), f"{speed:.1f}", f"{wall:.2f}", f"{first * 1000:.0f}", ratio)
     Console(width=max(Console().width, 130)).print(table)
     print(f"CPU: {describe_cpu()}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 
 
 if __name__ == "__main__":

@@ -118,9 +118,10 @@ def with_flags(run_config: Any, flags_by_section: dict[str, dict[str, Any]]) -> 
         raise UserError(f"{flag} {given[(section, key)]}: {problem['msg'].removeprefix('Value error, ')}") from None
 
 
-def model_for_inference(loaded: LoadedModel, config: Any) -> "GPT":
+def model_for_inference(loaded: LoadedModel, config: Any, choose_threads: bool = True) -> "GPT":
     """The loaded model on `system.device`, in the dtype `system.dtype` chooses for decoding or with int8 weights
-    (`system.quantize`), ready to decode."""
+    (`system.quantize`), ready to decode; `choose_threads` times the decoding threads here (the server does it on
+    its generation thread instead)."""
     from hellogpt.generate import choose_decode_threads, prepare_for_inference, prepare_int8_for_inference
     from hellogpt.hardware.devices import choose_decode_dtype
 
@@ -129,7 +130,8 @@ def model_for_inference(loaded: LoadedModel, config: Any) -> "GPT":
         model = prepare_int8_for_inference(loaded.model, device)
     else:
         model = prepare_for_inference(loaded.model, device, choose_decode_dtype(config.system.dtype, device, loaded.model.config))
-    choose_decode_threads(model)
+    if choose_threads:
+        choose_decode_threads(model)
     return model
 
 

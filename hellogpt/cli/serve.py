@@ -60,19 +60,25 @@ def serve(
     """
     source = one_model_source(checkpoint, source or gpt2base)
     _check_server_packages()
+    import torch
+
     from hellogpt.serve.server import bind_socket, is_loopback
 
+    # This thread loads the model and serves HTTP on one intra-op thread; decoding gets them all on the generation
+    # thread (the scheduler's start-up says why).
+    decode_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     loaded = load_model(checkpoint, source)
     run_config = resolve_cli_config(profile, config, set_, defaults=loaded.sample_defaults).config
     run_config = with_flags(run_config, {"system": {"device": device, "quantize": quantize}})
-    model = model_for_inference(loaded, run_config)
+    model = model_for_inference(loaded, run_config, choose_threads=False)
     sock = bind_socket(host, port)
     if not is_loopback(host) and not api_key:
         typer.secho(
             f"warning: listening on {host} without --api-key: anyone who can reach this machine can use the model",
             fg="yellow", err=True,
         )
-    _serve(loaded, model, run_config, sock, api_key, max_batch)
+    _serve(loaded, model, run_config, sock, api_key, max_batch, decode_threads)
 
 
 def _check_server_packages() -> None:
@@ -83,7 +89,9 @@ def _check_server_packages() -> None:
         raise UserError(f"hellogpt serve needs {error.name}: pip install 'hellogpt[serve]'") from None
 
 
-def _serve(loaded: LoadedModel, model: Any, run_config: Any, sock: Any, api_key: Optional[str], max_batch: int) -> None:
+def _serve(
+    loaded: LoadedModel, model: Any, run_config: Any, sock: Any, api_key: Optional[str], max_batch: int, decode_threads: int
+) -> None:
     from hellogpt.formatting import format_count
     from hellogpt.serve.app import ServedModel, create_app
     from hellogpt.serve.batching import Scheduler
@@ -98,7 +106,7 @@ def _serve(loaded: LoadedModel, model: Any, run_config: Any, sock: Any, api_key:
         "device": device_text,
     }
     served = ServedModel(loaded.name, model.config.block_size, facts)
-    scheduler = Scheduler(model, loaded.tokenizer, max_batch)
+    scheduler = Scheduler(model, loaded.tokenizer, max_batch, threads=decode_threads)
     app = create_app(scheduler, loaded.tokenizer, served, run_config.sample, api_key)
     scheduler.start()
     url = socket_url(sock)
