@@ -23,13 +23,18 @@ from hellogpt.model.gpt import GPT
 
 class BatchedKVCache:
     """Keys and values of every layer for `slots` sequences of up to `max_length` positions (default: the model's
-    block size), each with its length; preallocated, written in place."""
+    block size), each with its length; preallocated, written in place.
 
-    def __init__(self, model: GPT, slots: int, max_length: Optional[int] = None) -> None:
+    `spare_slot` adds one more slot that no sequence owns, where the steps' idle (padding) rows write what they
+    compute: cheaper than picking the live rows out of every layer's keys and values.
+    """
+
+    def __init__(self, model: GPT, slots: int, max_length: Optional[int] = None, spare_slot: bool = False) -> None:
         config = model.config
         weight = model.transformer.wte.weight
         self.max_length = max_length or config.block_size
-        shape = (config.n_layer, slots, config.n_head, self.max_length, config.head_dim)
+        self.spare_slot: Optional[int] = slots if spare_slot else None
+        shape = (config.n_layer, slots + int(spare_slot), config.n_head, self.max_length, config.head_dim)
         self.keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
         self.values = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
         self.lengths = [0] * slots
@@ -139,12 +144,18 @@ def decode_step(
     positions = [cache.lengths[slot] if slot in tokens else 0 for slot in row_slots]
     token_ids = torch.tensor([tokens.get(slot, 0) for slot in row_slots], dtype=torch.long, device=device)
     position_ids = torch.tensor(positions, dtype=torch.long, device=device)
-    # Where each live row's keys and values go: rows of one layer's cache seen as (slot, head, position) x head_dim.
+    # Where each row's keys and values go, in one layer's cache seen as (slot, head, position) x head_dim: an idle
+    # row's into the spare slot, or (without one) nowhere, the live rows then picked out of each layer's.
+    if len(live) == len(row_slots) or cache.spare_slot is not None:
+        written = [(slot if slot in tokens else cache.spare_slot, positions[row]) for row, slot in enumerate(row_slots)]
+        live_rows = None
+    else:
+        written = [(slot, positions[row]) for row, slot in live]
+        live_rows = torch.tensor([row for row, _ in live], device=device)
     cache_rows = torch.tensor(
-        [(slot * heads + head) * positions_per_slot + positions[row] for row, slot in live for head in range(heads)],
+        [(slot * heads + head) * positions_per_slot + position for slot, position in written for head in range(heads)],
         dtype=torch.long, device=device,
     )
-    live_rows = None if len(live) == len(row_slots) else torch.tensor([row for row, _ in live], device=device)
     runs = _attention_runs([(row, slot, cache.lengths[slot] + 1) for row, slot in live], len(row_slots))
     x = F.embedding(token_ids, model.token_embedding) + F.embedding(position_ids, model.position_embedding)
     for layer, block in enumerate(model.blocks):
@@ -162,7 +173,8 @@ def decode_step(
             )
             for row, slot, count, end in runs
         ]
-        x = x + block.projection(torch.cat(outputs).view(len(row_slots), width), chunk)
+        attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        x = x + block.projection(attended.view(len(row_slots), width), chunk)
         x = x + block.down(block.activation(block.up(block.ln_2(x), chunk)), chunk)
     for _, slot in live:
         cache.lengths[slot] += 1

@@ -39,6 +39,8 @@ from hellogpt.serve.protocol import (
 from hellogpt.serve.template import TRANSCRIPT_STOPS, render_transcript
 
 DROPPED_TOKENS_HEADER = "X-Prompt-Tokens-Dropped"
+# Prompts up to this long are tokenised on the event loop (well under a millisecond), longer ones on a thread.
+INLINE_ENCODE_CHARS = 4096
 _UNION_MEMBER_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\])$")
 PAGE_FILE = "page.html"
 
@@ -178,10 +180,10 @@ def _model_object(served: ServedModel) -> dict[str, Any]:
 
 
 async def _encode(tokenizer: Tokenizer, text: str, field_name: str) -> list[int]:
-    """Token ids of a prompt, off the event loop (a long text takes a while); an empty text is the end-of-text
-    token where the tokenizer has one, as in chat."""
+    """Token ids of a prompt, off the event loop when it is long (a short one is quicker to encode than to hand
+    to a thread); an empty text is the end-of-text token where the tokenizer has one, as in chat."""
     try:
-        ids = await run_in_threadpool(tokenizer.encode, text)
+        ids = tokenizer.encode(text) if len(text) <= INLINE_ENCODE_CHARS else await run_in_threadpool(tokenizer.encode, text)
     except UserError as error:
         raise ApiError(400, f"{field_name}: {error}", param=field_name) from None
     if ids:

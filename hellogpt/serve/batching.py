@@ -173,7 +173,7 @@ class Scheduler:
         if self._threads is not None:
             torch.set_num_threads(self._threads)
             choose_decode_threads(self.model)
-        self._cache = BatchedKVCache(self.model, self.max_batch)
+        self._cache = BatchedKVCache(self.model, self.max_batch, spare_slot=True)
         # How each step lays out its rows, so that a reply is the same alone or under load (measured here).
         self.layout = measure_step_layout(self._decoding, self.max_batch)
 
@@ -282,9 +282,9 @@ class Scheduler:
         """Greedy picks for several rows at once (one reduction, one read); None for a row that is not finite."""
         if not rows:
             return []
-        scores = torch.stack(rows)[:, : self.tokenizer.vocab_size]
-        tops = scores.amax(dim=1).tolist()
-        return [token if math.isfinite(top) else None for token, top in zip(scores.argmax(dim=1).tolist(), tops)]
+        scores = (rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows))[:, : self.tokenizer.vocab_size]
+        tops, tokens = scores.max(dim=1)
+        return [token if math.isfinite(top) else None for token, top in zip(tokens.tolist(), tops.tolist())]
 
     def _sample(self, sequence: _Sequence, logits: torch.Tensor) -> None:
         """Draw the sequence's next token (never a padding id past the tokenizer's vocabulary) and turn it into text."""

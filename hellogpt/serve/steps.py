@@ -134,7 +134,7 @@ def _median_step_seconds(model: DecodingModel, cache: BatchedKVCache, rows: list
 
 def _probe_cache(model: DecodingModel, slots: int) -> BatchedKVCache:
     """A cache whose every slot holds the same short context."""
-    cache = BatchedKVCache(model.model, slots)
+    cache = BatchedKVCache(model.model, slots, spare_slot=True)  # as the scheduler's
     context = [index % model.config.vocab_size for index in range(1, PROBE_CONTEXT_LENGTH + 1)]
     for slot in range(slots):
         prefill_slot(model.model, cache, slot, context)
