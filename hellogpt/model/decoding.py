@@ -84,7 +84,8 @@ Rows = Callable[[torch.Tensor], torch.Tensor]
 
 
 class _Linear:
-    """One linear layer of the decoding path, applied in one product or in products of exactly `chunk` rows each.
+    """One linear layer of the decoding path, applied in one product or in products of exactly `chunk` rows each
+    (the row count is a multiple of it).
 
     A plain `nn.Linear` runs as `F.linear` on its tensors, and several fixed-size products as one batched product
     over a broadcast weight (as cheap as one product, and the same numbers as separate ones: the probe checks);
@@ -133,17 +134,21 @@ def decode_step(
     """Feed one token to each slot in `tokens` (slot -> token), each at its own next position; logits by slot.
 
     `rows` are the slots computed as rows of the step (default: every slot, idle ones as padding thrown away);
-    `chunk` splits the matrix products into calls of that many rows (see `StepLayout`). Computes what
-    `GPT.forward` does, one position per row.
+    `chunk` splits the matrix products into calls of exactly that many rows (see `hellogpt.serve.steps`): when the
+    rows do not fill the last call, the last row is computed again in the spare places (those copies' results are
+    dropped and write nothing). Computes what `GPT.forward` does, one position per row.
     """
     row_slots = list(rows) if rows is not None else list(range(len(cache.lengths)))
     device = cache.keys.device
     config = model.config
     width, heads, head_dim, positions_per_slot = config.n_embd, config.n_head, config.head_dim, cache.max_length
+    count = len(row_slots)
+    copies = -count % chunk if chunk is not None else 0
     live = [(row, slot) for row, slot in enumerate(row_slots) if slot in tokens]
     positions = [cache.lengths[slot] if slot in tokens else 0 for slot in row_slots]
-    token_ids = torch.tensor([tokens.get(slot, 0) for slot in row_slots], dtype=torch.long, device=device)
-    position_ids = torch.tensor(positions, dtype=torch.long, device=device)
+    token_list = [tokens.get(slot, 0) for slot in row_slots]
+    token_ids = torch.tensor(token_list + token_list[-1:] * copies, dtype=torch.long, device=device)
+    position_ids = torch.tensor(positions + positions[-1:] * copies, dtype=torch.long, device=device)
     # Where each row's keys and values go, in one layer's cache seen as (slot, head, position) x head_dim: an idle
     # row's into the spare slot, or (without one) nowhere, the live rows then picked out of each layer's.
     if len(live) == len(row_slots) or cache.spare_slot is not None:
@@ -160,21 +165,25 @@ def decode_step(
     x = F.embedding(token_ids, model.token_embedding) + F.embedding(position_ids, model.position_embedding)
     for layer, block in enumerate(model.blocks):
         q, k, v = block.qkv(block.ln_1(x), chunk).split(width, dim=1)
+        if copies:
+            k, v = k[:count], v[:count]
         if live_rows is not None:
             k, v = k[live_rows], v[live_rows]
         # `to`: under autocast (samples during training) the products come out in bf16 over an fp32 cache.
         cache.keys[layer].view(-1, head_dim).index_copy_(0, cache_rows, k.reshape(-1, head_dim).to(cache.keys.dtype))
         cache.values[layer].view(-1, head_dim).index_copy_(0, cache_rows, v.reshape(-1, head_dim).to(cache.values.dtype))
-        q = q.reshape(len(row_slots), heads, 1, head_dim)
+        q = q.reshape(count + copies, heads, 1, head_dim)
         keys, values = cache.keys[layer], cache.values[layer]
         outputs = [
-            q[row : row + count] if end == 0 else F.scaled_dot_product_attention(  # idle rows keep their query as filler
-                q[row : row + count], keys[slot : slot + count, :, :end], values[slot : slot + count, :, :end]
+            q[row : row + size] if end == 0 else F.scaled_dot_product_attention(  # idle rows keep their query as filler
+                q[row : row + size], keys[slot : slot + size, :, :end], values[slot : slot + size, :, :end]
             )
-            for row, slot, count, end in runs
+            for row, slot, size, end in runs
         ]
+        if copies:
+            outputs.append(outputs[-1][-1:].expand(copies, -1, -1, -1))
         attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        x = x + block.projection(attended.view(len(row_slots), width), chunk)
+        x = x + block.projection(attended.view(count + copies, width), chunk)
         x = x + block.down(block.activation(block.up(block.ln_2(x), chunk)), chunk)
     for _, slot in live:
         cache.lengths[slot] += 1

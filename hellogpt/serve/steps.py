@@ -33,7 +33,7 @@ class StepLayout:
     """How a step groups its rows for the matrix products, so that each row's numbers are the same in any batch.
 
     `chunk` None: one product over all of the step's rows, at least `min_rows` of them (idle slots pad up to it).
-    `chunk` k: products of exactly k rows each; the step's rows are padded up to a multiple of k.
+    `chunk` k: products of exactly k rows each (a product short of rows repeats its last one); `min_rows` is 1.
     """
 
     chunk: Optional[int]
@@ -46,11 +46,10 @@ class StepLayout:
 
 
 def step_rows(live_slots: Sequence[int], slots: int, layout: StepLayout) -> list[int]:
-    """The slots a step computes: the live ones, topped up with idle slots to the layout's rows."""
+    """The slots a step computes: the live ones, topped up with idle slots to the layout's fewest rows (products
+    of a fixed size top themselves up)."""
     rows = sorted(live_slots)
     wanted = max(len(rows), layout.min_rows)
-    if layout.chunk is not None:
-        wanted = -(-wanted // layout.chunk) * layout.chunk
     idle = (slot for slot in range(slots) if slot not in live_slots)
     while len(rows) < min(wanted, slots):
         rows.append(next(idle))
@@ -77,11 +76,10 @@ def batch_invariant_row_floor(model: DecodingModel, max_batch: int) -> Optional[
 
 @torch.inference_mode()
 def chunk_keeps_rows_alike(model: DecodingModel, chunk: int, max_batch: int) -> bool:
-    """Whether products of `chunk` rows (a divisor of `max_batch`) give every row the same logits wherever it sits,
-    in a step of any size."""
+    """Whether products of `chunk` rows give every row the same logits wherever it sits, in a step of any size."""
     cache = _probe_cache(model, max_batch)
     reference: Optional[torch.Tensor] = None
-    for rows in range(max_batch, 0, -chunk):
+    for rows in range(max_batch, 0, -1):
         logits = _probe_step(model, cache, rows, chunk=chunk)
         reference = logits[0] if reference is None else reference
         if any(not torch.equal(row_logits, reference) for row_logits in logits.values()):
@@ -92,8 +90,7 @@ def chunk_keeps_rows_alike(model: DecodingModel, chunk: int, max_batch: int) -> 
 def measure_step_layout(model: DecodingModel, max_batch: int) -> StepLayout:
     """The layout that keeps every row the same in any batch and decodes fastest here, timed on the model itself.
 
-    Candidates: one product padded to the measured floor, and products of 1 or 2 rows (that divide `max_batch`,
-    so that a full step splits evenly). A floor of 1 or 2 wins outright (a 2-row product costs what a 1-row one
+    Candidates: one product padded to the measured floor, and products of 1 or 2 rows. A floor of 1 or 2 wins outright (a 2-row product costs what a 1-row one
     does); otherwise each candidate is timed on a step with one live sequence and on a full step, and the one whose worse
     ratio to the fastest candidate of each kind is smallest is kept.
     """
@@ -103,8 +100,8 @@ def measure_step_layout(model: DecodingModel, max_batch: int) -> StepLayout:
         candidates.append(StepLayout(chunk=None, min_rows=floor))
     if floor is None or floor > max(CHUNK_CANDIDATES):
         candidates += [
-            StepLayout(chunk=chunk, min_rows=chunk) for chunk in CHUNK_CANDIDATES
-            if max_batch % chunk == 0 and chunk_keeps_rows_alike(model, chunk, max_batch)
+            StepLayout(chunk=chunk, min_rows=1) for chunk in CHUNK_CANDIDATES
+            if chunk_keeps_rows_alike(model, chunk, max_batch)
         ]
     if len(candidates) <= 1:  # one row per product meets one kernel only: the layout of last resort
         return candidates[0] if candidates else StepLayout(chunk=1, min_rows=1)
