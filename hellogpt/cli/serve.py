@@ -8,6 +8,7 @@ inside the command, so `hellogpt --help` stays instant.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated, Any, Optional
 
 import typer
@@ -28,6 +29,7 @@ from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve
 from hellogpt.errors import UserError
 
 API_KEY_ENV = "HELLOGPT_API_KEY"
+GIL_SWITCH_SECONDS = 0.0005
 
 
 def register(app: typer.Typer) -> None:
@@ -106,6 +108,10 @@ def _serve(
         "device": device_text,
     }
     served = ServedModel(loaded.name, model.config.block_size, facts)
+    # The generation thread holds the GIL between its tensor operations and takes it straight back after each; the
+    # event loop, waiting for it, would get it only when the interpreter forces a switch (5 ms by default): every
+    # first token and every chunk of text would wait that long.
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     scheduler = Scheduler(model, loaded.tokenizer, max_batch, threads=decode_threads)
     app = create_app(scheduler, loaded.tokenizer, served, run_config.sample, api_key)
     scheduler.start()

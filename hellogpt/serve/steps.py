@@ -20,8 +20,10 @@ import torch
 
 from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
 
-# Decoding steps timed per candidate layout at startup (after one warm-up step): enough for a stable median.
+# Decoding steps timed per candidate layout at startup (after one warm-up step), and at least this long: steps
+# of a small model take a fraction of a millisecond, and a handful of them is noise.
 LAYOUT_TIMING_STEPS = 5
+LAYOUT_TIMING_SECONDS = 0.03
 # Row counts tried as fixed-size products; 1 (a matrix-vector kernel) and 2 are the cheapest on every CPU seen.
 CHUNK_CANDIDATES = (1, 2)
 # The probe's sequences: this many tokens already in every slot's cache.
@@ -91,8 +93,8 @@ def measure_step_layout(model: DecodingModel, max_batch: int) -> StepLayout:
     """The layout that keeps every row the same in any batch and decodes fastest here, timed on the model itself.
 
     Candidates: one product padded to the measured floor, and products of 1 or 2 rows. A floor of 1 or 2 wins outright (a 2-row product costs what a 1-row one
-    does); otherwise each candidate is timed on a step with one live sequence and on a full step, and the one whose worse
-    ratio to the fastest candidate of each kind is smallest is kept.
+    does); otherwise each candidate is timed on a step with one live sequence and on a full step, and the one with the
+    least time per token of both added is kept.
     """
     candidates: list[StepLayout] = []
     floor = batch_invariant_row_floor(model, max_batch)
@@ -106,10 +108,8 @@ def measure_step_layout(model: DecodingModel, max_batch: int) -> StepLayout:
     if len(candidates) <= 1:  # one row per product meets one kernel only: the layout of last resort
         return candidates[0] if candidates else StepLayout(chunk=1, min_rows=1)
     timings = {layout: _lone_and_full_step_seconds(model, layout, max_batch) for layout in candidates}
-    fastest_lone = min(lone for lone, _ in timings.values())
-    fastest_full = min(full for _, full in timings.values())
-    # The layout never far behind the best, for one request as for a full batch.
-    return min(candidates, key=lambda layout: max(timings[layout][0] / fastest_lone, timings[layout][1] / fastest_full))
+    # Seconds per token of a request alone, plus per token of a full batch.
+    return min(candidates, key=lambda layout: timings[layout][0] + timings[layout][1] / max_batch)
 
 
 def _lone_and_full_step_seconds(model: DecodingModel, layout: StepLayout, max_batch: int) -> tuple[float, float]:
@@ -120,8 +120,10 @@ def _lone_and_full_step_seconds(model: DecodingModel, layout: StepLayout, max_ba
 
 
 def _median_step_seconds(model: DecodingModel, cache: BatchedKVCache, rows: list[int], chunk: Optional[int], live: int) -> float:
-    timings = []
-    for _ in range(LAYOUT_TIMING_STEPS + 1):
+    """Median time of a step, over at least LAYOUT_TIMING_STEPS steps and LAYOUT_TIMING_SECONDS (after a warm-up)."""
+    timings: list[float] = []
+    started_all = time.perf_counter()
+    while len(timings) <= LAYOUT_TIMING_STEPS or time.perf_counter() - started_all < LAYOUT_TIMING_SECONDS:
         started = time.perf_counter()
         decode_step(model, cache, {slot: 1 for slot in rows[:live]}, rows=rows, chunk=chunk)
         timings.append(time.perf_counter() - started)
