@@ -95,19 +95,23 @@ class _Linear:
     def __init__(self, layer: nn.Module) -> None:
         self._forward: Optional[Rows] = None if type(layer) is nn.Linear else layer.forward
         self._weight, self._bias = (layer.weight, layer.bias) if self._forward is None else (None, None)
+        self._broadcast: dict[int, torch.Tensor] = {}  # groups -> the transposed weight seen `groups` times
 
     def __call__(self, rows: torch.Tensor, chunk: Optional[int]) -> torch.Tensor:
+        count = rows.shape[0]
         if self._forward is not None:
-            if chunk is None or rows.size(0) == chunk:
+            if chunk is None or count == chunk:
                 return self._forward(rows)
             return torch.cat([self._forward(part) for part in rows.split(chunk)])
-        if chunk is None or rows.size(0) == chunk:
+        if chunk is None or count == chunk:
             return F.linear(rows, self._weight, self._bias)
-        groups = rows.size(0) // chunk
-        weight = self._weight.T.expand(groups, *self._weight.T.shape)
-        grouped = rows.reshape(groups, chunk, rows.size(1))
+        groups = count // chunk
+        weight = self._broadcast.get(groups)
+        if weight is None:
+            weight = self._broadcast[groups] = self._weight.T.expand(groups, *self._weight.T.shape)
+        grouped = rows.reshape(groups, chunk, rows.shape[1])
         products = torch.bmm(grouped, weight) if self._bias is None else torch.baddbmm(self._bias, grouped, weight)
-        return products.view(rows.size(0), -1)
+        return products.view(count, -1)
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,7 @@ class _BlockCalls:
 
 def _layer_norm(layer: nn.LayerNorm) -> Rows:
     shape, weight, bias, eps = layer.normalized_shape, layer.weight, layer.bias, layer.eps
-    return lambda rows: F.layer_norm(rows, shape, weight, bias, eps)
+    return lambda rows: torch.layer_norm(rows, shape, weight, bias, eps)  # F.layer_norm's checks cost more than it
 
 
 @torch.inference_mode()
