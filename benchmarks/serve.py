@@ -4,7 +4,8 @@ and serves one request within 10 % of `chat`'s tokens/s.
 For a char model of the quickstart shape (4x128, block 128, vocabulary 103) and a GPT-2-124M-shaped one (12x768,
 block 1024, vocabulary 50257), random weights, the dtype `system.dtype: auto` picks: greedy streamed completions of
 N tokens after a 16-token prompt through the real server (`hellogpt serve --checkpoint` in its own process on
-127.0.0.1, as a user runs it; the client is httpx in this process, as a user's program is its own), against
+127.0.0.1, as a user runs it; the client is httpx in this process, as a user's program is its own, keeping its
+connections open between requests), against
 `generate.stream_tokens` (what `chat` runs) in this process. Rows: chat alone; the server with one request; 8 requests one after another; 8 at once. Medians over repeats,
 runs interleaved so that a busy CPU slows all alike. OpenMP runs as the environment says (see benchmarks/generate.py).
 
@@ -60,7 +61,8 @@ class Run:
 
 
 class LiveServer:
-    """`hellogpt serve` on a free local port in its own process, stopped (Ctrl-C, as a user would) by `close`."""
+    """`hellogpt serve` on a free local port in its own process, stopped (Ctrl-C, as a user would) by `close`, and
+    one HTTP client for it that keeps its connections open between requests, as a user's program would."""
 
     def __init__(self, checkpoint: str) -> None:
         command = [sys.executable, "-m", "hellogpt", "serve", "--checkpoint", checkpoint, "--port", "0",
@@ -73,8 +75,13 @@ class LiveServer:
                 break
         else:
             raise RuntimeError(f"hellogpt serve did not start (exit {self.process.wait()})")
+        self.loop = asyncio.new_event_loop()
+        limits = httpx.Limits(max_connections=CONCURRENT, max_keepalive_connections=CONCURRENT)
+        self.client = httpx.AsyncClient(base_url=self.url, timeout=600, limits=limits)
 
     def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
         self.process.send_signal(2)  # SIGINT: a clean stop
         self.process.wait(timeout=60)
 
@@ -105,16 +112,15 @@ async def one_request(client: httpx.AsyncClient, prompt: str, new_tokens: int, s
 
 def through_server(server: LiveServer, prompts: list[str], new_tokens: int, together: bool) -> Run:
     async def run() -> Run:
-        async with httpx.AsyncClient(base_url=server.url, timeout=600) as client:
-            start = time.perf_counter()
-            if together:
-                results = await asyncio.gather(*(one_request(client, prompt, new_tokens, start) for prompt in prompts))
-            else:
-                results = [await one_request(client, prompt, new_tokens, time.perf_counter()) for prompt in prompts]
-            seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        if together:
+            results = await asyncio.gather(*(one_request(server.client, prompt, new_tokens, start) for prompt in prompts))
+        else:
+            results = [await one_request(server.client, prompt, new_tokens, time.perf_counter()) for prompt in prompts]
+        seconds = time.perf_counter() - start
         return Run(seconds, sum(tokens for tokens, _ in results), [first for _, first in results])
 
-    return asyncio.run(run())
+    return server.loop.run_until_complete(run())
 
 
 def through_chat(model: GPT, tokenizer: Tokenizer, prompt_ids: list[int], new_tokens: int) -> Run:
