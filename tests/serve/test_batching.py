@@ -10,6 +10,7 @@ import httpx
 import pytest
 import torch
 
+from hellogpt.errors import UserError
 from hellogpt.serve import batching
 from hellogpt.serve import steps
 from hellogpt.model import decoding as lean
@@ -229,3 +230,43 @@ def test_padding_ids_past_the_tokenizers_vocabulary_are_never_drawn(start_server
         )
         assert reply.status_code == 200
         assert len(reply.json()["choices"][0]["text"]) == 30  # every id decoded to one of the tokenizer's characters
+
+
+@pytest.mark.parametrize("interval", [0.0, 60.0])
+def test_text_reaches_a_request_at_once_then_at_most_every_delivery_interval(
+    interval: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batching, "DELIVERY_INTERVAL_SECONDS", interval)
+    slow_steps(monkeypatch, 0.005)  # the reader keeps up with every delivery
+    tokenizer = char_tokenizer()
+    scheduler = batching.Scheduler(tiny_model(tokenizer), tokenizer, max_batch=2)
+    scheduler.start()
+
+    async def events() -> list[batching.Event]:
+        handle = scheduler.submit(tokenizer.encode("the raven"), batching.SamplingSettings(max_tokens=30, temperature=0))
+        return [event async for event in handle.events()]
+
+    try:
+        received = asyncio.run(events())
+    finally:
+        scheduler.stop(timeout=10)
+    pieces = [event.text for event in received if isinstance(event, batching.TextPiece)]
+    assert isinstance(received[-1], batching.Finished) and received[-1].completion_tokens == 30
+    assert len("".join(pieces)) == 30
+    if interval:  # the first token at once, the other 29 with the end
+        assert [len(piece) for piece in pieces] == [1, 29]
+    else:  # a piece per step
+        assert len(pieces) >= 25
+
+
+def test_a_failure_while_the_generation_thread_sets_up_is_raised_by_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(model, max_batch):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(batching, "measure_step_layout", broken)
+    tokenizer = char_tokenizer()
+    scheduler = batching.Scheduler(tiny_model(tokenizer), tokenizer, max_batch=2)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        scheduler.start()
+    with pytest.raises(UserError, match="shutting down"):
+        scheduler.submit([1, 2], batching.SamplingSettings(max_tokens=3, temperature=0))
