@@ -111,10 +111,16 @@ def _serve(
     # The generation thread holds the GIL between its tensor operations and takes it straight back after each; the
     # event loop, waiting for it, would get it only when the interpreter forces a switch (5 ms by default): every
     # first token and every chunk of text would wait that long.
+    switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     scheduler = Scheduler(model, loaded.tokenizer, max_batch, threads=decode_threads)
     app = create_app(scheduler, loaded.tokenizer, served, run_config.sample, api_key)
-    scheduler.start()
+    try:
+        scheduler.start()
+    except BaseException:
+        sys.setswitchinterval(switch_interval)
+        sock.close()
+        raise
     url = socket_url(sock)
 
     def announce() -> None:
@@ -131,4 +137,5 @@ def _serve(
     finally:
         scheduler.stop(timeout=10)
         sock.close()
+        sys.setswitchinterval(switch_interval)
     typer.echo("stopped")
