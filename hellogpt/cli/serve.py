@@ -126,7 +126,8 @@ def _serve(
     def announce() -> None:
         typer.echo(
             f"hellogpt serve: {loaded.info.get('model', loaded.name)} as {served.id!r} ({facts['parameters']} parameters, "
-            f"context {facts['context']}) on {device_text}, up to {max_batch} requests batched (pid {os.getpid()})"
+            f"context {facts['context']}) on {device_text}, up to {max_batch} requests batched in "
+            f"{scheduler.layout.describe()} (pid {os.getpid()})"
         )
         typer.echo(f"  chat page   {url}")
         typer.echo(f"  OpenAI API  {url}v1  (model {served.id!r}{', API key required' if api_key else ''})")

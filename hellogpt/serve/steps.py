@@ -1,11 +1,12 @@
 """How the server's batched steps lay out their rows, so that no row's numbers depend on the others'.
 
 A sequence's numbers must not depend on its neighbours, so that greedy decoding gives the same text alone or
-beside others. Attention already runs per sequence (`hellogpt.model.decoding`). The matrix products are the hard part: CPU kernels pick their blocking (or a
-matrix-vector kernel for one row) by the number of rows, and some sum in another order for another count. So a
-step follows a `StepLayout` measured on the machine at startup: either one product over all of the step's rows,
-padded up to the fewest rows from which every row comes out the same, or products of exactly a few rows each
-(every row then always meets the same kernel); the probe keeps whichever decodes faster.
+beside others. Attention already runs per sequence (`hellogpt.model.decoding`). The matrix products are the
+hard part: CPU kernels pick their blocking (or a matrix-vector kernel for one row) by the number of rows, and
+some sum in another order for another count. So a step follows a `StepLayout` measured on the machine at
+startup: either one product over all of the step's rows, padded up to the fewest rows from which every row comes
+out the same, or products of exactly a few rows each (every row then always meets the same kernel); the probe
+keeps whichever decodes faster.
 """
 
 from __future__ import annotations
