@@ -59,7 +59,8 @@ class DecodingModel:
     """A model's layers as plain callables for the per-token path: one step runs about 120 small operations, and
     looking up each module and parameter through `nn.Module` every time would cost a sixth of the step.
 
-    Built once per served model (after any packing or quantisation). Dropout is left out: serving is evaluation.
+    Built from the model as it will decode (after any packing or quantisation: those layers keep their own forward),
+    by `chat` per reply and by the server once. Dropout is left out: decoding is evaluation.
     """
 
     def __init__(self, model: GPT) -> None:
