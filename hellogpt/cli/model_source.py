@@ -67,7 +67,9 @@ def load_model(checkpoint: Optional[str], source: Optional[str]) -> LoadedModel:
 
         model, origin = load_pretrained(source)
         name = source.rstrip("/\\") or source
-        return LoadedModel(model, gpt2_tokenizer(), name, {"model": source, "origin": origin_text(origin)}, None)
+        tokenizer = gpt2_tokenizer()
+        tokenizer.load()
+        return LoadedModel(model, tokenizer, name, {"model": source, "origin": origin_text(origin)}, None)
     from hellogpt.train.checkpoint import (
         load_checkpoint,
         model_from_checkpoint,
@@ -75,9 +77,13 @@ def load_model(checkpoint: Optional[str], source: Optional[str]) -> LoadedModel:
         tokenizer_from_checkpoint,
     )
 
+    from hellogpt.data.tokenizer import Gpt2Tokenizer
+
     path = resolve_checkpoint_path(checkpoint or "")
     saved = load_checkpoint(path)
     tokenizer = tokenizer_from_checkpoint(saved)
+    if isinstance(tokenizer, Gpt2Tokenizer):
+        tokenizer.load()
     model = model_from_checkpoint(saved)
     info = {"model": str(path), "origin": origin_text(saved.origin), "step": saved.step}
     if saved.val_loss is not None:

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hellogpt.config.defaults import DEFAULT_TOKENIZER, DEFAULT_VAL_FRACTION
+
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # torch seeds take 0..2**64-1 (negatives wrap) and numpy's generators only non-negative ones; training seeds
 # rank r with seed + r, so seeds stop at 2**63 and leave every rank room below torch's limit.
@@ -63,8 +65,8 @@ class DataConfig(_Section):
         None, description="What `train` prepares by itself when the dataset is missing: a path, or builtin:pydoc, "
         "builtin:edgar_poe or builtin:poems."
     )
-    tokenizer: Literal["gpt2", "char"] = Field("gpt2", description="Tokenizer used when preparing `source`.")
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the text kept for validation.")
+    tokenizer: Literal["gpt2", "char"] = Field(DEFAULT_TOKENIZER, description="Tokenizer used when preparing `source`.")
+    val_fraction: float = Field(DEFAULT_VAL_FRACTION, gt=0.0, lt=1.0, description="Share of the text kept for validation.")
 
 
 class OptimConfig(_Section):

