@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +317,15 @@ def test_every_file_and_the_folder_are_fsynced_before_they_count(
     for name in ("train.bin", "val.bin", "meta.json"):
         assert any(synced_name.startswith(f".{name}.") for synced_name in synced_names), synced_names
     assert str(out_dir) in synced  # the folder, so that the renames last
+
+
+def test_worker_processes_started_early_are_stopped_when_prepare_fails_before_encoding(
+    poems_dir: Path, tmp_path: Path, worker_processes: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(out_dir: Path) -> None:
+        raise UserError(f"no space left on the device holding {out_dir}")
+
+    monkeypatch.setattr(prepare, "_DatasetWriter", full_disk)
+    with pytest.raises(UserError, match="no space left"):
+        prepare_dataset([str(poems_dir)], tmp_path / "out")
+    assert multiprocessing.active_children() == []
