@@ -58,11 +58,17 @@ def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> 
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its ended children (the encoding workers, counted once `prepare` stops them)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def cores_busy(run: Callable[[], object]) -> float:
-    """CPU seconds per wall second of one run: how many cores it kept busy (about 1 when the machine is full)."""
-    wall, cpu = time.perf_counter(), time.process_time()
+    """CPU seconds per wall second of one run, workers included: how many cores it kept busy."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
     run()
-    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+    return (cpu_seconds() - cpu) / (time.perf_counter() - wall)
 
 
 def encode_one_by_one(folder: Path) -> int:

@@ -18,7 +18,8 @@ from hellogpt.errors import INTERRUPTED_EXIT_CODE, USER_ERROR_EXIT_CODE, UserErr
 
 
 class _UserErrorGroup(TyperGroup):
-    """Turns a `UserError` raised anywhere in a command into one line and exit code 2."""
+    """Turns a `UserError` raised anywhere in a command into one line and exit code 2, and Ctrl-C into
+    "interrupted" and exit code 130 (Typer would exit 130 with a blank line only)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -26,6 +27,9 @@ class _UserErrorGroup(TyperGroup):
         except UserError as error:
             print_user_error(error)
             raise typer.Exit(USER_ERROR_EXIT_CODE) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("\ninterrupted\n")
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
 
 
 app = typer.Typer(

@@ -76,7 +76,7 @@ def prepare(
     defaults = DataConfig()  # the schema holds the defaults; loading it here keeps `--help` fast
     out_dir = out if out is not None else default_out_dir(sources)
     progress_console = Console(stderr=True)
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]tokenising[/]"),
         BarColumn(),
         DownloadColumn(),
@@ -85,8 +85,17 @@ def prepare(
         console=progress_console,
         transient=True,
         disable=not progress_console.is_terminal,
-    ) as bar:
-        task = bar.add_task("tokenising", total=None)
+    )
+    task = bar.add_task("tokenising", total=None)
+
+    def show_progress(done: int, total: int) -> None:
+        # Started at the first report, after the worker processes: the bar's refresh thread would otherwise
+        # run while they are forked (prepare then falls back to slower spawned workers).
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
         result = prepare_dataset(
             sources,
             out_dir,
@@ -95,8 +104,10 @@ def prepare(
             glob=glob,
             force=force,
             encoding_errors=encoding_errors.value,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=show_progress,
         )
+    finally:
+        bar.stop()
     if result.skipped:
         typer.echo(
             f"{out_dir} is up to date ({result.train_tokens:,} train + {result.val_tokens:,} val tokens); "

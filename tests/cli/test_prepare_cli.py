@@ -118,3 +118,26 @@ def test_info_describes_a_prepared_folder(small_text: Path, tmp_path: Path) -> N
     result = runner.invoke(app, ["info", str(out_dir), "--json"])
     assert result.exit_code == 0, result.output
     assert '"tokenizer": "char"' in result.stdout and '"train_tokens"' in result.stdout
+
+
+def test_ctrl_c_says_interrupted_exits_130_and_writes_nothing(
+    poems_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hellogpt.data import prepare
+
+    real_prepare = prepare.prepare_dataset
+
+    def interrupted_midway(*args, progress, **kwargs):
+        def press_ctrl_c(done: int, total: int) -> None:
+            progress(done, total)
+            if done > 0:
+                raise KeyboardInterrupt
+
+        return real_prepare(*args, progress=press_ctrl_c, chunk_chars=2000, **kwargs)
+
+    monkeypatch.setattr(prepare, "prepare_dataset", interrupted_midway)
+    out_dir = tmp_path / "out"
+    result = runner.invoke(app, ["prepare", str(poems_dir), "--out", str(out_dir)])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip() == "interrupted" and "Traceback" not in result.output
+    assert not out_dir.exists()

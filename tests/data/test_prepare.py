@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,10 +95,12 @@ def worker_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(prepare, "_usable_cores", lambda: 2)
 
 
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
 @pytest.mark.parametrize("tokenizer", ["gpt2", "char"])
 def test_worker_processes_write_the_same_bins_as_threads(
-    tokenizer: str, poems_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tokenizer: str, start_method: str, poems_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(prepare, "_worker_start_method", lambda: start_method)
     threaded = prepare_dataset([str(poems_dir)], tmp_path / "threads", tokenizer=tokenizer, chunk_chars=20_000)
     encoders: list[prepare._Encoders] = []
     real_encoders = prepare._Encoders
@@ -108,6 +111,21 @@ def test_worker_processes_write_the_same_bins_as_threads(
     assert encoders and encoders[0].in_processes
     for split in ("train", "val"):
         assert (in_processes.out_dir / f"{split}.bin").read_bytes() == (threaded.out_dir / f"{split}.bin").read_bytes()
+
+
+def test_workers_are_forked_only_from_a_single_python_thread_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prepare.sys, "platform", "linux")
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(prepare.threading, "active_count", lambda: 1)
+    assert prepare._worker_start_method() == "fork"
+    monkeypatch.setattr(prepare.threading, "active_count", lambda: 2)  # e.g. a progress bar's refresh thread
+    assert prepare._worker_start_method() == "spawn"
+    monkeypatch.setattr(prepare.threading, "active_count", lambda: 1)
+    monkeypatch.setitem(sys.modules, "torch", object())
+    assert prepare._worker_start_method() == "spawn"
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setattr(prepare.sys, "platform", "darwin")
+    assert prepare._worker_start_method() == "spawn"
 
 
 def test_ctrl_c_with_worker_processes_leaves_nothing_behind(poems_dir: Path, tmp_path: Path, worker_processes: None) -> None:

@@ -14,6 +14,7 @@ from hellogpt.data.tokenizer import (
     Tokenizer,
     _check_gpt2_files,
     gpt2_data_dir,
+    gpt2_mergeable_ranks,
     gpt2_tokenizer,
     tokenizer_from_description,
 )
@@ -70,6 +71,14 @@ def test_gpt2_ids_equal_tiktokens_gpt2_built_from_the_same_files(
         assert tokenizer.encode(text) == reference_gpt2.encode_ordinary(text)
     assert tokenizer.encoding._pat_str == reference_gpt2._pat_str
     assert tokenizer.encoding._special_tokens == reference_gpt2._special_tokens
+
+
+def test_gpt2_ranks_read_from_encoder_json_equal_tiktokens_merge_replay() -> None:
+    data_dir = gpt2_data_dir()
+    replayed = data_gym_to_mergeable_bpe_ranks(str(data_dir / "vocab.bpe"), str(data_dir / "encoder.json"))
+    ranks = gpt2_mergeable_ranks(data_dir)
+    assert ranks == replayed
+    assert len(ranks) == 50256 and ranks[b" the"] == 262 and ranks[bytes([0])] == 188
 
 
 def test_gpt2_array_encoding_equals_ordinary_encoding() -> None:
