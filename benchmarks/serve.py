@@ -7,7 +7,7 @@ N tokens after a 16-token prompt through the real server (`hellogpt serve --chec
 127.0.0.1, as a user runs it; the client is httpx in this process, as a user's program is its own, keeping its
 connections open between requests), against
 `generate.stream_tokens` (what `chat` runs) in this process. Rows: chat alone; the server with one request; 8 requests one after another; 8 at once. Medians over repeats,
-runs interleaved so that a busy CPU slows all alike. OpenMP runs as the environment says (see benchmarks/generate.py).
+runs interleaved so that a busy CPU slows all alike, each after a short pause (see SETTLE_SECONDS). OpenMP runs as the environment says (see benchmarks/generate.py).
 
     python benchmarks/serve.py [--quick] [--repeats N] [--models char,gpt2]
 """
@@ -45,6 +45,9 @@ SHAPES = {
     "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, bias=True),
 }
 DEFAULT_TOKENS = {"char": 200, "gpt2": 48}
+# A pause before each timed run: OpenMP threads spin for a few milliseconds after their last parallel work (7 ms
+# of CPU here), and the previous run's (the server's or this process's) would take a core from the next one.
+SETTLE_SECONDS = 0.1
 
 
 @dataclass
@@ -162,6 +165,7 @@ def measure(name: str, new_tokens: int, repeats: int, threads: int) -> dict[str,
         collected: dict[str, list[Run]] = {row: [] for row in rows}
         for _ in range(repeats):
             for row, run in rows.items():
+                time.sleep(SETTLE_SECONDS)
                 collected[row].append(run())
     finally:
         server.close()

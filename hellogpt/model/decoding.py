@@ -3,13 +3,16 @@
 `decode_step` feeds one token to each of several sequences, each at its own position in a `BatchedKVCache`,
 driving the model's layers as plain tensor calls (`DecodingModel`): a token of a small model is a hundred small
 operations, and module and parameter lookups would cost a sixth of the step. `chat` decodes through it with one
-row, the server (`hellogpt.serve`) with many. Attention runs row by row over exactly that row's cached positions
-(a padded, masked attention would sum in another order); how the matrix products group rows is the caller's
-`chunk` (see `hellogpt.serve.steps`).
+row, the server (`hellogpt.serve`) with many. Attention runs over exactly a row's cached positions, or, given an
+`attention_bucket`, over its positions rounded up to a multiple of the bucket with the rest masked: rows of nearby
+lengths then share one attention call (a masked, padded attention sums in another order than an exact one, so a
+caller picks one way for every step). How the matrix products group rows is the caller's `chunk` (see
+`hellogpt.serve.steps`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -35,9 +38,20 @@ class BatchedKVCache:
         self.max_length = max_length or config.block_size
         self.spare_slot: Optional[int] = slots if spare_slot else None
         shape = (config.n_layer, slots + int(spare_slot), config.n_head, self.max_length, config.head_dim)
+        # Zeros past every slot's length, always (`prefill_slot` clears what a slot's last sequence left there): a
+        # padded attention weighs those positions 0, and 0 times a stale non-finite value would still be NaN.
         self.keys = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
         self.values = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
         self.lengths = [0] * slots
+
+    @functools.cached_property
+    def padding_masks(self) -> torch.Tensor:
+        """Row `n`: the additive attention mask of a row that attends to its first `n` positions (0 there, -inf past
+        them), for padded attention; built on first use."""
+        positions = torch.arange(self.max_length, device=self.keys.device)
+        lengths = torch.arange(self.max_length + 1, device=self.keys.device)
+        blocked = positions.unsqueeze(0) >= lengths.unsqueeze(1)
+        return torch.zeros(blocked.shape, dtype=self.keys.dtype, device=self.keys.device).masked_fill_(blocked, float("-inf"))
 
 
 @torch.inference_mode()
@@ -51,6 +65,11 @@ def prefill_slot(model: GPT, cache: BatchedKVCache, slot: int, context: Sequence
     logits = model.next_token_logits(torch.tensor([list(context)], dtype=torch.long, device=device), scratch)[0]
     cache.keys[:, slot, :, : len(context)] = scratch.keys[:, 0]
     cache.values[:, slot, :, : len(context)] = scratch.values[:, 0]
+    # What the slot held past the new length (and a position a failed step may have written) goes back to zero.
+    stale_end = min(cache.lengths[slot] + 1, cache.max_length)
+    if stale_end > len(context):
+        cache.keys[:, slot, :, len(context) : stale_end] = 0
+        cache.values[:, slot, :, len(context) : stale_end] = 0
     cache.lengths[slot] = len(context)
     return logits
 
@@ -134,14 +153,15 @@ def _layer_norm(layer: nn.LayerNorm) -> Rows:
 @torch.inference_mode()
 def decode_step(
     model: DecodingModel, cache: BatchedKVCache, tokens: dict[int, int], rows: Optional[Sequence[int]] = None,
-    chunk: Optional[int] = None,
+    chunk: Optional[int] = None, attention_bucket: Optional[int] = None,
 ) -> dict[int, torch.Tensor]:
     """Feed one token to each slot in `tokens` (slot -> token), each at its own next position; logits by slot.
 
     `rows` are the slots computed as rows of the step (default: every slot, idle ones as padding thrown away);
     `chunk` splits the matrix products into calls of exactly that many rows (see `hellogpt.serve.steps`): when the
     rows do not fill the last call, the last row is computed again in the spare places (those copies' results are
-    dropped and write nothing). Computes what `GPT.forward` does, one position per row.
+    dropped and write nothing). `attention_bucket`: each row attends over its length rounded up to a multiple of
+    this, masked (None: over exactly its length). Computes what `GPT.forward` does, one position per row.
     """
     row_slots = list(rows) if rows is not None else list(range(len(cache.lengths)))
     device = cache.keys.device
@@ -166,7 +186,12 @@ def decode_step(
         [(slot * heads + head) * positions_per_slot + position for slot, position in written for head in range(heads)],
         dtype=torch.long, device=device,
     )
-    runs = _attention_runs([(row, slot, cache.lengths[slot] + 1) for row, slot in live], len(row_slots))
+    ends = {slot: cache.lengths[slot] + 1 for _, slot in live}
+    runs = _attention_runs(
+        [(row, slot, _attended_positions(ends[slot], attention_bucket, positions_per_slot)) for row, slot in live],
+        len(row_slots),
+    )
+    masks = _padding_masks(cache, runs, row_slots, ends) if attention_bucket is not None else [None] * len(runs)
     x = F.embedding(token_ids, model.token_embedding) + F.embedding(position_ids, model.position_embedding)
     for layer, block in enumerate(model.blocks):
         q, k, v = block.qkv(block.ln_1(x), chunk).split(width, dim=1)
@@ -181,9 +206,9 @@ def decode_step(
         keys, values = cache.keys[layer], cache.values[layer]
         outputs = [
             q[row : row + size] if end == 0 else F.scaled_dot_product_attention(  # idle rows keep their query as filler
-                q[row : row + size], keys[slot : slot + size, :, :end], values[slot : slot + size, :, :end]
+                q[row : row + size], keys[slot : slot + size, :, :end], values[slot : slot + size, :, :end], attn_mask=mask
             )
-            for row, slot, size, end in runs
+            for (row, slot, size, end), mask in zip(runs, masks)
         ]
         if copies:
             outputs.append(outputs[-1][-1:].expand(copies, -1, -1, -1))
@@ -196,13 +221,38 @@ def decode_step(
     return {slot: logits[row] for row, slot in live}
 
 
+def _attended_positions(length: int, bucket: Optional[int], max_length: int) -> int:
+    """The positions a row of `length` attends over: exactly those, or rounded up to the bucket (within the cache)."""
+    if bucket is None:
+        return length
+    return min(-(-length // bucket) * bucket, max_length)
+
+
+def _padding_masks(
+    cache: BatchedKVCache, runs: list[tuple[int, int, int, int]], row_slots: list[int], ends: dict[int, int]
+) -> list[Optional[torch.Tensor]]:
+    """Each run's additive mask, (rows, 1, 1, positions): its rows see their own positions, not the padding past them.
+    Built once per step, shared by every layer."""
+    table = cache.padding_masks
+    masks: list[Optional[torch.Tensor]] = []
+    for row, _, size, end in runs:
+        if end == 0:
+            masks.append(None)
+        elif size == 1:
+            length = ends[row_slots[row]]
+            masks.append(table[length : length + 1, :end].view(1, 1, 1, end))
+        else:
+            lengths = torch.tensor([ends[slot] for slot in row_slots[row : row + size]], device=table.device)
+            masks.append(table[lengths, :end].view(size, 1, 1, end))
+    return masks
+
+
 def _attention_runs(attended: list[tuple[int, int, int]], rows: int) -> list[tuple[int, int, int, int]]:
     """The step's rows as runs of (first row, first slot, rows, positions to attend; 0 for idle rows).
 
-    Neighbouring rows in neighbouring slots with the same length share one attention call: each row's numbers
-    are those of a call of its own (the kernel treats every row and head alone; the startup probe's steps, all
-    of one length, would show otherwise), and one call costs a quarter of eight. Rows of other lengths are never
-    padded together: a masked, longer attention sums in another order.
+    Neighbouring rows in neighbouring slots that attend over as many positions share one attention call: each
+    row's numbers are those of a call of its own (the kernel treats every row and head alone; the startup probe's
+    steps, all of one length, would show otherwise), and one call costs a quarter of eight.
     """
     runs: list[tuple[int, int, int, int]] = []
     next_row = 0

@@ -7,8 +7,8 @@ cancelled sequence leaves its slot at the next step. Requests live on the asynci
 returns a `SequenceHandle` whose `events()` yield text pieces and then how the sequence ended.
 
 A sequence's numbers do not depend on its neighbours, so greedy decoding gives the same text alone or
-beside others: attention runs row by row over exactly that row's cached positions (a padded, masked
-attention would sum in another order), and the matrix products compute each row alike whatever the batch:
+beside others: each row attends over its own positions (padded to a bucket and masked, the same alone or in a
+group of rows), and the matrix products compute each row alike whatever the batch:
 a startup probe finds the fewest rows from which they do (often 1 or 2: one row may take a matrix-vector
 kernel), and steps with fewer live sequences are padded up to it with idle slots.
 """
@@ -32,7 +32,7 @@ from hellogpt.errors import UserError
 from hellogpt.generate import SLIDE_KEEP_FRACTION, StreamingDecoder, choose_decode_threads, sample_next_token
 from hellogpt.model.gpt import GPT
 from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
-from hellogpt.serve.steps import StepLayout, measure_step_layout, step_rows
+from hellogpt.serve.steps import ATTENTION_BUCKET, StepLayout, measure_step_layout, step_rows
 from hellogpt.serve.stops import StopMatcher
 
 # How often an idle generation thread looks for a stop request (set from a signal handler, so without a lock).
@@ -267,7 +267,9 @@ class Scheduler:
         if decoding:
             tokens = {slot: sequence.context[-1] for slot, sequence in decoding.items()}
             rows = step_rows(list(tokens), self.max_batch, self.layout)
-            logits = decode_step(self._decoding, self._cache, tokens, rows=rows, chunk=self.layout.chunk)
+            logits = decode_step(
+                self._decoding, self._cache, tokens, rows=rows, chunk=self.layout.chunk, attention_bucket=ATTENTION_BUCKET
+            )
             greedy = [slot for slot, sequence in decoding.items() if sequence.settings.temperature == 0]
             for slot, token in zip(greedy, self._argmax_tokens([logits[slot] for slot in greedy])):
                 if token is None:  # scores that are not finite: the sampler words the failure

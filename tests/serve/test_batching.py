@@ -47,9 +47,9 @@ def record_batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     original = batching.decode_step
 
-    def recording(model, cache, tokens, rows=None, chunk=None):
+    def recording(model, cache, tokens, **layout):
         sizes.append(len(tokens))
-        return original(model, cache, tokens, rows, chunk)
+        return original(model, cache, tokens, **layout)
 
     monkeypatch.setattr(batching, "decode_step", recording)
     return sizes
@@ -140,9 +140,9 @@ def slow_steps(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Each decoding step takes at least `seconds`: a long reply stays in its slot long enough to watch."""
     original = batching.decode_step
 
-    def slow(model, cache, tokens, rows=None, chunk=None):
+    def slow(model, cache, tokens, **layout):
         time.sleep(seconds)
-        return original(model, cache, tokens, rows, chunk)
+        return original(model, cache, tokens, **layout)
 
     monkeypatch.setattr(batching, "decode_step", slow)
 
@@ -180,14 +180,15 @@ def test_a_client_that_gives_up_on_a_plain_request_frees_its_slot(
     assert wait_until_idle(server, within_seconds=3)
 
 
-def test_a_batched_step_gives_each_sequence_the_models_own_logits() -> None:
+@pytest.mark.parametrize("attention_bucket", [None, 8])
+def test_a_batched_step_gives_each_sequence_the_models_own_logits(attention_bucket) -> None:
     tokenizer = char_tokenizer()
     model = tiny_model(tokenizer)
     contexts = {0: [3, 4, 5], 2: [7, 8, 9, 10, 11], 3: [12]}
     cache = BatchedKVCache(model, slots=4)
     for slot, context in contexts.items():
         prefill_slot(model, cache, slot, context)
-    logits = decode_step(DecodingModel(model), cache, {slot: 6 for slot in contexts})
+    logits = decode_step(DecodingModel(model), cache, {slot: 6 for slot in contexts}, attention_bucket=attention_bucket)
     with torch.inference_mode():
         for slot, context in contexts.items():
             expected = model(torch.tensor([context + [6]]))[0][0, -1]
@@ -195,8 +196,10 @@ def test_a_batched_step_gives_each_sequence_the_models_own_logits() -> None:
     assert cache.lengths == [4, 0, 6, 2]
 
 
+@pytest.mark.parametrize("attention_bucket", [None, 8])
 @pytest.mark.parametrize("chunk", [None, 1, 2])
-def test_a_sequences_logits_are_bit_identical_alone_and_beside_others(chunk) -> None:
+def test_a_sequences_logits_are_bit_identical_alone_and_beside_others(chunk, attention_bucket) -> None:
+    """With a bucket, the four sequences (lengths 2 to 6) attend in one masked call; without, each alone."""
     tokenizer = char_tokenizer()
     model = tiny_model(tokenizer)
     mine, others = [3, 4, 5, 6], {0: [7, 8], 1: [9, 10, 11, 12, 13, 14], 3: [15]}
@@ -207,10 +210,29 @@ def test_a_sequences_logits_are_bit_identical_alone_and_beside_others(chunk) -> 
             prefill_slot(model, cache, slot, context)
         # Without a chunk, every slot is a row (idle ones as padding); with one, only the live slots.
         rows = None if chunk is None else sorted([2, *neighbours])
-        decode_step(DecodingModel(model), cache, {slot: 1 for slot in [2, *neighbours]}, rows=rows, chunk=chunk)
-        return decode_step(DecodingModel(model), cache, {slot: 2 for slot in [2, *neighbours]}, rows=rows, chunk=chunk)[2]
+        for token in (1, 2):
+            logits = decode_step(
+                DecodingModel(model), cache, {slot: token for slot in [2, *neighbours]}, rows=rows, chunk=chunk,
+                attention_bucket=attention_bucket,
+            )
+        return logits[2]
 
     assert torch.equal(my_logits_after_two_steps({}), my_logits_after_two_steps(others))
+
+
+def test_a_slot_reused_by_a_shorter_sequence_keeps_nothing_of_the_last_one_past_its_length() -> None:
+    tokenizer = char_tokenizer()
+    model = tiny_model(tokenizer)
+    cache = BatchedKVCache(model, slots=1)
+    prefill_slot(model, cache, 0, list(range(1, 12)))
+    # As a sequence whose numbers overflowed might leave them, up to the position a failed step wrote (11).
+    cache.keys[:, 0, :, 5:12] = float("nan")
+    cache.values[:, 0, :, 5:12] = float("nan")
+    prefill_slot(model, cache, 0, [3, 4, 5])
+    assert not cache.keys[:, 0, :, 3:].any() and not cache.values[:, 0, :, 3:].any()
+    logits = decode_step(DecodingModel(model), cache, {0: 6}, attention_bucket=8)[0]  # attends over 8 positions
+    with torch.inference_mode():
+        torch.testing.assert_close(logits, model(torch.tensor([[3, 4, 5, 6]]))[0][0, -1], rtol=1e-5, atol=1e-5)
 
 
 def test_padding_ids_past_the_tokenizers_vocabulary_are_never_drawn(start_server: StartServer) -> None:
