@@ -30,7 +30,8 @@ SLIDE_KEEP_FRACTION = 0.5
 # taken to be bound by memory reads (more threads then stream faster; timing one thread would only cost time).
 THREAD_PROBE_STEPS = 5
 THREAD_PROBE_MAX_STEP_SECONDS = 0.02
-THREAD_PROBE_SECONDS = 0.05
+THREAD_PROBE_SECONDS = 0.12
+THREAD_PROBE_ROUNDS = 3
 # A divisor below float32's smallest normal number rounds to 0 (and 0/0 is NaN); such temperatures draw as
 # this one does, which is already argmax for any gap between two float32 logits.
 SMALLEST_TEMPERATURE = torch.finfo(torch.float32).tiny
@@ -232,14 +233,17 @@ def choose_decode_threads(model: GPT) -> int:
     with_all = _median_decode_step_seconds(model, steps)
     if with_all >= THREAD_PROBE_MAX_STEP_SECONDS:
         return available
-    # Steps of a small model are short and noisy: time enough of them to fill THREAD_PROBE_SECONDS each way.
-    steps = max(steps, min(model.config.block_size - 2, int(THREAD_PROBE_SECONDS / max(with_all, 1e-6))))
-    with_all = _median_decode_step_seconds(model, steps)
-    torch.set_num_threads(1)
-    if _median_decode_step_seconds(model, steps) < with_all:
-        return 1
-    torch.set_num_threads(available)
-    return available
+    # Steps of a small model are short and noisy: time enough of them to fill THREAD_PROBE_SECONDS each way, in
+    # rounds that alternate (a moment of load, such as a server's own start-up, then slows both alike).
+    steps = max(steps, min(model.config.block_size - 2, int(THREAD_PROBE_SECONDS / THREAD_PROBE_ROUNDS / max(with_all, 1e-6))))
+    timings: dict[int, list[float]] = {available: [], 1: []}
+    for _ in range(THREAD_PROBE_ROUNDS):
+        for threads in timings:
+            torch.set_num_threads(threads)
+            timings[threads].append(_median_decode_step_seconds(model, steps))
+    chosen = 1 if statistics.median(timings[1]) < statistics.median(timings[available]) else available
+    torch.set_num_threads(chosen)
+    return chosen
 
 
 @torch.inference_mode()

@@ -127,7 +127,8 @@ def _serve(
         typer.echo(
             f"hellogpt serve: {loaded.info.get('model', loaded.name)} as {served.id!r} ({facts['parameters']} parameters, "
             f"context {facts['context']}) on {device_text}, up to {max_batch} requests batched in "
-            f"{scheduler.layout.describe()} (pid {os.getpid()})"
+            f"{scheduler.layout.describe()} on {scheduler.decode_threads} thread{'s' if scheduler.decode_threads > 1 else ''} "
+            f"(pid {os.getpid()})"
         )
         typer.echo(f"  chat page   {url}")
         typer.echo(f"  OpenAI API  {url}v1  (model {served.id!r}{', API key required' if api_key else ''})")

@@ -147,6 +147,7 @@ class Scheduler:
         # Set on the generation thread as it starts (see `_set_up`), before `start` returns.
         self._cache: BatchedKVCache
         self.layout: StepLayout
+        self.decode_threads: int
         self._ready = threading.Event()
         self._startup_error: Optional[BaseException] = None
         self._device = model.transformer.wte.weight.device
@@ -173,6 +174,7 @@ class Scheduler:
         if self._threads is not None:
             torch.set_num_threads(self._threads)
             choose_decode_threads(self.model)
+        self.decode_threads = torch.get_num_threads()
         self._cache = BatchedKVCache(self.model, self.max_batch, spare_slot=True)
         # How each step lays out its rows, so that a reply is the same alone or under load (measured here).
         self.layout = measure_step_layout(self._decoding, self.max_batch)

@@ -24,9 +24,10 @@ import torch
 from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
 
 # Decoding steps timed per candidate layout at startup (after one warm-up step), and at least this long: steps
-# of a small model take a fraction of a millisecond, and a handful of them is noise.
+# of a small model take a fraction of a millisecond, and a handful of them is noise. Medians of a few rounds.
 LAYOUT_TIMING_STEPS = 5
-LAYOUT_TIMING_SECONDS = 0.03
+LAYOUT_TIMING_SECONDS = 0.02
+LAYOUT_TIMING_ROUNDS = 3
 # Row counts tried as fixed-size products; 1 (a matrix-vector kernel) and 2 are the cheapest on every CPU seen.
 CHUNK_CANDIDATES = (1, 2)
 # The probe's sequences: this many tokens already in every slot's cache.
@@ -115,13 +116,23 @@ def measure_step_layout(model: DecodingModel, max_batch: int) -> StepLayout:
         ]
     if len(candidates) <= 1:  # one row per product meets one kernel only: the layout of last resort
         return candidates[0] if candidates else StepLayout(chunk=1, min_rows=1)
-    timings = {layout: _lone_and_full_step_seconds(model, layout, max_batch) for layout in candidates}
+    # Rounds alternate between the candidates, so that a moment of load (the server's own start-up) slows them alike.
+    cache = _probe_cache(model, max_batch)
+    rounds: dict[StepLayout, list[tuple[float, float]]] = {layout: [] for layout in candidates}
+    for _ in range(LAYOUT_TIMING_ROUNDS):
+        for layout in candidates:
+            rounds[layout].append(_lone_and_full_step_seconds(model, cache, layout, max_batch))
+    timings = {
+        layout: (statistics.median(lone for lone, _ in measured), statistics.median(full for _, full in measured))
+        for layout, measured in rounds.items()
+    }
     # Seconds per token of a request alone, plus per token of a full batch.
     return min(candidates, key=lambda layout: timings[layout][0] + timings[layout][1] / max_batch)
 
 
-def _lone_and_full_step_seconds(model: DecodingModel, layout: StepLayout, max_batch: int) -> tuple[float, float]:
-    cache = _probe_cache(model, max_batch)
+def _lone_and_full_step_seconds(
+    model: DecodingModel, cache: BatchedKVCache, layout: StepLayout, max_batch: int
+) -> tuple[float, float]:
     lone = _median_step_seconds(model, cache, step_rows([0], max_batch, layout), layout.chunk, live=1)
     full = _median_step_seconds(model, cache, step_rows(range(max_batch), max_batch, layout), layout.chunk, live=max_batch)
     return lone, full
