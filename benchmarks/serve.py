@@ -6,7 +6,8 @@ block 1024, vocabulary 50257), random weights, the dtype `system.dtype: auto` pi
 N tokens after a 16-token prompt through the real server (`hellogpt serve --checkpoint` in its own process on
 127.0.0.1, as a user runs it; the client is httpx in this process, as a user's program is its own, keeping its
 connections open between requests), against
-`generate.stream_tokens` (what `chat` runs) in this process. Rows: chat alone; the server with one request; 8 requests one after another; 8 at once. Medians over repeats,
+what `chat` runs in this process (`ChatSession.respond`: the same prompt text encoded, tokens decoded to text,
+its tokens/s the one `chat` prints after a reply). Rows: chat alone; the server with one request; 8 requests one after another; 8 at once. Medians over repeats,
 runs interleaved so that a busy CPU slows all alike, each after a short pause (see SETTLE_SECONDS). OpenMP runs as the environment says (see benchmarks/generate.py).
 
     python benchmarks/serve.py [--quick] [--repeats N] [--models char,gpt2]
@@ -31,7 +32,9 @@ import httpx
 import torch
 
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer
-from hellogpt.generate import choose_decode_threads, prepare_for_inference, stream_tokens
+from hellogpt.chat import ChatSession
+from hellogpt.config.schema import SampleConfig
+from hellogpt.generate import choose_decode_threads, prepare_for_inference
 from hellogpt.hardware.devices import choose_decode_dtype
 from hellogpt.hardware.readings import describe_cpu
 from hellogpt.model.gpt import GPT, GPTConfig
@@ -45,6 +48,7 @@ SHAPES = {
     "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, bias=True),
 }
 DEFAULT_TOKENS = {"char": 200, "gpt2": 48}
+CHAT_ROW = "chat, 1 reply"
 # A pause before each timed run: OpenMP threads spin for a few milliseconds after their last parallel work (7 ms
 # of CPU here), and the previous run's (the server's or this process's) would take a core from the next one.
 SETTLE_SECONDS = 0.1
@@ -126,13 +130,13 @@ def through_server(server: LiveServer, prompts: list[str], new_tokens: int, toge
     return server.loop.run_until_complete(run())
 
 
-def through_chat(model: GPT, tokenizer: Tokenizer, prompt_ids: list[int], new_tokens: int) -> Run:
+def through_chat(session: ChatSession, prompt: str) -> Run:
     start = time.perf_counter()
-    first, tokens = 0.0, 0
-    for _ in stream_tokens(model, prompt_ids, max_new_tokens=new_tokens, temperature=0.0, vocab_size=tokenizer.vocab_size):
-        tokens += 1
+    first = 0.0
+    for _ in session.respond(prompt):
         first = first or time.perf_counter() - start
-    return Run(time.perf_counter() - start, tokens, [first])
+    assert session.last_reply is not None
+    return Run(time.perf_counter() - start, session.last_reply.tokens, [first])
 
 
 def prompts_for(tokenizer: Tokenizer, count: int) -> list[list[int]]:
@@ -153,8 +157,9 @@ def measure(name: str, new_tokens: int, repeats: int, threads: int) -> dict[str,
     choose_decode_threads(model)  # as `chat` (and the server) do
     prompt_ids = prompts_for(tokenizer, CONCURRENT)
     prompts = [tokenizer.decode(ids) for ids in prompt_ids]
+    session = ChatSession(model, tokenizer, SampleConfig(max_new_tokens=new_tokens, temperature=0.0, top_k=None))
     rows: dict[str, Callable[[], Run]] = {
-        "chat (stream_tokens), 1 request": lambda: through_chat(model, tokenizer, prompt_ids[0], new_tokens),
+        CHAT_ROW: lambda: through_chat(session, prompts[0]),
         "serve, 1 request": lambda: through_server(server, prompts[:1], new_tokens, together=False),
         f"serve, {CONCURRENT} one after another": lambda: through_server(server, prompts, new_tokens, together=False),
         f"serve, {CONCURRENT} at once": lambda: through_server(server, prompts, new_tokens, together=True),
@@ -201,7 +206,7 @@ def main() -> None:
     for name in args.models.split(","):
         new_tokens = args.tokens or (20 if args.quick else DEFAULT_TOKENS[name])
         results = measure(name, new_tokens, repeats, threads)
-        chat_speed = results["chat (stream_tokens), 1 request"][0]
+        chat_speed = results[CHAT_ROW][0]
         sequential_wall = results[f"serve, {CONCURRENT} one after another"][1]
         dtype = str(choose_decode_dtype("auto", "cpu", SHAPES[name])).removeprefix("torch.")
         for row, (speed, wall, first) in results.items():

@@ -130,7 +130,7 @@ class _Sequence:
     produced: int = 0
     outcome: Optional[Event] = None
     pieces: list[str] = field(default_factory=list)
-    delivered_at: Optional[float] = None
+    text_delivered: bool = False
 
 
 class Scheduler:
@@ -159,6 +159,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
+        self._last_delivery = 0.0  # when text last went to every request that had some (see `_deliver`)
         self._thread = threading.Thread(target=self._run, name="hellogpt-generation", daemon=True)
 
     def start(self) -> None:
@@ -229,7 +230,7 @@ class Scheduler:
                 if not self._waiting and not self._active:
                     self._wake.wait(IDLE_POLL_SECONDS)
                     continue
-                arrivals = self._take_arrivals()
+                arrivals = self._take_arrivals() if self._waiting else []
             try:
                 self._step(arrivals)
             except Exception as error:  # a failed forward pass ends the sequences in it, never the server
@@ -286,10 +287,12 @@ class Scheduler:
 
     def _argmax_tokens(self, rows: list[torch.Tensor]) -> list[Optional[int]]:
         """Greedy picks for several rows at once (one reduction, one read); None for a row that is not finite."""
-        if not rows:
-            return []
-        scores = (rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows))[:, : self.tokenizer.vocab_size]
-        tops, tokens = scores.max(dim=1)
+        if len(rows) <= 1:  # a request alone: fewer calls than stacking one row
+            if not rows:
+                return []
+            top, token = rows[0][: self.tokenizer.vocab_size].max(dim=0)
+            return [int(token) if math.isfinite(top) else None]
+        tops, tokens = torch.stack(rows)[:, : self.tokenizer.vocab_size].max(dim=1)
         return [token if math.isfinite(top) else None for token, top in zip(tokens.tolist(), tops.tolist())]
 
     def _sample(self, sequence: _Sequence, logits: torch.Tensor) -> None:
@@ -327,21 +330,24 @@ class Scheduler:
 
     def _deliver(self, sequences: list[_Sequence]) -> None:
         """Hand text and outcomes to each request's event loop, one wake-up per loop: a sequence's first text and its
-        end at once, the text in between at most every `DELIVERY_INTERVAL_SECONDS`."""
+        end at once, the text in between to every sequence together at most every `DELIVERY_INTERVAL_SECONDS` (one
+        wake-up of the event loop for all of them, not one per sequence at its own moments)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[SequenceHandle, Event]]] = {}
         now = time.monotonic()
+        due = now - self._last_delivery >= DELIVERY_INTERVAL_SECONDS
         for sequence in sequences:
-            recently = sequence.delivered_at is not None and now - sequence.delivered_at < DELIVERY_INTERVAL_SECONDS
-            if sequence.outcome is None and (recently or not any(sequence.pieces)):
+            if sequence.outcome is None and not (any(sequence.pieces) and (due or not sequence.text_delivered)):
                 continue
-            sequence.delivered_at = now
             text = "".join(sequence.pieces)
             sequence.pieces.clear()
             events: list[Event] = [TextPiece(text)] if text else []
             if sequence.outcome is not None:
                 events.append(sequence.outcome)
+            sequence.text_delivered = sequence.text_delivered or bool(text)
             for event in events:
                 by_loop.setdefault(sequence.handle.loop, []).append((sequence.handle, event))
+        if due and by_loop:
+            self._last_delivery = now
         for loop, deliveries in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_put_all, deliveries)

@@ -60,7 +60,9 @@ def step_rows(live_slots: Sequence[int], slots: int, layout: StepLayout) -> list
     """The slots a step computes: the live ones, topped up with idle slots to the layout's fewest rows (products
     of a fixed size top themselves up)."""
     rows = sorted(live_slots)
-    wanted = max(len(rows), layout.min_rows)
+    if len(rows) >= layout.min_rows:
+        return rows
+    wanted = layout.min_rows
     idle = (slot for slot in range(slots) if slot not in live_slots)
     while len(rows) < min(wanted, slots):
         rows.append(next(idle))

@@ -19,8 +19,8 @@ class StopMatcher:
 
     def push(self, piece: str) -> str:
         """The text that can be shown now; after a stop string, nothing more (the stop string itself is never shown)."""
-        if self.stopped:
-            return ""
+        if not self._stops or self.stopped:
+            return "" if self.stopped else piece
         text = self._held + piece
         cut = min((index for index in (text.find(stop) for stop in self._stops) if index >= 0), default=-1)
         if cut >= 0:
