@@ -1,6 +1,6 @@
 """The per-machine cache of probe results: `$XDG_CACHE_HOME/hellogpt/` (else `~/.cache/hellogpt/`).
 
-Probes measure once per machine, thread count and torch version; a missing, corrupt or unwritable cache
+Probes measure once per machine, thread count, torch version and instruction set; a missing, corrupt or unwritable cache
 only means measuring again.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from hellogpt.hardware.readings import cpu_model_name
+from hellogpt.hardware.readings import cpu_kernels, cpu_model_name
 
 
 def cache_file(name: str) -> Path:
@@ -23,8 +23,9 @@ def cache_file(name: str) -> Path:
 
 
 def cpu_machine_key() -> str:
-    """What a CPU measurement depends on: the chip, the threads torch uses, torch's kernels."""
-    return f"cpu | {cpu_model_name()} x{torch.get_num_threads()} threads | torch {torch.__version__}"
+    """What a CPU measurement depends on: the chip, the threads torch uses, torch's kernels and the instructions
+    they may use."""
+    return f"cpu | {cpu_model_name()} x{torch.get_num_threads()} threads | torch {torch.__version__} {cpu_kernels()}"
 
 
 def read_json(path: Path) -> dict[str, Any]:

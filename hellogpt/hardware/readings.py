@@ -6,6 +6,7 @@ Readings are cheap and never block; a sensor that a machine lacks reads as None,
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -17,6 +18,9 @@ from hellogpt.hardware.torch_internals import nvml_device_index
 BYTES_PER_GIB = 1024**3
 # The instruction-set extensions that decide how fast matmuls and tokenising run.
 SPEED_FLAG_PREFIXES = ("avx", "amx", "sse4_2", "fma", "asimd", "sve")
+# Settings that hold oneDNN and MKL to fewer instructions than the chip has (torch's own kernels follow
+# ATEN_CPU_CAPABILITY, which `torch.backends.cpu.get_cpu_capability` reports): with them, a CPU runs as an older one.
+INSTRUCTION_LIMIT_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,9 +48,19 @@ def cpu_model_name() -> str:
 
 
 def describe_cpu() -> str:
-    """The CPU's model and its speed-relevant flags, for benchmark headers: which machine a figure is from."""
+    """The CPU's model, its speed-relevant flags and the instructions torch uses, for benchmark headers: which
+    machine a figure is from."""
     wanted = sorted(flag for flag in cpu_flags() if flag.startswith(SPEED_FLAG_PREFIXES))
-    return f"{cpu_model_name()}; flags: {' '.join(wanted) or 'none of ' + '/'.join(SPEED_FLAG_PREFIXES)}"
+    flags = " ".join(wanted) or "none of " + "/".join(SPEED_FLAG_PREFIXES)
+    return f"{cpu_model_name()}; flags: {flags}; torch kernels: {cpu_kernels()}"
+
+
+def cpu_kernels() -> str:
+    """The vector instructions torch's CPU kernels use here (`AVX512`, `AVX2`, ...), and any limit set on oneDNN or
+    MKL: a chip's flags say what it has, this what a run used (`ATEN_CPU_CAPABILITY=avx2` makes an AVX-512 chip
+    run torch's AVX2 kernels)."""
+    limits = [f"{name}={os.environ[name]}" for name in INSTRUCTION_LIMIT_VARIABLES if os.environ.get(name)]
+    return " ".join([torch.backends.cpu.get_cpu_capability(), *limits])
 
 
 def mps_available() -> bool:
