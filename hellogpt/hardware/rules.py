@@ -5,11 +5,13 @@ stream from memory: the probe times exactly that (GPT-2-shaped matrices, more by
 reuse from cache) in fp32, bf16 and bf16 prepacked for oneDNN, and reads the machine's bandwidth with a
 plain sum. Training multiplies hundreds of rows, where bf16 pays for its casts only past some width: the
 probe finds that width with autocast-shaped matmuls (casts included). Takes about a second, once per CPU,
-thread count and torch version (`~/.cache/hellogpt/cpu_rules.json`).
+thread count, torch version and instruction set (`~/.cache/hellogpt/cpu_rules.json`). A probe that other work
+disturbed is used for its run and not cached.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from hellogpt.hardware.cache import cache_file, cpu_machine_key, read_json, write_json_atomically
+from hellogpt.hardware.readings import CpuUseByOthers
 from hellogpt.model.packed import packed_linear, reorder_linear_weight
 
 RULES_CACHE_FILE = "cpu_rules.json"
@@ -33,6 +36,10 @@ BF16_PROBE_ROWS = 512
 # measure, and keep fp32 for decoding.
 DECODE_RULE_MIN_WIDTH = 256
 DECODE_KERNELS = ("float32", "bfloat16", "bfloat16 packed")
+# Cores that other work may keep busy during the probe, beyond those torch's threads leave free, for its timings to
+# be cached: beside one busy process on two cores the probe read a third of the bandwidth and picked bf16 for
+# training only from 768 wide (128 when alone). Such a measurement serves its run; the next run measures again.
+OTHERS_CORES_TOLERATED = 0.25
 
 
 @dataclass(frozen=True)
@@ -63,9 +70,17 @@ def cpu_rules() -> CpuRules:
     key = cpu_machine_key()
     rules = _rules_from_json(cached.get(key))
     if rules is None:
-        rules = measure_cpu_rules()
-        write_json_atomically(path, {**cached, key: asdict(rules)})
+        with CpuUseByOthers() as others:
+            rules = measure_cpu_rules()
+        if not probe_was_disturbed(others.cores):
+            write_json_atomically(path, {**cached, key: asdict(rules)})
     return rules
+
+
+def probe_was_disturbed(cores_used_by_others: float) -> bool:
+    """Whether other work took cores that the probe's threads needed (more than the cores they leave free)."""
+    free = max(0, (os.cpu_count() or 1) - torch.get_num_threads())
+    return cores_used_by_others > free + OTHERS_CORES_TOLERATED
 
 
 def measure_cpu_rules() -> CpuRules:

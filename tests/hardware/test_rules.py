@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ import torch
 
 from hellogpt.hardware import rules
 from hellogpt.hardware.cache import cache_file
+from hellogpt.hardware.readings import CpuUseByOthers
 from hellogpt.hardware.rules import CpuRules, cpu_rules
 
 
@@ -52,3 +57,35 @@ def test_packing_is_chosen_only_where_it_measured_faster() -> None:
     assert CpuRules(1e10, {"float32": 2.0, "bfloat16": 1.0, "bfloat16 packed": 0.5}, None).pack_bf16
     assert not CpuRules(1e10, {"float32": 2.0, "bfloat16": 1.0, "bfloat16 packed": 1.5}, None).pack_bf16
     assert not CpuRules(1e10, {"float32": 2.0, "bfloat16": 1.0}, None).pack_bf16
+
+
+def test_a_probe_that_other_work_disturbed_serves_its_run_but_is_not_cached(
+    cache_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Busy(CpuUseByOthers):
+        def __exit__(self, *_: object) -> None:
+            self.cores = float(os.cpu_count() or 1)  # every core taken by someone else
+
+    measured = [CpuRules(1e10, {"float32": 2.0, "bfloat16": 1.0}, None), CpuRules(2e10, {"float32": 1.0, "bfloat16": 2.0}, 256)]
+    monkeypatch.setattr(rules, "measure_cpu_rules", lambda: measured.pop(0))
+    monkeypatch.setattr(rules, "CpuUseByOthers", Busy)
+    assert cpu_rules().read_bytes_per_second == 1e10
+    assert not cache_file("cpu_rules.json").exists()
+    monkeypatch.setattr(rules, "CpuUseByOthers", CpuUseByOthers)
+    assert cpu_rules().read_bytes_per_second == 2e10  # measured again, on a quiet machine this time: kept
+    assert cpu_rules().read_bytes_per_second == 2e10
+
+
+def test_the_cores_other_processes_keep_busy_are_counted() -> None:
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)  # the spinner is past its start-up
+        with CpuUseByOthers() as others:
+            time.sleep(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert 0.6 < others.cores < (os.cpu_count() or 1) + 0.1  # one core's worth, give or take the machine's own noise
+    torch.set_num_threads(os.cpu_count() or 1)  # threads on every core: none free for others (restored after the test)
+    assert rules.probe_was_disturbed(others.cores)
+    assert not rules.probe_was_disturbed(0.1)
