@@ -15,6 +15,11 @@ import torch
 
 from hellogpt.hardware.readings import cpu_kernels, cpu_model_name
 
+# Cores that other work may keep busy during a CPU probe, beyond those torch's threads leave free, for its result
+# to be cached: beside one busy process on two cores the rules probe read a third of the bandwidth and picked bf16
+# for training only from 768 wide (128 when alone). Such a measurement serves its run; the next run measures again.
+OTHERS_CORES_TOLERATED = 0.25
+
 
 def cache_file(name: str) -> Path:
     """`$XDG_CACHE_HOME/hellogpt/NAME`, else `~/.cache/hellogpt/NAME`."""
@@ -45,3 +50,9 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
         write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True))
     except OSError:
         pass
+
+
+def probe_was_disturbed(cores_used_by_others: float) -> bool:
+    """Whether other work took cores that a CPU probe's threads needed (more than the cores they leave free)."""
+    free = max(0, (os.cpu_count() or 1) - torch.get_num_threads())
+    return cores_used_by_others > free + OTHERS_CORES_TOLERATED

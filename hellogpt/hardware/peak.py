@@ -1,7 +1,8 @@
 """The peak-FLOP/s probe and MFU (model FLOPs utilisation).
 
 MFU divides the model's own arithmetic by a peak: `system.peak_flops` when set (a spec-sheet figure), else the
-best rate of square matmuls measured once per machine, dtype and torch and cached.
+best rate of square matmuls measured once per machine, dtype and torch and cached (unless other work took the
+cores the probe needed: then it serves its run and is measured again next time).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Optional, Union
 
 import torch
 
-from hellogpt.hardware.cache import cache_file, read_json, write_json_atomically
-from hellogpt.hardware.readings import cpu_model_name
+from hellogpt.hardware.cache import cache_file, probe_was_disturbed, read_json, write_json_atomically
+from hellogpt.hardware.readings import CpuUseByOthers, cpu_model_name
 
 PEAK_CACHE_FILE = "peak_flops.json"
 # The probe: square matmuls, timed for about this long in total, best rate kept (the CPU may be shared).
@@ -34,8 +35,10 @@ def peak_flops(device: DeviceLike, dtype: torch.dtype, override: Optional[float]
     cached = read_json(cache_path)
     if isinstance(cached.get(key), (int, float)) and cached[key] > 0:
         return float(cached[key])
-    measured = measure_peak_flops(device, dtype)
-    write_json_atomically(cache_path, {**cached, key: measured})
+    with CpuUseByOthers() as others:
+        measured = measure_peak_flops(device, dtype)
+    if device.type != "cpu" or not probe_was_disturbed(others.cores):
+        write_json_atomically(cache_path, {**cached, key: measured})
     return measured
 
 

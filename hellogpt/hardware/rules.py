@@ -11,7 +11,7 @@ disturbed is used for its run and not cached.
 
 from __future__ import annotations
 
-import os
+import functools
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from hellogpt.hardware.cache import cache_file, cpu_machine_key, read_json, write_json_atomically
+from hellogpt.hardware.cache import cache_file, cpu_machine_key, probe_was_disturbed, read_json, write_json_atomically
 from hellogpt.hardware.readings import CpuUseByOthers
 from hellogpt.model.packed import packed_linear, reorder_linear_weight
 
@@ -36,10 +36,6 @@ BF16_PROBE_ROWS = 512
 # measure, and keep fp32 for decoding.
 DECODE_RULE_MIN_WIDTH = 256
 DECODE_KERNELS = ("float32", "bfloat16", "bfloat16 packed")
-# Cores that other work may keep busy during the probe, beyond those torch's threads leave free, for its timings to
-# be cached: beside one busy process on two cores the probe read a third of the bandwidth and picked bf16 for
-# training only from 768 wide (128 when alone). Such a measurement serves its run; the next run measures again.
-OTHERS_CORES_TOLERATED = 0.25
 
 
 @dataclass(frozen=True)
@@ -64,23 +60,26 @@ class CpuRules:
 
 
 def cpu_rules() -> CpuRules:
-    """This machine's rules: from the cache, else measured now (about a second) and cached."""
+    """This machine's rules: from the cache, else measured now (about a second) and cached, unless other work
+    disturbed the probe: then they serve this process (one probe per process: the dtype and the packing it picks
+    must agree) and the next one measures again."""
     path = cache_file(RULES_CACHE_FILE)
     cached = read_json(path)
     key = cpu_machine_key()
     rules = _rules_from_json(cached.get(key))
     if rules is None:
-        with CpuUseByOthers() as others:
-            rules = measure_cpu_rules()
-        if not probe_was_disturbed(others.cores):
+        rules, disturbed = _measured_in_this_process(str(path), key)
+        if not disturbed:
             write_json_atomically(path, {**cached, key: asdict(rules)})
     return rules
 
 
-def probe_was_disturbed(cores_used_by_others: float) -> bool:
-    """Whether other work took cores that the probe's threads needed (more than the cores they leave free)."""
-    free = max(0, (os.cpu_count() or 1) - torch.get_num_threads())
-    return cores_used_by_others > free + OTHERS_CORES_TOLERATED
+@functools.lru_cache(maxsize=None)
+def _measured_in_this_process(path: str, key: str) -> tuple[CpuRules, bool]:
+    """The probe's rules for a cache file and machine key, and whether other work disturbed them; once per process."""
+    with CpuUseByOthers() as others:
+        rules = measure_cpu_rules()
+    return rules, probe_was_disturbed(others.cores)
 
 
 def measure_cpu_rules() -> CpuRules:

@@ -18,7 +18,9 @@ def test_peak_flops_override_wins_without_probing(cache_home: Path, monkeypatch:
     assert not peak_flops_cache_path().exists()
 
 
-def test_peak_flops_is_measured_once_then_read_from_the_cache(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_peak_flops_is_measured_once_then_read_from_the_cache(
+    cache_home: Path, quiet_machine: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = peak_flops("cpu", torch.float32)
     assert peak_flops_cache_path() == cache_home / "hellogpt" / "peak_flops.json"
     assert first in json.loads(peak_flops_cache_path().read_text()).values()
@@ -44,3 +46,14 @@ def test_the_peak_flops_probe_leaves_the_global_rng_alone() -> None:
 
 def test_mfu_is_model_flops_over_peak() -> None:
     assert mfu(flops_per_token=6e6, tokens_per_second=5_000, peak=1e11) == pytest.approx(0.3)
+
+
+def test_a_peak_probe_that_other_work_disturbed_is_not_cached(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Busy(peak.CpuUseByOthers):
+        def __exit__(self, *_: object) -> None:
+            self.cores = 64.0
+
+    monkeypatch.setattr(peak, "CpuUseByOthers", Busy)
+    monkeypatch.setattr(peak, "measure_peak_flops", lambda device, dtype: 1e9)
+    assert peak_flops("cpu", torch.float32) == 1e9
+    assert not peak_flops_cache_path().exists()
