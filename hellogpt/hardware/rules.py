@@ -3,8 +3,9 @@
 Decoding one token multiplies a single row by every weight matrix, so its speed is how fast the weights
 stream from memory: the probe times exactly that (GPT-2-shaped matrices, more bytes than a model's layers
 reuse from cache) in fp32, bf16 and bf16 prepacked for oneDNN, and reads the machine's bandwidth with a
-plain sum. Training multiplies hundreds of rows, where bf16 pays for its casts only past some width: the
-probe finds that width with autocast-shaped matmuls (casts included). Takes about a second, once per CPU,
+plain sum. Training runs whole blocks forward and backward, where bf16 pays for its casts and its slower
+elementwise work only past some width: the probe finds that width by timing one transformer block's forward and
+backward under autocast against fp32, from the narrowest width up. Takes about a second, once per CPU,
 thread count, torch version and instruction set (`~/.cache/hellogpt/cpu_rules.json`). A probe that other work
 disturbed is used for its run and not cached.
 """
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from hellogpt.hardware.cache import cache_file, cpu_machine_key, probe_was_disturbed, read_json, write_json_atomically
 from hellogpt.hardware.readings import CpuUseByOthers
+from hellogpt.model.gpt import Block, GPTConfig
 from hellogpt.model.packed import packed_linear, reorder_linear_weight
 
 RULES_CACHE_FILE = "cpu_rules.json"
@@ -29,9 +31,17 @@ RULES_CACHE_FILE = "cpu_rules.json"
 DECODE_PROBE_SHAPE = (3072, 768)
 DECODE_PROBE_FP32_BYTES = 192 * 2**20
 PROBE_ROUNDS = 5
-# Widths tried for training's bf16 threshold, and the rows of a training matmul (batch x block).
+# Widths tried for training's bf16 threshold, narrowest first, and the probe block's input (batch x sequence).
+# Timing the matmuls alone misled: on a 2-core Xeon with AMX a 128-wide matmul ran 4-5x faster in bf16, yet the
+# quickstart model (4x128) trained 10-15% slower in bf16, as its block's forward and backward do (0.8x).
 BF16_PROBE_WIDTHS = (128, 192, 256, 384, 512, 768)
-BF16_PROBE_ROWS = 512
+BF16_PROBE_BATCH = 4
+BF16_PROBE_SEQUENCE = 128
+# How much faster than fp32 a block must run in bf16: the optimizer step, embeddings and data do not speed up.
+BF16_TRAINING_MARGIN = 1.1
+# A bf16 block this many times slower than fp32 ends the search at once: where bf16 is emulated (AVX2) it ran 10-13x
+# slower, and timing every width would take over a minute; with native bf16 it is 0.8-2x as fast.
+BF16_HOPELESS_FACTOR = 4.0
 # The decode probe streams GPT-2-wide matrices; narrower models are bound by per-op overhead, which it does not
 # measure, and keep fp32 for decoding.
 DECODE_RULE_MIN_WIDTH = 256
@@ -116,18 +126,34 @@ def describe_cached_rules() -> dict[str, str]:
 
 
 def _measure_bf16_min_width(generator: torch.Generator) -> Optional[int]:
-    """The narrowest probed width from which bf16 (casts included, as autocast does) beats fp32 at every width."""
-    wins = []
+    """The narrowest probed width at which a transformer block trains at least `BF16_TRAINING_MARGIN` times faster
+    under bf16 autocast than in fp32 (forward and backward); wider ones are taken to gain at least as much, and are
+    not timed (the widest take most of the probe's time). None when no width gains enough."""
     for width in BF16_PROBE_WIDTHS:
-        inputs = torch.randn(BF16_PROBE_ROWS, width, generator=generator)
-        weight = torch.randn(4 * width, width, generator=generator)
-        fp32 = _median_seconds(lambda: F.linear(inputs, weight))
-        bf16 = _median_seconds(lambda: F.linear(inputs.bfloat16(), weight.bfloat16()))
-        wins.append(bf16 < fp32)
-    for index, width in enumerate(BF16_PROBE_WIDTHS):
-        if all(wins[index:]):
+        with torch.random.fork_rng(devices=[]):  # the block's initialisation leaves the global RNG alone
+            block = Block(GPTConfig(n_layer=1, n_head=max(1, width // 64), n_embd=width, bias=False, dropout=0.0))
+        inputs = torch.randn(BF16_PROBE_BATCH, BF16_PROBE_SEQUENCE, width, generator=generator)
+        fp32 = _median_seconds(lambda: _block_step(block, inputs, autocast=False))
+        if _seconds_after_warm_up(lambda: _block_step(block, inputs, autocast=True)) > BF16_HOPELESS_FACTOR * fp32:
+            return None  # bf16 emulated in software: an order of magnitude slower, and no width closes that
+        bf16 = _median_seconds(lambda: _block_step(block, inputs, autocast=True))
+        if fp32 >= BF16_TRAINING_MARGIN * bf16:
             return width
     return None
+
+
+def _seconds_after_warm_up(run) -> float:
+    run()
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _block_step(block: Block, inputs: torch.Tensor, autocast: bool) -> None:
+    """One forward and backward of `block`, as a training step runs it (gradients accumulate, unused)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        outputs = block(inputs, 0, None)
+    outputs.float().sum().backward()
 
 
 def _median_seconds(run) -> float:

@@ -22,7 +22,8 @@ from hellogpt.hardware.rules import CpuRules, cpu_rules
 def small_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rules, "DECODE_PROBE_FP32_BYTES", 4 * 2**20)
     monkeypatch.setattr(rules, "BF16_PROBE_WIDTHS", (64, 128))
-    monkeypatch.setattr(rules, "BF16_PROBE_ROWS", 32)
+    monkeypatch.setattr(rules, "BF16_PROBE_BATCH", 1)
+    monkeypatch.setattr(rules, "BF16_PROBE_SEQUENCE", 16)
     monkeypatch.setattr(rules, "PROBE_ROUNDS", 1)
 
 
