@@ -96,3 +96,36 @@ def test_the_cores_other_processes_keep_busy_are_counted() -> None:
     torch.set_num_threads(os.cpu_count() or 1)  # threads on every core: none free for others (restored after the test)
     assert probe_was_disturbed(others.cores)
     assert not probe_was_disturbed(0.1)
+
+
+def _timed_block_steps(monkeypatch: pytest.MonkeyPatch, seconds: dict[tuple[int, bool], float]) -> list[int]:
+    """Block steps that take the given time per (width, autocast); returns the widths timed, in order."""
+    timed: list[int] = []
+
+    def step(block: torch.nn.Module, inputs: torch.Tensor, autocast: bool) -> None:
+        width = inputs.shape[-1]
+        if not timed or timed[-1] != width:
+            timed.append(width)
+        time.sleep(seconds[(width, autocast)])
+
+    monkeypatch.setattr(rules, "_block_step", step)
+    monkeypatch.setattr(rules, "BF16_PROBE_WIDTHS", (32, 64, 128))
+    monkeypatch.setattr(rules, "BF16_PROBE_SEQUENCE", 8)
+    monkeypatch.setattr(rules, "PROBE_ROUNDS", 1)
+    return timed
+
+
+def test_training_uses_bf16_from_the_narrowest_width_whose_block_trains_clearly_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    timed = _timed_block_steps(monkeypatch, {
+        (32, False): 0.004, (32, True): 0.005,  # slower in bf16
+        (64, False): 0.006, (64, True): 0.0058,  # about even: not enough for the margin
+        (128, False): 0.012, (128, True): 0.006,
+    })
+    assert rules._measure_bf16_min_width(torch.Generator().manual_seed(0)) == 128
+    assert timed == [32, 64, 128]
+
+
+def test_emulated_bf16_ends_the_training_probe_at_the_first_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    timed = _timed_block_steps(monkeypatch, {(32, False): 0.003, (32, True): 0.03})
+    assert rules._measure_bf16_min_width(torch.Generator().manual_seed(0)) is None
+    assert timed == [32]  # the wider (slower) widths were never built nor timed
