@@ -16,8 +16,8 @@ import torch
 from hellogpt.hardware.readings import cpu_kernels, cpu_model_name
 
 # Cores that other work may keep busy during a CPU probe, beyond those torch's threads leave free, for its result
-# to be cached: beside one busy process on two cores the rules probe read a third of the bandwidth and picked bf16
-# for training only from 768 wide (128 when alone). Such a measurement serves its run; the next run measures again.
+# to be cached: beside one busy process on two cores the rules probe read a third of the bandwidth and timed fp32
+# decoding 8x slower than alone (bf16 then looked 3x faster). Such a measurement serves its run; the next measures again.
 OTHERS_CORES_TOLERATED = 0.25
 
 
