@@ -134,19 +134,12 @@ def _measure_bf16_min_width(generator: torch.Generator) -> Optional[int]:
             block = Block(GPTConfig(n_layer=1, n_head=max(1, width // 64), n_embd=width, bias=False, dropout=0.0))
         inputs = torch.randn(BF16_PROBE_BATCH, BF16_PROBE_SEQUENCE, width, generator=generator)
         fp32 = _median_seconds(lambda: _block_step(block, inputs, autocast=False))
-        if _seconds_after_warm_up(lambda: _block_step(block, inputs, autocast=True)) > BF16_HOPELESS_FACTOR * fp32:
+        if _median_seconds(lambda: _block_step(block, inputs, autocast=True), rounds=1) > BF16_HOPELESS_FACTOR * fp32:
             return None  # bf16 emulated in software: an order of magnitude slower, and no width closes that
         bf16 = _median_seconds(lambda: _block_step(block, inputs, autocast=True))
         if fp32 >= BF16_TRAINING_MARGIN * bf16:
             return width
     return None
-
-
-def _seconds_after_warm_up(run) -> float:
-    run()
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
 
 
 def _block_step(block: Block, inputs: torch.Tensor, autocast: bool) -> None:
@@ -156,11 +149,11 @@ def _block_step(block: Block, inputs: torch.Tensor, autocast: bool) -> None:
     outputs.float().sum().backward()
 
 
-def _median_seconds(run) -> float:
-    """Median wall time of `PROBE_ROUNDS` runs after one warm-up (the CPU may be shared)."""
+def _median_seconds(run, rounds: Optional[int] = None) -> float:
+    """Median wall time of `rounds` (default `PROBE_ROUNDS`) runs after one warm-up (the CPU may be shared)."""
     run()
     timings = []
-    for _ in range(PROBE_ROUNDS):
+    for _ in range(rounds or PROBE_ROUNDS):
         start = time.perf_counter()
         run()
         timings.append(time.perf_counter() - start)
