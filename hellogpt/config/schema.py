@@ -59,7 +59,7 @@ class DataConfig(_Section):
     """Where the token bins come from."""
 
     dataset: Optional[str] = Field(
-        None, description="A folder of bins from `hellogpt prepare`, or a name looked up as data/<name>."
+        None, description="A folder of bins from `hellogpt prepare`, or a name looked up as `data/<name>`."
     )
     source: Optional[str] = Field(
         None, description="What `train` prepares by itself when the dataset is missing: a path, or builtin:pydoc, "
@@ -72,15 +72,15 @@ class DataConfig(_Section):
 class OptimConfig(_Section):
     """AdamW and the learning-rate schedule."""
 
-    learning_rate: float = Field(6e-4, gt=0.0)
-    weight_decay: float = Field(0.1, ge=0.0)
-    beta1: float = Field(0.9, ge=0.0, lt=1.0)
-    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    learning_rate: float = Field(6e-4, gt=0.0, description="Peak learning rate, reached at the end of warmup.")
+    weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay, applied to matrices only.")
+    beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW decay rate of the gradient's running mean.")
+    beta2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW decay rate of the squared gradient's running mean.")
     grad_clip: float = Field(1.0, ge=0.0, description="Gradient-norm clip; 0 disables it.")
     decay_lr: bool = Field(True, description="Cosine decay after warmup; false keeps the rate constant.")
-    warmup_iters: int = Field(2000, ge=0)
-    lr_decay_iters: int = Field(600000, gt=0)
-    min_lr: float = Field(6e-5, ge=0.0)
+    warmup_iters: int = Field(2000, ge=0, description="Steps of linear warmup up to learning_rate.")
+    lr_decay_iters: int = Field(600000, gt=0, description="Step at which the cosine decay reaches min_lr.")
+    min_lr: float = Field(6e-5, ge=0.0, description="Learning rate at the end of the decay and after it.")
 
 
 class TrainConfig(_Section):
@@ -89,9 +89,9 @@ class TrainConfig(_Section):
     batch_size: int = Field(12, gt=0, description="Sequences per micro-batch.")
     gradient_accumulation_steps: int = Field(40, gt=0, description="Micro-batches per optimizer step (all ranks together).")
     max_iters: int = Field(600000, gt=0, description="Optimizer steps to train for.")
-    eval_interval: int = Field(2000, gt=0)
+    eval_interval: int = Field(2000, gt=0, description="Steps between evaluations (and best-model saves).")
     eval_iters: int = Field(200, gt=0, description="Batches averaged per evaluation.")
-    log_interval: int = Field(1, gt=0)
+    log_interval: int = Field(1, gt=0, description="Steps between progress readings (loss, speed, MFU).")
     always_save_checkpoint: bool = Field(True, description="Save at every eval; false saves only on a new best val loss.")
     out_dir: str = Field("checkpoints", description="Where checkpoints are written.")
     checkpoint_name: str = Field("checkpoint.pt", description="File name of this run's checkpoint in out_dir.")
@@ -113,7 +113,7 @@ class TrainConfig(_Section):
 class SampleConfig(_Section):
     """Text generation: chat and the samples shown while training."""
 
-    max_new_tokens: int = Field(200, gt=0)
+    max_new_tokens: int = Field(200, gt=0, description="Longest reply or sample, in tokens.")
     temperature: float = Field(0.8, ge=0.0, description="0 means greedy.")
     top_k: Optional[int] = Field(256, gt=0, description="Keep the k most likely tokens; unset keeps all.")
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass; unset disables it.")
@@ -126,7 +126,9 @@ class SystemConfig(_Section):
     """Hardware choices."""
 
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Compute dtype; auto picks by device and model width (`hellogpt info` shows the rule)."
+    )
     compile: Union[Literal["auto"], bool] = Field("auto", description="torch.compile: auto = on for CUDA, off on CPU.")
     peak_flops: Optional[float] = Field(
         None, gt=0, description="Peak FLOP/s for MFU: the spec-sheet peak; unset = the measured matmul peak (cached)."
