@@ -11,8 +11,11 @@ name and shape. transformers is imported inside the functions only (it takes sec
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, ContextManager, Iterable, Iterator, Optional
 
@@ -34,6 +37,8 @@ GPT2_LAYER_NORM_EPSILON = 1e-5
 _HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CHAR_VOCABULARY_FILE = "hellogpt_char_vocab.json"
 HF_CONFIG_FILE = "config.json"
+# The config.json key that points transformers at Python files shipped with the model (trust_remote_code).
+REMOTE_CODE_KEY = "auto_map"
 WEIGHTS_FILE = "model.safetensors"
 # Where a model directory or hub repository keeps its weights, in the order they are looked for.
 WEIGHT_FILE_CANDIDATES = (
@@ -45,6 +50,9 @@ SAFETENSORS_DTYPES = {
 }
 # safetensors pads its header so that the tensor data starts 8-byte aligned.
 SAFETENSORS_ALIGNMENT = 8
+# The largest header the safetensors package itself reads (its N_MAX_HEADER); anything bigger is damage.
+SAFETENSORS_MAX_HEADER_BYTES = 100_000_000
+SAFETENSORS_METADATA_KEY = "__metadata__"
 
 
 def is_huggingface_source(spec: str) -> bool:
@@ -104,12 +112,35 @@ def _transformers_source(spec: str) -> str:
 
 
 def _load_hf_config(spec: str, source: str) -> Any:
+    """transformers' config of a model that ships no code of its own (checked here first, so transformers never
+    prompts for it, let alone runs it)."""
+    _refuse_remote_code(spec, source)
     from transformers import AutoConfig
 
+    def load_config(source: str, **options: Any) -> Any:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False, **options)
+
     try:
-        return _cache_first(AutoConfig.from_pretrained, source)
+        return _cache_first(load_config, source)
     except (OSError, ValueError) as error:
         raise _load_error(spec, error) from None
+
+
+def _refuse_remote_code(spec: str, source: str) -> None:
+    """UserError for a model whose config.json maps its classes onto its own Python files (`auto_map`):
+    loading it would mean running code from the model's folder or repository."""
+    config_path = _model_file(spec, source, HF_CONFIG_FILE)
+    if config_path is None:
+        return  # transformers says what is missing
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        raise UserError(f"'{spec}': {config_path} is not a readable JSON file: download the model again") from None
+    if isinstance(config, dict) and REMOTE_CODE_KEY in config:
+        raise UserError(
+            f"'{spec}' ships its own Python code ({REMOTE_CODE_KEY} in {config_path}), which hellogpt never runs: "
+            "pass a plain GPT-2 model (gpt2, or a folder written by save_pretrained without custom code)"
+        )
 
 
 def _weight_files(spec: str, source: str) -> list[Path]:
@@ -160,31 +191,85 @@ def _read_weight_files(paths: list[Path], spec: str) -> Iterator[tuple[str, torc
 
 def _read_safetensors(path: Path, spec: str) -> Iterator[tuple[str, torch.Tensor]]:
     """Each tensor of a safetensors file, read into its own fresh buffer with plain reads: a memory map of a
-    6 GB file would count every page it touched as resident until the end of the conversion."""
+    6 GB file would count every page it touched as resident until the end of the conversion.
+
+    The whole header is checked against the file's size before anything is allocated (a damaged or hostile file
+    must not make us read or allocate what the file does not hold); the tensors' bytes are then read in file order.
+    """
     try:
         with open(path, "rb") as file:
-            (header_size,) = struct.unpack("<Q", file.read(8))
-            header = json.loads(file.read(header_size))
-            data_start = 8 + header_size
-            entries = sorted(
-                ((name, entry) for name, entry in header.items() if name != "__metadata__"),
-                key=lambda item: item[1]["data_offsets"][0],
-            )
-            for name, entry in entries:
-                dtype = SAFETENSORS_DTYPES[entry["dtype"]]
-                begin, end = entry["data_offsets"]
-                tensor = torch.empty(entry["shape"], dtype=dtype)
-                if tensor.numel() * tensor.element_size() != end - begin:
-                    raise ValueError(f"{name} holds {end - begin} bytes for shape {entry['shape']}")
-                file.seek(data_start + begin)
-                if tensor.numel() and file.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy())) != end - begin:
-                    raise ValueError(f"{name} is cut short")
-                yield name, tensor
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as error:
+            data_start, entries = _safetensors_layout(file, os.fstat(file.fileno()).st_size)
+            for entry in entries:
+                tensor = torch.empty(entry.shape, dtype=entry.dtype)
+                file.seek(data_start + entry.begin)
+                if tensor.numel() and file.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy())) != entry.size:
+                    raise ValueError(f"{entry.name} is cut short")
+                yield entry.name, tensor
+    except (OSError, ValueError, RecursionError) as error:
         raise UserError(
             f"'{spec}': {path} is not a readable safetensors file ({' '.join(str(error).split())[:100]}): "
             "download the model again"
         ) from None
+
+
+@dataclass(frozen=True)
+class _SafetensorsEntry:
+    """One tensor as a safetensors header describes it, its bytes at [begin, begin + size) of the data area."""
+
+    name: str
+    dtype: torch.dtype
+    shape: list[int]
+    begin: int
+    size: int
+
+
+def _safetensors_layout(file: IO[bytes], file_size: int) -> tuple[int, list[_SafetensorsEntry]]:
+    """Where the data area starts and every tensor in file order, checked against `file_size`: a known dtype, a
+    shape of non-negative ints whose bytes fill its offsets exactly, and byte ranges inside the data area that do
+    not overlap (so that reading all of them allocates at most the file's own size). ValueError names the fault."""
+    prefix = file.read(8)
+    if len(prefix) < 8:
+        raise ValueError(f"{file_size} bytes, shorter than the 8-byte header length")
+    (header_size,) = struct.unpack("<Q", prefix)
+    data_size = file_size - 8 - header_size
+    if header_size > SAFETENSORS_MAX_HEADER_BYTES or data_size < 0:
+        raise ValueError(f"a header of {header_size} bytes in a file of {file_size}")
+    header = json.loads(file.read(header_size))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    entries = [
+        _safetensors_entry(name, entry, data_size) for name, entry in header.items() if name != SAFETENSORS_METADATA_KEY
+    ]
+    entries.sort(key=lambda entry: entry.begin)
+    for previous, entry in zip(entries, entries[1:]):
+        if entry.begin < previous.begin + previous.size:
+            raise ValueError(f"{previous.name} and {entry.name} overlap")
+    return 8 + header_size, entries
+
+
+def _safetensors_entry(name: str, entry: Any, data_size: int) -> _SafetensorsEntry:
+    """One header entry checked: every value is of the kind the format names, and inside the data area."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str) or entry["dtype"] not in SAFETENSORS_DTYPES:
+        raise ValueError(f"{name} has no known dtype")
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    # Dimensions multiply (zeros left out) to at most the data area's bytes: true of every tensor with data, and it
+    # keeps an empty tensor's strides from overflowing.
+    if not isinstance(shape, list) or not all(_is_count(size) for size in shape) or math.prod(filter(None, shape)) > data_size:
+        raise ValueError(f"{name} has shape {shape!r}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(offset) for offset in offsets):
+        raise ValueError(f"{name} has data_offsets {offsets!r}")
+    begin, end = offsets
+    if not begin <= end <= data_size:
+        raise ValueError(f"{name} lies at bytes {begin}-{end} of a data area of {data_size}")
+    dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+    if math.prod(shape) * dtype.itemsize != end - begin:
+        raise ValueError(f"{name} holds {end - begin} bytes for shape {shape}")
+    return _SafetensorsEntry(name, dtype, shape, begin, end - begin)
+
+
+def _is_count(value: Any) -> bool:
+    """A non-negative int as JSON gives it (not a bool, a float or a string)."""
+    return type(value) is int and value >= 0
 
 
 def _read_torch_weights(path: Path, spec: str) -> Iterator[tuple[str, torch.Tensor]]:
@@ -357,7 +442,7 @@ def _stream_safetensors(file: IO[bytes], tensors: dict[str, torch.Tensor], metad
     """The safetensors format written tensor by tensor into an open file (the safetensors package writes only to a
     path, or builds the whole file in memory): an 8-byte little-endian header length, a JSON header of dtypes,
     shapes and byte offsets padded with spaces, then each float32 tensor's little-endian bytes."""
-    header: dict[str, Any] = {"__metadata__": metadata}
+    header: dict[str, Any] = {SAFETENSORS_METADATA_KEY: metadata}
     offset = 0
     for name, tensor in tensors.items():
         if tensor.dtype != torch.float32:
