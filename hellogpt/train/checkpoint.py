@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
 import re
 import warnings
 import zipfile
@@ -17,14 +16,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
-import numpy as np
 import torch
 
 from hellogpt import __version__
 from hellogpt.errors import UserError
 from hellogpt.files import atomic_file
+from hellogpt.hardware.devices import DTYPES_BY_NAME
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.lora import count_adapter_parameters
+# The resume state's RNG parts live in rng_state; they are named here too, where training has always found them.
+from hellogpt.train.rng_state import (  # noqa: F401
+    DamagedRngState,
+    capture_rng_state,
+    check_rng_state,
+    check_sampler_state,
+    generator_from_state,
+    generator_state,
+    restore_rng_state,
+)
 
 if TYPE_CHECKING:
     from hellogpt.data.tokenizer import Tokenizer
@@ -36,8 +45,8 @@ if TYPE_CHECKING:
 # written as format 1, so an older hellogpt reads them, and refuses a LoRA one with "upgrade".
 CHECKPOINT_FORMAT_VERSION = 2
 PLAIN_FORMAT_VERSION = 1
-# Fields written only when set, so that a plain checkpoint holds exactly what format 1 did.
-OPTIONAL_FIELDS = ("lora", "base")
+# Fields written only when set, so that a plain checkpoint holds what format 1 did (older readers skip `dtype`).
+OPTIONAL_FIELDS = ("lora", "base", "dtype")
 CHECKPOINT_SUFFIX = ".pt"
 DEFAULT_CHECKPOINTS_DIR = Path("checkpoints")
 REQUIRED_KEYS = ("format_version", "model_args", "model")
@@ -71,6 +80,7 @@ class Checkpoint:
     `pending_eval` says the run stopped on a step whose evaluation (or the final one) has not run yet.
     A LoRA checkpoint sets `lora` (rank, alpha, dropout, targets) and `base` (what the adapters were tuned on,
     with its sha256): `model` then holds only the adapters, and the base is loaded (and checked) to use it.
+    `dtype` is the one training computed in ("bfloat16"); `--resume` reuses it (`hellogpt.train.precision`).
     """
 
     model_args: GPTConfig
@@ -93,6 +103,7 @@ class Checkpoint:
     hellogpt_version: Optional[str] = None
     lora: Optional[dict[str, Any]] = None
     base: Optional[dict[str, Any]] = None
+    dtype: Optional[str] = None
 
     @property
     def is_lora(self) -> bool:
@@ -125,7 +136,8 @@ class Checkpoint:
                 _check_field(name, values.get(name), kinds)
             values["model"] = _tensor_dict(payload["model"])
             _check_lora_fields(values.get("lora"), values.get("base"))
-        except _MalformedField as problem:
+            _check_resume_state(values)
+        except (_MalformedField, DamagedRngState) as problem:
             raise UserError(
                 f"{path} is a damaged checkpoint: {problem}; use an earlier copy or retrain "
                 "(`hellogpt info` on a good one shows what it holds)"
@@ -171,6 +183,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "hellogpt_version": (str,),
     "lora": (dict,),
     "base": (dict,),
+    "dtype": (str,),
 }
 
 
@@ -194,6 +207,16 @@ def _check_lora_fields(lora: Optional[dict[str, Any]], base: Optional[dict[str, 
         raise _MalformedField("base has no sha256")
 
 
+def _check_resume_state(values: Mapping[str, Any]) -> None:
+    """The RNGs and the sampler as training writes them, so that `--resume` restores them without a fault."""
+    if values.get("rng") is not None:
+        check_rng_state(values["rng"], "rng")
+    for rank, state in enumerate(values.get("rank_rngs") or []):
+        check_rng_state(state, f"rank_rngs[{rank}]")
+    if values.get("sampler") is not None:
+        check_sampler_state(values["sampler"])
+
+
 def _check_field(name: str, value: Any, kinds: tuple[type, ...]) -> None:
     """None (absent) or one of `kinds`; bool is not an int here, and steps are not negative."""
     if value is None:
@@ -206,6 +229,8 @@ def _check_field(name: str, value: Any, kinds: tuple[type, ...]) -> None:
         raise _MalformedField("optimizer lacks state/param_groups")
     if name == "tokenizer" and not isinstance(value.get("kind"), str):
         raise _MalformedField("tokenizer has no kind")
+    if name == "dtype" and value not in DTYPES_BY_NAME:
+        raise _MalformedField(f"dtype is {value!r}")
 
 
 def _model_args(model_args: Any) -> GPTConfig:
@@ -281,29 +306,56 @@ def load_checkpoint(path: Path, *, map_weights: bool = False) -> Checkpoint:
     return Checkpoint.from_payload(payload, path)
 
 
-def peek_step(path: Path) -> Optional[int]:
-    """The step saved in `path`, read through a memory map (no copy of the weights); None when unreadable."""
+@dataclass(frozen=True)
+class SavedProgress:
+    """How far the run saved in a file got, read without loading its weights."""
+
+    step: Optional[int]
+    best_val_loss: Optional[float]
+
+
+def peek_progress(path: Path) -> Optional[SavedProgress]:
+    """The step and best val loss saved in `path`, read through a memory map (no copy of the weights);
+    None when unreadable."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, *_DAMAGED_FILE_ERRORS):
         return None
-    step = payload.get("step") if isinstance(payload, dict) else None
-    return step if isinstance(step, int) and not isinstance(step, bool) else None
+    if not isinstance(payload, dict):
+        return None
+    step, best = payload.get("step"), payload.get("best_val_loss")
+    return SavedProgress(
+        step=step if isinstance(step, int) and not isinstance(step, bool) else None,
+        best_val_loss=float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) else None,
+    )
+
+
+def peek_step(path: Path) -> Optional[int]:
+    """The step saved in `path` (see `peek_progress`); None when unreadable."""
+    progress = peek_progress(path)
+    return progress.step if progress is not None else None
 
 
 def resume_source(checkpoint_path: Path) -> Path:
-    """The file `--resume` continues: NAME.latest.pt when it is newer than NAME.pt, else NAME.pt."""
+    """The file `--resume` continues: NAME.latest.pt when it is newer than NAME.pt, else NAME.pt.
+
+    An unreadable NAME.latest.pt is an error, not a reason to fall back silently to the older NAME.pt."""
     latest = latest_checkpoint_path(checkpoint_path)
     if not latest.is_file():
         return checkpoint_path
+    latest_step = peek_step(latest)
+    if latest_step is None:
+        older = f"the older {checkpoint_path}" if checkpoint_path.is_file() else "nothing (start anew without --resume)"
+        raise UserError(
+            f"--resume: {latest}, the run's latest state, cannot be read (truncated or corrupt): "
+            f"move it aside (e.g. to {latest.name}.broken) to resume from {older}"
+        )
     if not checkpoint_path.is_file():
         return latest
-    latest_step, best_step = peek_step(latest), peek_step(checkpoint_path)
-    if latest_step is None or best_step is None:
-        return latest if best_step is None else checkpoint_path
-    return latest if latest_step > best_step else checkpoint_path
+    best_step = peek_step(checkpoint_path)
+    return latest if best_step is None or latest_step > best_step else checkpoint_path
 
 
 def model_from_checkpoint(checkpoint: Checkpoint, device: Optional[Union[str, torch.device]] = None) -> GPT:
@@ -357,6 +409,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "train_loss": checkpoint.train_loss,
         "val_loss": checkpoint.val_loss,
         "best_val_loss": checkpoint.best_val_loss,
+        "dtype": checkpoint.dtype or "not recorded (written before hellogpt recorded it)",
         "n_params": _base_parameters(checkpoint.model_args) if checkpoint.is_lora else count_parameters(checkpoint.model),
         "architecture": checkpoint.model_args.to_dict(),
         "tokenizer": _describe_tokenizer(checkpoint.tokenizer),
@@ -420,57 +473,6 @@ def count_parameters(state_dict: Mapping[str, torch.Tensor]) -> int:
     if "transformer.wte.weight" in state_dict:
         skipped.add("lm_head.weight")
     return sum(tensor.numel() for name, tensor in state_dict.items() if name not in skipped)
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """The global RNGs (python, numpy, torch CPU, CUDA) as plain values a weights-only load accepts."""
-    version, internal_state, gauss_next = random.getstate()
-    bit_generator, key, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
-    return {
-        "python": {"version": version, "state": list(internal_state), "gauss_next": gauss_next},
-        "numpy": {
-            "bit_generator": str(bit_generator),
-            "key": torch.from_numpy(key.astype(np.int64)),
-            "position": int(position),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Put the global RNGs back where `capture_rng_state` found them (CUDA only when the device count matches)."""
-    python_state = state["python"]
-    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss_next"]))
-    numpy_state = state["numpy"]
-    key = np.asarray(numpy_state["key"].numpy() if torch.is_tensor(numpy_state["key"]) else numpy_state["key"])
-    np.random.set_state(
-        (
-            numpy_state["bit_generator"],
-            key.astype(np.uint32),
-            numpy_state["position"],
-            numpy_state["has_gauss"],
-            numpy_state["cached_gaussian"],
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    cuda_states = state.get("cuda") or []
-    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
-
-
-def generator_state(generator: np.random.Generator) -> dict[str, Any]:
-    """A numpy Generator's state (e.g. the batch sampler's) as a plain dict for the checkpoint."""
-    return dict(generator.bit_generator.state)
-
-
-def generator_from_state(state: Mapping[str, Any]) -> np.random.Generator:
-    """A numpy Generator that continues exactly where `generator_state` captured it."""
-    bit_generator = getattr(np.random, state["bit_generator"])()
-    bit_generator.state = dict(state)
-    return np.random.Generator(bit_generator)
 
 
 def _check_is_ours(path: Path, payload: Any) -> None:

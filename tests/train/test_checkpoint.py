@@ -56,7 +56,7 @@ def tiny_payload(model: GPT | None = None) -> dict[str, Any]:
         "config": RunConfig().model_dump(mode="json"),
         "tokenizer": {"kind": "char", "chars": CHARS},
         "rng": capture_rng_state(),
-        "sampler": generator_state(np.random.default_rng(7)),
+        "sampler": {"kind": "numpy", "world_size": 1, "states": [generator_state(np.random.default_rng(7))]},
         "origin": {"kind": "checkpoint", "path": "checkpoints/base.pt", "step": 100},
         "run_name": "tiny-run",
     }
@@ -193,8 +193,9 @@ def test_restoring_rng_state_repeats_the_same_draws(tmp_path: Path) -> None:
 def test_sampler_generator_continues_after_a_round_trip(tmp_path: Path) -> None:
     generator = np.random.default_rng(5)
     generator.integers(0, 100, 10)
-    save_checkpoint(tmp_path / "s.pt", dataclasses.replace(tiny_checkpoint(), sampler=generator_state(generator)))
-    resumed = generator_from_state(load_checkpoint(tmp_path / "s.pt").sampler or {})
+    sampler = {"kind": "numpy", "world_size": 1, "states": [generator_state(generator)]}
+    save_checkpoint(tmp_path / "s.pt", dataclasses.replace(tiny_checkpoint(), sampler=sampler))
+    resumed = generator_from_state((load_checkpoint(tmp_path / "s.pt").sampler or {})["states"][0])
     assert resumed.integers(0, 1000, 5).tolist() == generator.integers(0, 1000, 5).tolist()
 
 
