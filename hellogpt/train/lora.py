@@ -17,7 +17,7 @@ from hellogpt.config.schema import LoraConfig, SystemConfig
 from hellogpt.errors import UserError
 from hellogpt.hardware.devices import choose_device, choose_dtype
 from hellogpt.model import hf
-from hellogpt.train.checkpoint import gpt_from_state_dict, load_checkpoint, model_from_checkpoint, strip_wrapper_prefixes
+from hellogpt.train.checkpoint import gpt_from_state_dict, load_checkpoint, strip_wrapper_prefixes
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.lora import (
     LoraSpec,
@@ -52,15 +52,20 @@ def huggingface_base(spec: str, matrix_dtype: torch.dtype) -> tuple[dict[str, to
     return model.state_dict(), {"kind": "huggingface", "source": origin["source"], "sha256": digest.hexdigest()}
 
 
-def checkpoint_base(path: Path, matrix_dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def checkpoint_base(
+    path: Path, matrix_dtype: torch.dtype, loading: tuple[Path, ...] = ()
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """One of our checkpoints (a LoRA one is merged first) as a LoRA base: weights and the base reference.
 
     The file is memory-mapped: weights that stay fp32 are used in place, the others are cast one by one.
+    `loading` holds the LoRA checkpoints whose bases are being loaded around this one (outermost first): a base
+    that is one of them again is a cycle, refused by name instead of recursing until Python gives up.
     """
     path = Path(path)
+    _refuse_cycle(path.resolve(), loading)
     checkpoint = load_checkpoint(path, map_weights=True)
     if checkpoint.is_lora:
-        state = model_from_checkpoint(checkpoint).state_dict()
+        state = merged_model(checkpoint, (*loading, path.resolve())).state_dict()
     else:
         state = strip_wrapper_prefixes(checkpoint.model)
     weights = {name: tensor for name, tensor in state.items() if name != TIED_HEAD}
@@ -69,13 +74,16 @@ def checkpoint_base(path: Path, matrix_dtype: torch.dtype) -> tuple[dict[str, to
     return held, {"kind": "checkpoint", "source": str(path.resolve()), "sha256": digest}
 
 
-def verified_base(reference: Mapping[str, Any], matrix_dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The base a LoRA checkpoint names, loaded and checked against its recorded sha256."""
+def verified_base(
+    reference: Mapping[str, Any], matrix_dtype: torch.dtype, loading: tuple[Path, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """The base a LoRA checkpoint names, loaded and checked against its recorded sha256 (`loading`: see
+    `checkpoint_base`)."""
     kind, source = reference["kind"], reference["source"]
     if kind == "checkpoint" or Path(source).is_absolute():
         _require_present(Path(source), kind)
     if kind == "checkpoint":
-        state, loaded = checkpoint_base(Path(source), matrix_dtype)
+        state, loaded = checkpoint_base(Path(source), matrix_dtype, loading)
     else:
         state, loaded = huggingface_base(source, matrix_dtype)
     if loaded["sha256"] != reference["sha256"]:
@@ -87,9 +95,10 @@ def verified_base(reference: Mapping[str, Any], matrix_dtype: torch.dtype) -> di
     return state
 
 
-def merged_model(checkpoint: Any) -> GPT:
-    """A LoRA checkpoint as a plain fp32 GPT: its verified base with the adapters folded into the weights."""
-    model = gpt_from_state_dict(checkpoint.model_args, verified_base(checkpoint.base, torch.float32))
+def merged_model(checkpoint: Any, loading: tuple[Path, ...] = ()) -> GPT:
+    """A LoRA checkpoint as a plain fp32 GPT: its verified base with the adapters folded into the weights
+    (`loading`: see `checkpoint_base`)."""
+    model = gpt_from_state_dict(checkpoint.model_args, verified_base(checkpoint.base, torch.float32, loading))
     add_adapters(model, LoraSpec.from_dict(checkpoint.lora))
     try:
         load_adapter_state_dict(model, checkpoint.model)
@@ -113,6 +122,18 @@ def describe_base(reference: Mapping[str, Any]) -> dict[str, Any]:
         "sha256": reference.get("sha256"),
         "present": "yes" if present else ("no" if present is False else "from the Hugging Face cache or hub"),
     }
+
+
+def _refuse_cycle(path: Path, loading: tuple[Path, ...]) -> None:
+    """UserError naming the loop when `path` is already being loaded as the base of a base."""
+    if path not in loading:
+        return
+    cycle = " -> ".join(str(step) for step in (*loading[loading.index(path) :], path))
+    raise UserError(
+        f"the LoRA bases form a cycle ({cycle}): each names the next as the model its adapters were tuned on, so "
+        "none of them can be loaded; the files were edited or written over one another: tune new adapters on a "
+        "plain model with `hellogpt tune --from MODEL --lora`"
+    )
 
 
 def _require_present(path: Path, kind: str) -> None:
