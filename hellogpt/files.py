@@ -8,7 +8,9 @@ system or a missing permission reads as one line naming the file instead of a tr
 from __future__ import annotations
 
 import errno
+import glob
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 from hellogpt.errors import UserError
+from hellogpt.locking import process_is_alive
 
 DEFAULT_ELSEWHERE = "write elsewhere"
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -26,6 +29,8 @@ BYTES_PER_MB = 1_000_000
 # Libraries wrap a failed write in their own error (torch.save raises RuntimeError with the OSError as its
 # context); this is how many wrappers deep the OSError is looked for.
 MAX_WRAPPED_ERRORS = 8
+# Random hex digits in a temporary file's name, after the writer's pid.
+TEMP_SUFFIX_DIGITS = 8
 
 
 class FileWriteError(UserError, OSError):
@@ -115,9 +120,25 @@ def write_bytes_atomically(path: Path, data: bytes, *, elsewhere: str = DEFAULT_
 
 
 def temporary_path(path: Path) -> Path:
-    """A fresh hidden name beside `path` (same file system, so the final rename is atomic)."""
+    """A fresh hidden name beside `path` (same file system, so the final rename is atomic): .NAME.PID.HEX.tmp."""
     path = Path(path)
-    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:TEMP_SUFFIX_DIGITS]}.tmp"
+
+
+def remove_stale_temporary_files(path: Path) -> list[Path]:
+    """Remove the temporary files of `path` that a killed write left behind (their process, the PID in the name,
+    is gone); those of a live process are left alone. Returns what was removed."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]{{{TEMP_SUFFIX_DIGITS}}}\.tmp$")
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = pattern.match(candidate.name)
+        if match is None or process_is_alive(int(match.group(1))):
+            continue
+        with suppress(FileNotFoundError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
 
 
 def os_error_behind(error: BaseException) -> Optional[OSError]:

@@ -53,6 +53,14 @@ PlainOption = Annotated[
 TensorBoardOption = Annotated[
     bool, typer.Option("--tensorboard", help="Also log to TensorBoard under the run folder (needs `pip install tensorboard`).")
 ]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Start a new run over an existing checkpoint (and --name's run records): the old files are replaced "
+        "when the new run first saves. Without it, a new run refuses to touch them.",
+    ),
+]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _SECONDS_PER_UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -73,28 +81,32 @@ def train_command(
     checkpoint: CheckpointOption = None,
     plain: PlainOption = False,
     tensorboard: TensorBoardOption = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Train a GPT on a prepared dataset; Ctrl-C saves and stops (exit 130), --resume continues.
 
     [dim]Examples: hellogpt train --profile quickstart | hellogpt train --profile edgar_poe --max-time 2h |
     torchrun --nproc_per_node=4 -m hellogpt train --profile edgar_poe[/]
     """
+    from hellogpt.train.claim import claimed_checkpoint
     from hellogpt.train.dataset import resolve_data_dir
 
     resolved = resolve_cli_config(profile, config, set_)
     max_seconds = parse_duration(max_time) if max_time else None
     data_dir = resolve_data_dir(resolved.config.data, data)
     checkpoint_path = checkpoint_path_for(resolved, checkpoint or checked_run_name(name))
-    run_training(
-        resolved,
-        data_dir,
-        checkpoint_path,
-        resume=resume,
-        max_seconds=max_seconds,
-        run_name=name,
-        plain=plain,
-        tensorboard=tensorboard,
-    )
+    with claimed_checkpoint(checkpoint_path, resume=resume, overwrite=overwrite):
+        run_training(
+            resolved,
+            data_dir,
+            checkpoint_path,
+            resume=resume,
+            overwrite=overwrite,
+            max_seconds=max_seconds,
+            run_name=name,
+            plain=plain,
+            tensorboard=tensorboard,
+        )
 
 
 def checked_run_name(name: Optional[str]) -> Optional[str]:
@@ -122,19 +134,26 @@ def run_training(
     checkpoint_path: Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     max_seconds: Optional[float] = None,
     run_name: Optional[str] = None,
     plain: bool = False,
     tensorboard: bool = False,
     init: Optional[dict[str, Any]] = None,
 ) -> None:
-    """Run the training under the dashboard (rank 0) with Ctrl-C as its stop button; exit as it ended."""
+    """Run the training under the dashboard (rank 0) with Ctrl-C as its stop button; exit as it ended.
+
+    The caller holds the checkpoint (`claimed_checkpoint`); the run records get a name that is this run's own."""
     from hellogpt.dashboard import display_training
+    from hellogpt.dashboard.records import run_name_for_records
     from hellogpt.dashboard.tensorboard import require_tensorboard
     from hellogpt.train.loop import TrainingRun
 
     if tensorboard:
         require_tensorboard()
+    runs_dir = Path(resolved.config.train.runs_dir)
+    automatic_name = _automatic_run_name(checkpoint_path)
+    records_name = run_name_for_records(runs_dir, run_name, automatic_name, resume=resume, overwrite=overwrite)
     run = TrainingRun(
         resolved,
         data_dir=data_dir,
@@ -142,7 +161,7 @@ def run_training(
         init=init,
         resume=resume,
         max_seconds=max_seconds,
-        run_name=run_name or _default_run_name(checkpoint_path, resume),
+        run_name=records_name,
         preparing=_show_preparation,
     )
     # Set up first (a Ctrl-C while the data is prepared ends at once), then Ctrl-C becomes the stop button.
@@ -238,8 +257,6 @@ def _resume_command() -> str:
     return "hellogpt " + shlex.join([*arguments, "--resume"])
 
 
-def _default_run_name(checkpoint_path: Path, resume: bool) -> Optional[str]:
-    """A resumed run keeps its name (from the checkpoint); a new one gets the checkpoint name and the time."""
-    if resume:
-        return None
+def _automatic_run_name(checkpoint_path: Path) -> str:
+    """A new run without --name gets the checkpoint name and the time (a resumed one keeps its checkpoint's)."""
     return f"{checkpoint_path.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"

@@ -13,6 +13,7 @@ from hellogpt.cli.train import (
     DataOption,
     MaxTimeOption,
     NameOption,
+    OverwriteOption,
     PlainOption,
     TensorBoardOption,
     checked_run_name,
@@ -47,6 +48,7 @@ def tune_command(
     plain: PlainOption = False,
     tensorboard: TensorBoardOption = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the tuned checkpoint where it stopped.")] = False,
+    overwrite: OverwriteOption = False,
     lora: Annotated[
         bool,
         typer.Option(
@@ -63,6 +65,7 @@ def tune_command(
     [dim]Examples: hellogpt tune --from edgar_poe.pt --profile poems | hellogpt tune --from gpt2 --profile gpt2-tune |
     hellogpt tune --from gpt2-xl --profile gpt2-tune --lora --set train.activation_checkpointing=true[/]
     """
+    from hellogpt.train.claim import claimed_checkpoint
     from hellogpt.train.dataset import resolve_data_dir
     from hellogpt.train.tune import existing_checkpoint, load_tuning_source, tune_defaults, tuned_checkpoint_path
 
@@ -76,19 +79,21 @@ def tune_command(
     max_seconds = parse_duration(max_time) if max_time else None
     data_dir = resolve_data_dir(resolved.config.data, data)
     out_dir = Path(resolved.config.train.out_dir)
-    if resume:
-        init, source_path = None, existing_checkpoint(source, out_dir)
-    else:
-        init, source_path = load_tuning_source(source, out_dir, resolved.config)
-    checkpoint_path = tuned_checkpoint_path(resolved, source, source_path, checkpoint or checked_run_name(name))
-    run_training(
-        resolved,
-        data_dir,
-        checkpoint_path,
-        init=init,
-        resume=resume,
-        max_seconds=max_seconds,
-        run_name=name,
-        plain=plain,
-        tensorboard=tensorboard,
+    checkpoint_path = tuned_checkpoint_path(
+        resolved, source, existing_checkpoint(source, out_dir), checkpoint or checked_run_name(name)
     )
+    # Claimed before the source weights are loaded (or downloaded): a refusal costs nothing.
+    with claimed_checkpoint(checkpoint_path, resume=resume, overwrite=overwrite):
+        init = None if resume else load_tuning_source(source, out_dir, resolved.config)[0]
+        run_training(
+            resolved,
+            data_dir,
+            checkpoint_path,
+            init=init,
+            resume=resume,
+            overwrite=overwrite,
+            max_seconds=max_seconds,
+            run_name=name,
+            plain=plain,
+            tensorboard=tensorboard,
+        )

@@ -1,8 +1,10 @@
 """Run records: `<train.runs_dir>/<run_name>/` with config.yaml, metrics.jsonl and the loss plot.
 
 metrics.jsonl is written line by line and flushed, so a crash keeps every metric
-so far. A fresh run (start_step 0) starts the file anew; a resumed run appends to
-it, so the loss images, drawn at the end from the file, show the whole curve.
+so far. A fresh run (start_step 0) starts the file anew (its name was chosen by
+`run_name_for_records`, which never gives it another run's records unless --overwrite
+said so); a resumed run appends to it, so the loss images, drawn at the end from the
+file, show the whole curve.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ PNG_FILE = "loss.png"
 DEFAULT_RUNS_DIR = "runs"
 # What a failed write of a run record suggests besides freeing space.
 RECORDS_ELSEWHERE = "set train.runs_dir to another folder"
+# An automatic run name that is taken gets -2, -3, ... up to this many tries.
+MAX_RUN_NAME_SUFFIX = 1000
 
 EVENT_KINDS: dict[type, str] = {
     RunStarted: "run_started",
@@ -107,6 +111,36 @@ class RunRecorder:
             self._metrics = files.open_for_writing(self.run_dir / METRICS_FILE, mode, encoding="utf-8")
         except OSError as error:
             raise files.write_error(error, self.run_dir / METRICS_FILE, RECORDS_ELSEWHERE) from None
+
+
+def run_name_for_records(
+    runs_dir: Path, name: Optional[str], automatic_name: str, *, resume: bool, overwrite: bool
+) -> Optional[str]:
+    """The run's name, whose folder under `runs_dir` gets its records; None lets a resumed run keep its own.
+
+    A resumed run appends to its records and --overwrite replaces them; a new run never truncates another's: a
+    name given with --name whose folder has records is refused, an automatic one that is taken gets a suffix."""
+    if resume:
+        return name
+    if name is None:
+        return _unused_run_name(Path(runs_dir), automatic_name)
+    records = Path(runs_dir) / name / METRICS_FILE
+    if records.exists() and not overwrite:
+        raise UserError(
+            f"{records} holds the records of an earlier run named {name!r}: give this run another --name, "
+            "or replace them with --overwrite"
+        )
+    return name
+
+
+def _unused_run_name(runs_dir: Path, name: str) -> str:
+    """`name`, or `name-2`, `name-3`, ... : the first whose folder holds no records."""
+    candidate = name
+    for suffix in range(2, MAX_RUN_NAME_SUFFIX):
+        if not (runs_dir / candidate / METRICS_FILE).exists():
+            return candidate
+        candidate = f"{name}-{suffix}"
+    raise UserError(f"{runs_dir} holds runs {name} to {candidate}: give this run a --name")
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

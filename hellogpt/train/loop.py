@@ -140,7 +140,9 @@ class _Loop:
         self.parts, self.config, self.context = parts, config, parts.context
         self.progress = parts.progress
         self.stop_requested = stop_requested
-        self.layout = CheckpointLayout(checkpoint_path, config.train.always_save_checkpoint)
+        self.layout = CheckpointLayout(
+            checkpoint_path, config.train.always_save_checkpoint, has_saved=self.progress.last_checkpoint_step is not None
+        )
         self.step = UpdateStep(
             model=parts.model,
             forward_model=parts.forward_model,

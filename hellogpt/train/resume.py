@@ -51,13 +51,18 @@ class RunProgress:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class CheckpointLayout:
     """A new best goes to the checkpoint path; so does every save with always_save_checkpoint. Otherwise the
-    latest state goes beside it (NAME.latest.pt), so the best model is never overwritten."""
+    latest state goes beside it (NAME.latest.pt), so the best model is never overwritten.
+
+    `has_saved` is False for a run that has not saved yet (a new one): the files at its paths then belong to an
+    earlier run (replaced with --overwrite), and its first save removes the one it does not write, so that an old
+    NAME.pt or NAME.latest.pt is never taken for this run's state by --resume, chat or info."""
 
     checkpoint_path: Path
     always_save: bool
+    has_saved: bool = True
 
     @property
     def latest_path(self) -> Path:
@@ -72,6 +77,9 @@ class CheckpointLayout:
         save_checkpoint(path, checkpoint)
         if path == self.checkpoint_path:
             self.latest_path.unlink(missing_ok=True)
+        elif not self.has_saved:
+            self.checkpoint_path.unlink(missing_ok=True)
+        self.has_saved = True
         return path
 
 

@@ -157,7 +157,7 @@ def test_a_checkpoint_save_on_a_full_disk_is_one_line_and_keeps_the_old_checkpoi
 ) -> None:
     before = snapshot(tmp_path / "checkpoints")
     fill_disk(after_bytes=1_000, only=_is_checkpoint_temp)
-    result = invoke(*trained_once)
+    result = invoke(*trained_once, "--overwrite")
     assert_one_error_line(result, "no space left on device writing checkpoints/tiny", "MB free on /")
     assert snapshot(tmp_path / "checkpoints") == before
 
@@ -166,7 +166,7 @@ def test_run_records_on_a_full_disk_are_one_line_naming_metrics(
     tmp_path: Path, trained_once: list[str], fill_disk: FillDisk
 ) -> None:
     fill_disk(after_bytes=200, only=lambda path: path.name == "metrics.jsonl")
-    result = invoke(*trained_once)
+    result = invoke(*trained_once, "--overwrite")
     assert_one_error_line(result, "no space left on device writing runs/", "metrics.jsonl", "train.runs_dir")
 
 

@@ -66,7 +66,9 @@ def test_a_missing_base_is_one_line_naming_it(command: tuple[str, ...], lora_wit
 
 def test_a_changed_base_is_one_line_naming_it(workdir: Path) -> None:
     assert lora_tune().exit_code == 0
-    retrained = invoke("train", "--data", "data/tiny", "--checkpoint", "tiny.pt", "--plain", *sets("train.seed=9"))
+    retrained = invoke(
+        "train", "--data", "data/tiny", "--checkpoint", "tiny.pt", "--plain", "--overwrite", *sets("train.seed=9")
+    )
     assert retrained.exit_code == 0, retrained.output
     result = invoke("chat", "-k", "checkpoints/tiny_lora.pt", "--prompt", "To be")
     assert_one_line_error(result, "tiny.pt has changed since the adapters were tuned on it", "--lora")
