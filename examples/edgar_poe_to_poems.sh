@@ -6,7 +6,8 @@
 #   examples/edgar_poe_to_poems.sh
 #   TRAIN_TIME=30m TUNE_TIME=10m examples/edgar_poe_to_poems.sh     # cap each stage on a CPU
 #
-# Ctrl-C during a stage saves its checkpoint; run the same `hellogpt train ... --resume` to continue.
+# Ctrl-C during a stage saves its checkpoint; run the same `hellogpt train ... --resume` to continue. A second
+# run of this script stops at the first stage whose checkpoint exists (nothing is replaced without --overwrite).
 set -euo pipefail
 
 TRAIN_TIME=${TRAIN_TIME:-}
