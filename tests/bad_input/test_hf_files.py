@@ -7,8 +7,11 @@ folder whose config.json asks for its own Python code (`auto_map`) is refused be
 from __future__ import annotations
 
 import json
+import os
 import random
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -182,3 +185,27 @@ def test_a_folder_that_ships_its_own_code_is_refused_in_one_line(command: tuple[
     assert_one_line_error(result, str(model_folder), "auto_map", "never runs")
     assert files_under(model_folder.parent) == before
     assert not (model_folder.parent / "code-ran").exists()
+
+
+@pytest.mark.slow
+def test_a_hub_model_that_ships_its_own_code_is_refused_in_one_line(hf_folder: Path, tmp_path: Path) -> None:
+    """The same refusal for a hub id (here from the HF_HOME cache, offline), before transformers reads the config."""
+    snapshot = tmp_path / "hf_home" / "hub" / "models--someone--tiny-gpt2" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    for path in hf_folder.iterdir():
+        (snapshot / path.name).write_bytes(path.read_bytes())
+    add_auto_map(snapshot)
+    before = files_under(tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "NO_COLOR": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "hellogpt", "chat", "--from", "someone/tiny-gpt2", "--prompt", "a"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "'someone/tiny-gpt2' ships its own Python code" in lines[0] and "auto_map" in lines[0], lines[0]
+    assert files_under(tmp_path) == before
+    assert not (snapshot.parent / "code-ran").exists()
