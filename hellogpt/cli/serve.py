@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
 import typer
@@ -27,8 +28,11 @@ from hellogpt.cli.model_source import (
 )
 from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
 from hellogpt.errors import UserError
+from hellogpt.serve.limits import ServeLimits
 
 API_KEY_ENV = "HELLOGPT_API_KEY"
+# Exit status when the generation thread failed and the server stopped (a bug or the machine, not the user).
+GENERATION_FAILED_EXIT = 1
 GIL_SWITCH_SECONDS = 0.0005
 
 
@@ -49,6 +53,31 @@ def serve(
     max_batch: Annotated[
         int, typer.Option("--max-batch", min=1, max=256, help="Requests decoded together; more wait for a free slot.")
     ] = 8,
+    max_waiting: Annotated[
+        int, typer.Option("--max-waiting", min=0, help="Requests that may wait for a slot; more get 429 with Retry-After.")
+    ] = ServeLimits.max_waiting,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1, help="Largest request body (4 MiB); larger ones get 413 unread.")
+    ] = ServeLimits.max_body_bytes,
+    max_prompt_chars: Annotated[
+        int, typer.Option("--max-prompt-chars", min=1, help="Longest prompt or conversation, in characters, before tokenising.")
+    ] = ServeLimits.max_prompt_chars,
+    max_messages: Annotated[
+        int, typer.Option("--max-messages", min=1, help="Most messages in one chat request.")
+    ] = ServeLimits.max_messages,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", min=1, help="Open connections and requests in flight; beyond, 503.")
+    ] = ServeLimits.max_connections,
+    keep_alive_timeout: Annotated[
+        float, typer.Option("--keep-alive-timeout", min=0.1, help="Seconds an idle kept-alive connection stays open.")
+    ] = ServeLimits.keep_alive_seconds,
+    read_timeout: Annotated[
+        float, typer.Option("--read-timeout", min=0.1, help="Seconds a request's headers, then its body, may take to arrive.")
+    ] = ServeLimits.read_timeout_seconds,
+    allow_origin: Annotated[
+        Optional[list[str]],
+        typer.Option("--allow-origin", help="Let browser pages from ORIGIN (e.g. http://localhost:3000, or *) call the API; repeatable."),
+    ] = None,
     device: DeviceOption = None,
     quantize: QuantizeOption = None,
     profile: ProfileOption = None,
@@ -80,7 +109,22 @@ def serve(
             f"warning: listening on {host} without --api-key: anyone who can reach this machine can use the model",
             fg="yellow", err=True,
         )
-    _serve(loaded, model, run_config, sock, api_key, max_batch, decode_threads)
+    limits = ServeLimits(
+        max_body_bytes=max_body_bytes, max_prompt_chars=max_prompt_chars, max_messages=max_messages,
+        max_waiting=max_waiting, max_connections=max_connections, keep_alive_seconds=keep_alive_timeout,
+        read_timeout_seconds=read_timeout,
+    )
+    access = _Access(api_key, is_loopback(host), tuple(allow_origin or ()))
+    _serve(loaded, model, run_config, sock, access, limits, max_batch, decode_threads)
+
+
+@dataclass(frozen=True)
+class _Access:
+    """Who may call the server: the key it asks for, whether it listens on loopback, the browser origins let in."""
+
+    api_key: Optional[str]
+    loopback: bool
+    allowed_origins: tuple[str, ...]
 
 
 def _check_server_packages() -> None:
@@ -92,12 +136,13 @@ def _check_server_packages() -> None:
 
 
 def _serve(
-    loaded: LoadedModel, model: Any, run_config: Any, sock: Any, api_key: Optional[str], max_batch: int, decode_threads: int
+    loaded: LoadedModel, model: Any, run_config: Any, sock: Any, access: _Access, limits: ServeLimits, max_batch: int,
+    decode_threads: int,
 ) -> None:
     from hellogpt.formatting import format_count
     from hellogpt.serve.app import ServedModel, create_app
     from hellogpt.serve.batching import Scheduler
-    from hellogpt.serve.server import run_server, socket_url
+    from hellogpt.serve.server import build_server, socket_url
 
     weight = model.transformer.wte.weight
     device_text = f"{weight.device} {'int8 weights' if run_config.system.quantize == 'int8' else str(weight.dtype).removeprefix('torch.')}"
@@ -113,8 +158,11 @@ def _serve(
     # first token and every chunk of text would wait that long.
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    scheduler = Scheduler(model, loaded.tokenizer, max_batch, threads=decode_threads)
-    app = create_app(scheduler, loaded.tokenizer, served, run_config.sample, api_key)
+    api_key = access.api_key
+    scheduler = Scheduler(model, loaded.tokenizer, max_batch, threads=decode_threads, max_waiting=limits.max_waiting)
+    app = create_app(
+        scheduler, loaded.tokenizer, served, run_config.sample, api_key, limits, access.loopback, access.allowed_origins
+    )
     try:
         scheduler.start()
     except BaseException:
@@ -134,10 +182,15 @@ def _serve(
         typer.echo(f"  OpenAI API  {url}v1  (model {served.id!r}{', API key required' if api_key else ''})")
         typer.echo("Ctrl-C stops.")
 
+    server = build_server(app, on_stop=scheduler.request_stop, on_ready=announce, limits=limits)
+    scheduler.on_failure = lambda: setattr(server, "should_exit", True)
     try:
-        run_server(app, sock, on_stop=scheduler.request_stop, on_ready=announce)
+        server.run(sockets=[sock])
     finally:
         scheduler.stop(timeout=10)
         sock.close()
         sys.setswitchinterval(switch_interval)
+    if scheduler.failure:
+        typer.secho(f"error: {scheduler.failure}: every request was ended and the server stopped", fg="red", err=True)
+        raise typer.Exit(GENERATION_FAILED_EXIT)
     typer.echo("stopped")

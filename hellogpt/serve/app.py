@@ -4,6 +4,8 @@ Every failure a client can cause is an OpenAI-shaped 4xx (`{"error": {"message",
 the handlers only validate, tokenize, submit to the scheduler and relay its events, plain or as
 server-sent events. A prompt longer than the model's context keeps its most recent tokens (the sliding
 window of `chat`), and the response says how many were dropped in the `X-Prompt-Tokens-Dropped` header.
+The bounds of `limits.ServeLimits` are enforced here (prompt characters, messages, the queue) and by the ASGI
+layers of `guards` (body size and read time, Host and Origin); `/health` is 503 once the generation thread is gone.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hellogpt.config.schema import SampleConfig
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
-from hellogpt.serve.batching import Failed, Finished, SamplingSettings, Scheduler, SequenceHandle, TextPiece
+from hellogpt.serve.batching import Failed, Finished, QueueFull, SamplingSettings, Scheduler, SequenceHandle, TextPiece
+from hellogpt.serve.guards import BodyLimit, LocalOnly
+from hellogpt.serve.limits import RETRY_AFTER_SECONDS, ServeLimits
 from hellogpt.serve.protocol import (
     ChatCompletionRequest,
     ChatReply,
@@ -67,25 +71,40 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        if self.status == 429:
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         body = error_body(self.message, self.error_type, self.code, self.param)
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
 def create_app(
-    scheduler: Scheduler, tokenizer: Tokenizer, served: ServedModel, defaults: SampleConfig, api_key: Optional[str] = None
+    scheduler: Scheduler, tokenizer: Tokenizer, served: ServedModel, defaults: SampleConfig, api_key: Optional[str] = None,
+    limits: ServeLimits = ServeLimits(), loopback: bool = True, allowed_origins: tuple[str, ...] = (),
 ) -> FastAPI:
-    """The whole HTTP surface around a running `scheduler`; `api_key` (when set) guards /v1."""
+    """The whole HTTP surface around a running `scheduler`; `api_key` (when set) guards /v1. Without a key, only
+    this machine's own pages may call it (`loopback`: the server listens on a loopback address), but for
+    `allowed_origins`."""
     app = FastAPI(title="hellogpt", docs_url=None, redoc_url=None, openapi_url=None)
     page = resources.files("hellogpt.serve").joinpath(PAGE_FILE).read_text(encoding="utf-8")
     _add_error_handlers(app)
+    # The last added runs first: Host and Origin are checked before a byte of the body is read.
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, read_seconds=limits.read_timeout_seconds)
+    keyless = api_key is None
+    app.add_middleware(
+        LocalOnly, check_host=keyless and loopback, check_origin=keyless, allowed_origins=allowed_origins
+    )
 
     @app.get("/", include_in_schema=False)
     async def chat_page() -> HTMLResponse:
         return HTMLResponse(page)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": served.id, **scheduler.load}
+    async def health() -> JSONResponse:
+        status = "failed" if scheduler.failure else "ok" if scheduler.alive else "stopping"
+        body = {"status": status, "model": served.id, **scheduler.load}
+        if scheduler.failure:
+            body["error"] = scheduler.failure
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     api = APIRouter(prefix="/v1", dependencies=[Depends(_key_checker(api_key))])
 
@@ -102,6 +121,7 @@ def create_app(
     async def completions(request: Request) -> Response:
         body = _parse(CompletionRequest, await request.body())
         _check_model(body.model, served)
+        _check_length(body.prompt, "prompt", limits)
         prompt_ids = await _encode(tokenizer, body.prompt, "prompt")
         return await _answer(request, scheduler, prompt_ids, body.sampling(defaults), body, CompletionReply(served.id), served)
 
@@ -109,7 +129,13 @@ def create_app(
     async def chat_completions(request: Request) -> Response:
         body = _parse(ChatCompletionRequest, await request.body())
         _check_model(body.model, served)
+        if len(body.messages) > limits.max_messages:
+            raise ApiError(
+                400, f"messages: {len(body.messages)} messages; this server takes at most {limits.max_messages} "
+                "(--max-messages)", code="too_many_messages", param="messages",
+            )
         prompt = render_transcript([(message.role, message.text()) for message in body.messages])
+        _check_length(prompt, "messages", limits)
         prompt_ids = await _encode(tokenizer, prompt, "messages")
         settings = body.sampling(defaults, extra_stops=TRANSCRIPT_STOPS)
         return await _answer(request, scheduler, prompt_ids, settings, body, ChatReply(served.id), served)
@@ -127,6 +153,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if error.status_code == 404 else None
         return ApiError(error.status_code, str(error.detail), code=code).response()
+
+    @app.exception_handler(Exception)
+    async def bug(_: Request, error: Exception) -> JSONResponse:  # a bug: the client still gets OpenAI's shape
+        return ApiError(500, f"the server failed ({type(error).__name__})", "server_error", code="server_error").response()
 
 
 def _key_checker(api_key: Optional[str]):
@@ -175,6 +205,15 @@ def _check_model(model_id: Optional[str], served: ServedModel) -> None:
         )
 
 
+def _check_length(text: str, field_name: str, limits: ServeLimits) -> None:
+    """A prompt over the character limit is refused before it is tokenised (only its end would be used)."""
+    if len(text) > limits.max_prompt_chars:
+        raise ApiError(
+            400, f"{field_name}: the prompt is {len(text)} characters; this server takes at most "
+            f"{limits.max_prompt_chars} (--max-prompt-chars)", code="prompt_too_long", param=field_name,
+        )
+
+
 def _model_object(served: ServedModel) -> dict[str, Any]:
     return {"id": served.id, "object": "model", "created": served.created, "owned_by": "hellogpt", **served.facts}
 
@@ -202,6 +241,8 @@ async def _answer(
         handle = scheduler.submit(prompt_ids, settings)
     except UserError as error:
         raise ApiError(503, str(error), "server_error", code="server_shutdown") from None
+    except QueueFull as error:
+        raise ApiError(429, f"the server is busy: {error}; try again shortly", "server_error", code="queue_full") from None
     dropped = max(0, len(prompt_ids) - served.block_size)
     headers = {DROPPED_TOKENS_HEADER: str(dropped)} if dropped else {}
     if body.stream:

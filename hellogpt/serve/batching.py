@@ -6,6 +6,10 @@ each at its own position, with its own sampling settings, seed and stop conditio
 cancelled sequence leaves its slot at the next step. Requests live on the asyncio side: `submit`
 returns a `SequenceHandle` whose `events()` yield text pieces and then how the sequence ended.
 
+A failure while decoding one sequence (its prefill, its sampling, or a batched step it was in) fails that sequence
+alone; a failure anywhere else (admission, delivery) fails every request, marks the scheduler failed (`failure`)
+and calls `on_failure`, so that the server stops instead of answering requests nobody will decode.
+
 A sequence's numbers do not depend on its neighbours, so greedy decoding gives the same text alone or
 beside others: each row attends over its own positions (padded to a bucket and masked, the same alone or in a
 group of rows), and the matrix products compute each row alike whatever the batch:
@@ -16,12 +20,13 @@ kernel), and steps with fewer live sequences are padded up to it with idle slots
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
@@ -83,17 +88,26 @@ class Failed:
 Event = Union[TextPiece, Finished, Failed]
 
 
+class QueueFull(Exception):
+    """Every slot is busy and `max_waiting` requests already wait: the client should try again later."""
+
+
 class SequenceHandle:
     """The request's side of a sequence: its events as they come, and a way to give up on it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, withdraw: Callable[[SequenceHandle], None] = lambda handle: None
+    ) -> None:
         self.loop = loop
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._withdraw = withdraw
         self.cancelled = False
 
     def cancel(self) -> None:
-        """Leave the batch at the next step (the client went away, or a stop string was found elsewhere)."""
-        self.cancelled = True
+        """Leave the batch at the next step, or the queue at once (the client went away); call from `loop`."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._withdraw(self)
 
     async def events(self) -> AsyncIterator[Event]:
         """Text pieces, then one `Finished` or `Failed`. Pieces that arrived while the reader was busy come as one,
@@ -136,14 +150,23 @@ class _Sequence:
 class Scheduler:
     """Owns the model on one thread and decodes every admitted sequence together, step by step."""
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer, max_batch: int, threads: Optional[int] = None) -> None:
+    def __init__(
+        self, model: GPT, tokenizer: Tokenizer, max_batch: int, threads: Optional[int] = None,
+        max_waiting: Optional[int] = None,
+    ) -> None:
         """`threads`: the intra-op threads to choose from for decoding (timed on this thread's first steps, as
-        `chat` does); None keeps torch's setting as it is."""
+        `chat` does); None keeps torch's setting as it is. `max_waiting`: requests that may wait for a slot (None:
+        any number)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        # Set when the generation thread failed outside a sequence's decoding and ended every request.
+        self.failure: Optional[str] = None
+        # Called (on the generation thread) after such a failure: the server stops.
+        self.on_failure: Callable[[], None] = lambda: None
         self._threads = threads
         self._decoding = DecodingModel(model)
         # Set on the generation thread as it starts (see `_set_up`), before `start` returns.
@@ -195,6 +218,11 @@ class Scheduler:
             self._thread.join(timeout)
 
     @property
+    def alive(self) -> bool:
+        """Whether the generation thread runs and takes requests."""
+        return self._thread.is_alive() and self.failure is None and not self._stopping
+
+    @property
     def load(self) -> dict[str, int]:
         """How busy the scheduler is: sequences decoding and sequences waiting for a slot."""
         return {"active": len(self._active), "waiting": len(self._waiting), "max_batch": self.max_batch}
@@ -203,9 +231,11 @@ class Scheduler:
         """Queue a sequence; call from the event loop that will read its events."""
         if not prompt_ids:
             raise ValueError("the prompt is empty: give at least one token")
-        if self._stopping or not self._thread.is_alive():
+        if self._stopping or not self._thread.is_alive() or self.failure is not None:
             raise UserError("the server is shutting down")
-        handle = SequenceHandle(asyncio.get_running_loop())
+        if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
+            raise QueueFull(f"{len(self._waiting)} requests already wait for a slot (--max-waiting {self.max_waiting})")
+        handle = SequenceHandle(asyncio.get_running_loop(), self._withdraw)
         seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**63)
         sequence = _Sequence(
             handle=handle, settings=settings, prompt_tokens=len(prompt_ids),
@@ -217,6 +247,15 @@ class Scheduler:
             self._wake.notify()
         return handle
 
+    def _withdraw(self, handle: SequenceHandle) -> None:
+        """A cancelled request still waiting for a slot leaves the queue now and ends (on the event loop's thread)."""
+        with self._wake:
+            waiting = next((sequence for sequence in self._waiting if sequence.handle is handle), None)
+            if waiting is not None:
+                self._waiting.remove(waiting)
+        if waiting is not None:
+            handle._put(Finished("stop", waiting.prompt_tokens, 0))
+
     def _run(self) -> None:
         try:
             self._set_up()
@@ -225,32 +264,42 @@ class Scheduler:
             return
         finally:
             self._ready.set()
-        while not self._stopping:
-            with self._wake:
-                if not self._waiting and not self._active:
-                    self._wake.wait(IDLE_POLL_SECONDS)
-                    continue
-                arrivals = self._take_arrivals() if self._waiting else []
-            try:
-                self._step(arrivals)
-            except Exception as error:  # a failed forward pass ends the sequences in it, never the server
-                for sequence in [*arrivals, *self._active.values()]:
-                    sequence.outcome = sequence.outcome or Failed(_describe(error), "server_error")
-            self._deliver([*arrivals, *self._active.values()])
-            self._release_finished()
-        self._shut_down()
+        try:
+            while not self._stopping:
+                self._serve_once()
+        except Exception as error:  # outside any one sequence: nothing here can be trusted to go on
+            self.failure = _describe(error, "the generation thread failed")
+            self._shut_down(Failed(self.failure, "server_error"))
+            self.on_failure()
+            return
+        self._shut_down(Failed("the server is shutting down", "server_shutdown"))
 
-    def _take_arrivals(self) -> list[_Sequence]:
-        """Waiting sequences that get a free slot now (cancelled ones are dropped); call holding the lock."""
+    def _serve_once(self) -> None:
+        """Admit what fits, decode one step, hand out the text, free the finished slots."""
+        with self._wake:
+            if not self._waiting and not self._active:
+                self._wake.wait(IDLE_POLL_SECONDS)
+                return
+            arrivals, dropped = self._take_arrivals() if self._waiting else ([], [])
+        self._step(arrivals)
+        self._deliver([*dropped, *arrivals, *self._active.values()])
+        self._release_finished()
+
+    def _take_arrivals(self) -> tuple[list[_Sequence], list[_Sequence]]:
+        """Waiting sequences that get a free slot now, and cancelled ones met on the way (they end without a slot);
+        call holding the lock."""
         free = [slot for slot in range(self.max_batch) if slot not in self._active]
         arrivals: list[_Sequence] = []
+        dropped: list[_Sequence] = []
         while self._waiting and len(arrivals) < len(free):
             sequence = self._waiting.popleft()
             if sequence.handle.cancelled:
+                sequence.outcome = Finished("stop", sequence.prompt_tokens, 0)
+                dropped.append(sequence)
                 continue
             sequence.slot = free[len(arrivals)]
             arrivals.append(sequence)
-        return arrivals
+        return arrivals, dropped
 
     def _step(self, arrivals: list[_Sequence]) -> None:
         """One new token for every live sequence: new ones from their prefill, the rest from one batched step."""
@@ -259,7 +308,7 @@ class Scheduler:
                 sequence.outcome = sequence.outcome or Finished("stop", sequence.prompt_tokens, sequence.produced)
         for sequence in arrivals:
             self._active[sequence.slot] = sequence
-            self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
+            self._prefill(sequence)
         decoding = {
             slot: sequence for slot, sequence in self._active.items()
             if sequence.outcome is None and sequence not in arrivals
@@ -268,22 +317,36 @@ class Scheduler:
         for sequence in full:  # the window slides: the most recent tokens are prefilled again, as in chat
             del decoding[sequence.slot]
             sequence.context = sequence.context[-self._keep :]
-            self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
+            self._prefill(sequence)
         if decoding:
             tokens = {slot: sequence.context[-1] for slot, sequence in decoding.items()}
             rows = step_rows(list(tokens), self.max_batch, self.layout)
-            logits = decode_step(
-                self._decoding, self._cache, tokens, rows=rows, chunk=self.layout.chunk, attention_bucket=ATTENTION_BUCKET
-            )
+            try:
+                logits = decode_step(
+                    self._decoding, self._cache, tokens, rows=rows, chunk=self.layout.chunk,
+                    attention_bucket=ATTENTION_BUCKET,
+                )
+            except Exception:  # which sequence failed it is unknown: each goes on from a prefill of its own
+                for sequence in decoding.values():
+                    self._prefill(sequence)
+                return
             greedy = [slot for slot, sequence in decoding.items() if sequence.settings.temperature == 0]
             for slot, token in zip(greedy, self._argmax_tokens([logits[slot] for slot in greedy])):
-                if token is None:  # scores that are not finite: the sampler words the failure
-                    self._sample(decoding[slot], logits[slot])
-                else:
-                    self._append_token(decoding[slot], token)
+                with _failing_alone(decoding[slot]):
+                    if token is None:  # scores that are not finite: the sampler words the failure
+                        self._sample(decoding[slot], logits[slot])
+                    else:
+                        self._append_token(decoding[slot], token)
             for slot, sequence in decoding.items():
                 if sequence.settings.temperature != 0:
-                    self._sample(sequence, logits[slot])
+                    with _failing_alone(sequence):
+                        self._sample(sequence, logits[slot])
+
+    def _prefill(self, sequence: _Sequence) -> None:
+        """Fill the sequence's slot with its context and draw its next token; a failure (out of memory on a long
+        prompt, say) ends this sequence alone."""
+        with _failing_alone(sequence):
+            self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
 
     def _argmax_tokens(self, rows: list[torch.Tensor]) -> list[Optional[int]]:
         """Greedy picks for several rows at once (one reduction, one read); None for a row that is not finite."""
@@ -358,15 +421,20 @@ class Scheduler:
         for slot in [slot for slot, sequence in self._active.items() if sequence.outcome is not None]:
             del self._active[slot]
 
-    def _shut_down(self) -> None:
-        """Tell every sequence, running or waiting, that the server is going away."""
+    def _shut_down(self, outcome: Failed) -> None:
+        """End every sequence, running or waiting, with `outcome` (unless it had ended): the thread is leaving."""
         with self._wake:
             ending = [*self._active.values(), *self._waiting]
             self._active.clear()
             self._waiting.clear()
         for sequence in ending:
-            sequence.outcome = sequence.outcome or Failed("the server is shutting down", "server_shutdown")
-        self._deliver(ending)
+            sequence.outcome = sequence.outcome or outcome
+        try:
+            self._deliver(ending)
+        except Exception:  # delivery itself failed: the outcomes go out one by one, plainly
+            for sequence in ending:
+                with contextlib.suppress(RuntimeError):
+                    sequence.handle.loop.call_soon_threadsafe(_put_all, [(sequence.handle, sequence.outcome)])
 
 
 def _put_all(deliveries: list[tuple[SequenceHandle, Event]]) -> None:
@@ -374,6 +442,15 @@ def _put_all(deliveries: list[tuple[SequenceHandle, Event]]) -> None:
         handle._put(event)
 
 
-def _describe(error: Exception) -> str:
+@contextlib.contextmanager
+def _failing_alone(sequence: _Sequence) -> Iterator[None]:
+    """Any error in the block ends `sequence` with a `Failed` outcome; the other sequences go on."""
+    try:
+        yield
+    except Exception as error:
+        sequence.outcome = sequence.outcome or Failed(_describe(error), "server_error")
+
+
+def _describe(error: Exception, what: str = "generation failed") -> str:
     message = " ".join(str(error).split())[:300]
-    return f"generation failed ({type(error).__name__}{': ' + message if message else ''})"
+    return f"{what} ({type(error).__name__}{': ' + message if message else ''})"

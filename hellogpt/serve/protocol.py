@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hellogpt.config.schema import SampleConfig, Seed
 from hellogpt.serve.batching import Finished, SamplingSettings
+from hellogpt.serve.limits import MAX_STOP_CHARS, MAX_STOP_STRINGS
 
 # A reply may outgrow the context (the window slides, as in chat) but not without bound.
 MAX_TOKENS_LIMIT = 8192
 MAX_TEMPERATURE = 2.0
-MAX_STOP_STRINGS = 4
 
 
 class StreamOptions(BaseModel):
@@ -52,6 +52,8 @@ class _GenerationRequest(BaseModel):
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
         if any(not text for text in stops):
             raise ValueError("stop strings must not be empty")
+        if any(len(text) > MAX_STOP_CHARS for text in stops):
+            raise ValueError(f"a stop string may be at most {MAX_STOP_CHARS} characters long")
         return stop
 
     def requested_max_tokens(self) -> Optional[int]:

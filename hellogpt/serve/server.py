@@ -2,11 +2,14 @@
 
 The socket is bound and listening before the caller announces the URL, so a client that connects at
 once waits in the backlog instead of being refused. Ctrl-C (or SIGTERM) ends every sequence in flight
-with a `server_shutdown` error event, lets the responses close, and returns: exit code 0.
+with a `server_shutdown` error event, lets the responses close, and returns: exit code 0. Connections are bounded
+(`ServeLimits.max_connections`, then 503), an idle kept-alive one closes after `keep_alive_seconds`, and one whose
+request headers take longer than `read_timeout_seconds` is closed (uvicorn times only idle connections).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import ipaddress
@@ -18,8 +21,10 @@ from types import FrameType
 from typing import Any, Callable, Optional
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from hellogpt.errors import UserError
+from hellogpt.serve.limits import ServeLimits
 
 LISTEN_BACKLOG = 128
 # Responses still open this long after Ctrl-C are closed anyway.
@@ -64,25 +69,55 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(
-    app: Any, sock: socket.socket, on_stop: Callable[[], None], on_ready: Callable[[], None] = lambda: None
-) -> None:
-    """Serve `app` on `sock` until Ctrl-C or SIGTERM.
+def build_server(
+    app: Any, on_stop: Callable[[], None], on_ready: Callable[[], None] = lambda: None,
+    limits: ServeLimits = ServeLimits(),
+) -> uvicorn.Server:
+    """A quiet uvicorn server for `app`; run it with `.run(sockets=[sock])`, stop it with `.should_exit = True`.
 
     `on_ready` runs once the server accepts requests and the stop signals are caught (announce the URL then);
     `on_stop` runs first thing on a stop signal (keep it lock-free).
     """
-    build_server(app, on_stop, on_ready).run(sockets=[sock])
-
-
-def build_server(
-    app: Any, on_stop: Callable[[], None], on_ready: Callable[[], None] = lambda: None
-) -> uvicorn.Server:
-    """A quiet uvicorn server for `app`; run it with `.run(sockets=[sock])`, stop it with `.should_exit = True`."""
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS
+        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        http=_with_header_deadline(limits.read_timeout_seconds), limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keep_alive_seconds,
     )
     return _StoppableServer(config, on_stop, on_ready)
+
+
+def _with_header_deadline(seconds: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose request line and headers are not in within `seconds`."""
+
+    class HeaderDeadline(H11Protocol):
+        _deadline: Optional[asyncio.TimerHandle] = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._deadline = self.loop.call_later(seconds, self._headers_too_slow)
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
+                self._deadline = self.loop.call_later(seconds, self._headers_too_slow)  # the next request begins
+            super().data_received(data)
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # its headers are in: the body's deadline is BodyLimit's
+
+        def connection_lost(self, exc: Optional[Exception]) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _headers_too_slow(self) -> None:
+            self._deadline = None
+            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
 
 
 class _StoppableServer(uvicorn.Server):

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import pytest
+import uvicorn
 
 from hellogpt.config.schema import SampleConfig
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer
 from hellogpt.model.gpt import GPT
 from hellogpt.serve.app import ServedModel, create_app
 from hellogpt.serve.batching import Scheduler
+from hellogpt.serve.limits import ServeLimits
 from hellogpt.serve.server import bind_socket, build_server, socket_url
 from tests.test_generate import make_model
 
@@ -40,6 +42,7 @@ def tiny_model(tokenizer: Tokenizer, block_size: int = 32) -> GPT:
 class LiveServer:
     url: str
     scheduler: Scheduler
+    server: uvicorn.Server
 
     @property
     def api(self) -> str:
@@ -56,15 +59,20 @@ def start_server() -> Iterator[StartServer]:
 
     def start(
         model: Optional[GPT] = None, tokenizer: Optional[Tokenizer] = None, *, max_batch: int = 8,
-        api_key: Optional[str] = None, defaults: Optional[SampleConfig] = None,
+        api_key: Optional[str] = None, defaults: Optional[SampleConfig] = None, limits: ServeLimits = ServeLimits(),
+        allowed_origins: tuple[str, ...] = (),
     ) -> LiveServer:
         tokenizer = tokenizer or char_tokenizer()
         model = model or tiny_model(tokenizer)
-        scheduler = Scheduler(model, tokenizer, max_batch)
+        scheduler = Scheduler(model, tokenizer, max_batch, max_waiting=limits.max_waiting)
         served = ServedModel(MODEL_ID, model.config.block_size, {"tokenizer": tokenizer.name})
-        app = create_app(scheduler, tokenizer, served, defaults or SampleConfig(max_new_tokens=20), api_key)
+        app = create_app(
+            scheduler, tokenizer, served, defaults or SampleConfig(max_new_tokens=20), api_key, limits,
+            allowed_origins=allowed_origins,
+        )
         sock = bind_socket("127.0.0.1", 0)
-        server = build_server(app, on_stop=scheduler.request_stop)
+        server = build_server(app, on_stop=scheduler.request_stop, limits=limits)
+        scheduler.on_failure = lambda: setattr(server, "should_exit", True)
         scheduler.start()
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
@@ -77,7 +85,7 @@ def start_server() -> Iterator[StartServer]:
             assert not thread.is_alive(), "the server thread did not stop"
 
         stops.append(stop)
-        return LiveServer(socket_url(sock), scheduler)
+        return LiveServer(socket_url(sock), scheduler, server)
 
     yield start
     for stop in reversed(stops):
