@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
+from hellogpt.cli.lost_output import surviving_lost_output
 from hellogpt.cli.signals import StopOnSignals
 from hellogpt.errors import INTERRUPTED_EXIT_CODE, USER_ERROR_EXIT_CODE, UserError, print_user_error
 from hellogpt.train.events import RunFinished, TrainingEvent
@@ -164,16 +165,21 @@ def run_training(
         run_name=records_name,
         preparing=_show_preparation,
     )
-    # Set up first (a Ctrl-C while the data is prepared ends at once), then Ctrl-C becomes the stop button.
-    with run, StopOnSignals(run.request_stop):
-        if not run.is_main:
-            _exit_as(_last_event(run.events()), checkpoint_path, show=False)
-            return
-        samples = _LastSample()
-        finished = display_training(samples.watch(run.events()), plain=True if plain else None, tensorboard=tensorboard)
-    if finished.reason in ("completed", "time_budget") and samples.text:
-        _show_sample_and_chat_command(samples.text, checkpoint_path, finished)
-    _exit_as(finished, checkpoint_path, show=True)
+    # Set up first (a Ctrl-C while the data is prepared ends at once), then Ctrl-C becomes the stop button; output
+    # to a terminal that is gone (SIGHUP from a dropped ssh session) is dropped instead of failing the save.
+    with surviving_lost_output():
+        with run, StopOnSignals(run.request_stop, second_ctrl_c_aborts=not run.is_distributed):
+            if not run.is_main:
+                # Rank 0 alone exits as the run ended; a rank that exits non-zero first makes torchrun kill it
+                # while it still shows how the run ended.
+                _run_without_showing(run.events())
+                return
+            samples = _LastSample()
+            plain_output = True if plain else None
+            finished = display_training(samples.watch(run.events()), plain=plain_output, tensorboard=tensorboard)
+        if finished.reason in ("completed", "time_budget") and samples.text:
+            _show_sample_and_chat_command(samples.text, checkpoint_path, finished)
+        _exit_as(finished, checkpoint_path)
 
 
 def parse_duration(text: str) -> float:
@@ -226,30 +232,24 @@ def _show_sample_and_chat_command(sample: str, checkpoint_path: Path, finished: 
         console.print(f"chat with it: hellogpt chat --checkpoint {shlex.quote(str(latest))}")
 
 
-def _exit_as(finished: Optional[RunFinished], checkpoint_path: Path, show: bool) -> None:
+def _exit_as(finished: RunFinished, checkpoint_path: Path) -> None:
     """Exit code by how the run ended: 130 interrupted, 2 diverged, 0 otherwise."""
-    if finished is None:
-        return
     if finished.reason == "interrupted":
-        if show:
-            saved = finished.checkpoint_paths[-1] if finished.checkpoint_paths else None
-            what = f"saved {saved}" if saved else f"nothing new to save ({checkpoint_path} is as it was)"
-            if saved or checkpoint_path.exists():
-                what += f"; continue with: {_resume_command()}"
-            sys.stderr.write(f"interrupted: {what}\n")
+        saved = finished.checkpoint_paths[-1] if finished.checkpoint_paths else None
+        what = f"saved {saved}" if saved else f"nothing new to save ({checkpoint_path} is as it was)"
+        if saved or checkpoint_path.exists():
+            what += f"; continue with: {_resume_command()}"
+        sys.stderr.write(f"interrupted: {what}\n")
         raise typer.Exit(INTERRUPTED_EXIT_CODE)
     if finished.reason == "diverged":
-        if show:
-            print_user_error(UserError(finished.message or "training diverged (NaN/inf loss)"))
+        print_user_error(UserError(finished.message or "training diverged (NaN/inf loss)"))
         raise typer.Exit(USER_ERROR_EXIT_CODE)
 
 
-def _last_event(events: Iterator[TrainingEvent]) -> Optional[RunFinished]:
-    """Run the loop on a rank that shows nothing; its last event says how it ended."""
-    finished = None
-    for event in events:
-        finished = event if isinstance(event, RunFinished) else finished
-    return finished
+def _run_without_showing(events: Iterator[TrainingEvent]) -> None:
+    """Run the loop on a rank that shows nothing."""
+    for _ in events:
+        pass
 
 
 def _resume_command() -> str:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -17,6 +18,14 @@ import torch.nn as nn
 
 from hellogpt.errors import UserError
 from hellogpt.hardware.devices import choose_device
+
+# How long a collective waits for a late rank, set explicitly (the backends' defaults differ: NCCL 10 minutes,
+# gloo 30): long enough for rank 0 to write a large checkpoint while the others wait at the next collective.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+# How long the ranks wait on the host group: for rank 0 to prepare a missing dataset (tokenising billions of tokens
+# takes hours on a few cores; prepare a larger one with `hellogpt prepare` before launching), or for the others
+# to reach the next micro-batch boundary, where they agree on stopping.
+HOST_GROUP_TIMEOUT = timedelta(hours=4)
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,8 @@ class DistributedContext:
     local_rank: int
     world_size: int
     device: torch.device
+    # A gloo group beside the training backend's: waits and stop flags on the host, never syncing a device.
+    host_group: Optional[Any] = field(default=None, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -58,8 +69,11 @@ def setup_distributed(device_setting: str) -> DistributedContext:
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+    host_group = dist.new_group(backend="gloo", timeout=HOST_GROUP_TIMEOUT)
+    return DistributedContext(
+        rank=rank, local_rank=local_rank, world_size=world_size, device=device, host_group=host_group
+    )
 
 
 def teardown_distributed(context: DistributedContext, leave_together: bool) -> None:
@@ -79,6 +93,22 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.T
     if context.is_distributed:
         dist.all_reduce(tensor)
     return tensor
+
+
+def wait_for_main_rank(context: DistributedContext) -> None:
+    """The other ranks wait (up to HOST_GROUP_TIMEOUT) while the main rank prepares what they all need."""
+    if context.is_distributed:
+        dist.barrier(group=context.host_group)
+
+
+def any_rank(flag: bool, context: DistributedContext) -> bool:
+    """True on every rank when `flag` is true on any: one all_reduce (MAX) of one integer on the host group,
+    which costs a round trip between the hosts and no device sync."""
+    if not context.is_distributed:
+        return flag
+    combined = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(combined, op=dist.ReduceOp.MAX, group=context.host_group)
+    return bool(combined.item())
 
 
 def gather_from_ranks(value: Any, context: DistributedContext) -> list[Any]:

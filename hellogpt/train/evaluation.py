@@ -42,10 +42,10 @@ class Evaluator:
     def losses(
         self, batches: int, step: int, stop_requested: Callable[[], bool]
     ) -> Generator[StepProgress, None, Optional[dict[str, float]]]:
-        """Mean loss over `batches` fixed batches per split; None when a stop arrives (single process), so that a
-        long evaluation never delays Ctrl-C."""
+        """Mean loss over `batches` fixed batches per split; None when a stop arrives, so that a long evaluation never
+        delays Ctrl-C. Ranks share the batches out in rounds of world_size and ask `stop_requested` (agreed among
+        them) before each round: the same number of times on every rank, whatever its share."""
         world_size, rank = self.context.world_size, self.context.rank
-        may_stop = not self.context.is_distributed
         losses: dict[str, float] = {}
         clock = ProgressClock()
         self.model.eval()
@@ -55,12 +55,14 @@ class Evaluator:
                 total = torch.zeros((), device=self.context.device, dtype=loss_sum_dtype(self.context.device))
                 for batch_index in range(batches):
                     windows = self.batches.windows(split, rng)
+                    if batch_index % world_size == 0:
+                        if self.context.is_main and clock.due():
+                            done = split_index * batches + batch_index
+                            yield StepProgress(step, "eval", done, 2 * batches, clock.elapsed())
+                        if stop_requested():
+                            return None
                     if batch_index % world_size != rank:
                         continue
-                    if self.context.is_main and clock.due():
-                        yield StepProgress(step, "eval", split_index * batches + batch_index, 2 * batches, clock.elapsed())
-                    if may_stop and stop_requested():
-                        return None
                     total += self._loss(windows).to(total.dtype)
                 losses[split] = float(all_reduce_sum(total, self.context)) / batches
         finally:

@@ -6,9 +6,10 @@ One run serves `train` (from scratch or `--resume`), `tune` (from given weights)
         for event in run.events():     # RunStarted, StepEvent, ..., and RunFinished last
             ...                        # whoever owns the signals calls run.request_stop() on Ctrl-C
 
-Checkpoints are written at evaluation time; a stop request finishes or drops the step in flight and saves;
-a NaN/inf loss stops before the bad update is applied. Leaving the `with` block tears down (on torchrun, all
-ranks leave together after a finished run), so nobody has to read past RunFinished.
+Checkpoints are written at evaluation time; a stop request drops the step in flight (or abandons the evaluation)
+at the next micro-batch boundary and saves, all torchrun ranks at the same boundary (`stopping.py`); a NaN/inf
+loss stops before the bad update is applied. Leaving the `with` block tears down (on torchrun, all ranks leave
+together after a finished run), so nobody has to read past RunFinished.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from hellogpt.train.resume import CheckpointLayout
 from hellogpt.train.schedule import learning_rate_at
 from hellogpt.train.setup import Preparing, RunParts, build_run, prepare_quietly
 from hellogpt.train.step import INTERRUPTED, TIME_BUDGET, UpdateStep
+from hellogpt.train.stopping import AgreedStop
 
 
 class TrainingRun:
@@ -90,19 +92,25 @@ class TrainingRun:
         except BaseException:
             self.close()
             raise
-        self._loop = _Loop(parts, self._checkpoint_path, self._stop.is_set)
+        self._loop = _Loop(parts, self._checkpoint_path, AgreedStop(self._stop.is_set, self._context))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def request_stop(self) -> None:
-        """Stop after the step in flight (a single process drops a half-done one) and save; safe from a signal handler."""
+        """Drop the step in flight at its next micro-batch boundary (under torchrun, where all ranks agree) and save;
+        safe from a signal handler."""
         self._stop.set()
 
     @property
     def stop_requested(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def is_distributed(self) -> bool:
+        """Whether this process is one rank of several (it must never leave the run alone); known once entered."""
+        return self._context is not None and self._context.is_distributed
 
     @property
     def is_main(self) -> bool:
@@ -177,7 +185,7 @@ class _Loop:
         while reason == "completed" and progress.step < max_iters:
             step_started = time.perf_counter()
             outcome = yield from self.step.run(progress.step, self.stop_requested, self.budget, self._closing_seconds)
-            if outcome.dropped is not None:  # a single process, between micro-batches
+            if outcome.dropped is not None:  # between micro-batches (a stop on every rank, the budget in a single process)
                 self.step.drop()
                 reason = INTERRUPTED if outcome.dropped == INTERRUPTED else TIME_BUDGET
                 break
@@ -225,6 +233,8 @@ class _Loop:
         check_replicas_agree(self.parts.model, self.context, progress.step)
         wall = self.budget.elapsed()
         tokens = (progress.step - start_step) * self.parts.tokens_per_step
+        if message is None and is_main:  # the other ranks know that a save happened, not where it went
+            message = finish_message(reason, progress, self.layout.checkpoint_path, self.layout.latest_path)
         yield RunFinished(
             step=progress.step,
             reason=reason,
@@ -233,7 +243,7 @@ class _Loop:
             tokens_seen=progress.step * self.parts.tokens_per_step,
             tokens_per_second=tokens / wall if wall > 0 else 0.0,
             checkpoint_paths=tuple(dict.fromkeys(progress.checkpoint_paths)),
-            message=message or finish_message(reason, progress, self.layout.checkpoint_path, self.layout.latest_path),
+            message=message,
         )
 
     # ------------------------------------------------------------ evaluation and checkpoints
@@ -274,10 +284,11 @@ class _Loop:
         """Write a checkpoint (main rank); every rank contributes its sampler and RNG states first."""
         saved_started = time.perf_counter()
         rank_states = gather_from_ranks(self.step.states_to_save(), self.context)
+        # On every rank: whether a stop still has to save is decided alike on all of them (the save is collective).
+        self.progress.last_checkpoint_step = self.progress.step
         if not self.context.is_main:
             return
         path = self.layout.write(reason, self._checkpoint([sampler for sampler, _ in rank_states], [rng for _, rng in rank_states]))
-        self.progress.last_checkpoint_step = self.progress.step
         self.progress.checkpoint_paths.append(str(path))
         self.budget.save_seconds = time.perf_counter() - saved_started
         yield CheckpointEvent(step=self.progress.step, path=str(path), reason=reason)

@@ -13,7 +13,6 @@ from typing import Any, Callable, ContextManager, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -34,7 +33,7 @@ from hellogpt.train.checkpoint import (
     strip_wrapper_prefixes,
 )
 from hellogpt.train.dataset import dataset_exists, missing_dataset_message, prepare_missing_dataset
-from hellogpt.train.distributed import DistributedContext, local_accumulation_steps
+from hellogpt.train.distributed import DistributedContext, local_accumulation_steps, wait_for_main_rank
 from hellogpt.train.lora import frozen_dtype, lora_spec
 from hellogpt.train.optimizer import build_optimizer
 from hellogpt.train.resume import (
@@ -157,8 +156,7 @@ def open_training_data(data: DataConfig, context: DistributedContext, data_dir: 
     if context.is_main and not dataset_exists(data_dir) and data.source:
         with preparing(data, data_dir):
             prepare_missing_dataset(data, data_dir)
-    if context.is_distributed:
-        dist.barrier()
+    wait_for_main_rank(context)
     if not dataset_exists(data_dir):
         raise UserError(missing_dataset_message(data, data_dir))
     return open_dataset(data_dir)

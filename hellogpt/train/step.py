@@ -59,12 +59,13 @@ class UpdateStep:
     def run(
         self, step: int, stop_requested: Callable[[], bool], budget: TimeBudget, closing_seconds: Callable[[], float]
     ) -> Generator[StepProgress, None, StepOutcome]:
-        """The micro-batches of step `step + 1`, reporting progress in long ones; a single process drops the step
-        when a stop or the end of the budget arrives between micro-batches (ranks cannot leave one half-reduced)."""
+        """The micro-batches of step `step + 1`, reporting progress in long ones. A stop between micro-batches drops
+        the step (`stop_requested` is agreed among ranks, so all drop it before the gradient all-reduce); so does the
+        end of the budget in a single process (ranks agree on the budget only at the end of a step)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(step, self.optim)
         self.start_states = (generator_state(self.data_rng), capture_rng_state())
-        may_drop = not self.context.is_distributed
+        may_run_out = not self.context.is_distributed
         total_loss = torch.zeros((), device=self.context.device)
         clock = ProgressClock()
         next_batch = None
@@ -73,10 +74,10 @@ class UpdateStep:
                 budget.micro_step_seconds = clock.elapsed() / micro_step
             if self.context.is_main and clock.due():
                 yield StepProgress(step + 1, "train", micro_step, self.accumulation_steps, clock.elapsed())
-            if may_drop and stop_requested():
+            if stop_requested():
                 return StepOutcome(dropped=INTERRUPTED)
             rest_of_step = budget.micro_step_seconds * (self.accumulation_steps - micro_step)
-            if may_drop and budget.cannot_fit(rest_of_step, closing_seconds()):
+            if may_run_out and budget.cannot_fit(rest_of_step, closing_seconds()):
                 return StepOutcome(dropped=TIME_BUDGET)
             if next_batch is None:
                 next_batch = self.batches.batch("train", self.data_rng)
