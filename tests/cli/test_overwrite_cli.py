@@ -168,3 +168,13 @@ def test_the_lock_is_released_however_the_run_ends(workdir: Path, failure: str) 
     assert not (checkpoint.parent / ".tiny.pt.lock").exists()
     with claimed_checkpoint(checkpoint, resume=False, overwrite=False):
         pass
+
+
+def test_an_automatic_run_name_that_is_taken_gets_a_suffix(tmp_path: Path) -> None:
+    from hellogpt.dashboard.records import run_name_for_records
+
+    for taken in ("tiny-20250101-120000", "tiny-20250101-120000-2"):
+        (tmp_path / taken).mkdir()
+        (tmp_path / taken / "metrics.jsonl").write_text("{}\n")
+    name = run_name_for_records(tmp_path, None, "tiny-20250101-120000", resume=False, overwrite=False)
+    assert name == "tiny-20250101-120000-3"
