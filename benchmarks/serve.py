@@ -35,7 +35,7 @@ from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer
 from hellogpt.chat import ChatSession
 from hellogpt.config.schema import SampleConfig
 from hellogpt.generate import choose_decode_threads, prepare_for_inference
-from hellogpt.hardware.devices import choose_decode_dtype
+from hellogpt.hardware.devices import choose_dtype, dtype_name
 from hellogpt.hardware.readings import describe_cpu
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.train.checkpoint import Checkpoint, save_checkpoint
@@ -153,7 +153,7 @@ def measure(name: str, new_tokens: int, repeats: int, threads: int) -> dict[str,
     model = GPT(config)
     folder = tempfile.mkdtemp(prefix="hellogpt-serve-bench-")
     server = LiveServer(saved_checkpoint(model, tokenizer, folder))
-    model = prepare_for_inference(model, torch.device("cpu"), choose_decode_dtype("auto", "cpu", config))
+    model = prepare_for_inference(model, torch.device("cpu"), choose_dtype("auto", "cpu", config))
     choose_decode_threads(model)  # as `chat` (and the server) do
     prompt_ids = prompts_for(tokenizer, CONCURRENT)
     prompts = [tokenizer.decode(ids) for ids in prompt_ids]
@@ -208,7 +208,7 @@ def main() -> None:
         results = measure(name, new_tokens, repeats, threads)
         chat_speed = results[CHAT_ROW][0]
         sequential_wall = results[f"serve, {CONCURRENT} one after another"][1]
-        dtype = str(choose_decode_dtype("auto", "cpu", SHAPES[name])).removeprefix("torch.")
+        dtype = dtype_name(choose_dtype("auto", "cpu", SHAPES[name]))
         for row, (speed, wall, first) in results.items():
             if row.startswith(f"serve, {CONCURRENT}"):
                 ratio = f"{sequential_wall / wall:.2f}x faster" if row.endswith("at once") else "1.00x (reference)"

@@ -125,17 +125,17 @@ def with_flags(run_config: Any, flags_by_section: dict[str, dict[str, Any]]) -> 
 
 
 def model_for_inference(loaded: LoadedModel, config: Any, choose_threads: bool = True) -> "GPT":
-    """The loaded model on `system.device`, in the dtype `system.dtype` chooses for decoding or with int8 weights
+    """The loaded model on `system.device`, its weights in the dtype `system.dtype` chooses or in int8
     (`system.quantize`), ready to decode; `choose_threads` times the decoding threads here (the server does it on
     its generation thread instead)."""
     from hellogpt.generate import choose_decode_threads, prepare_for_inference, prepare_int8_for_inference
-    from hellogpt.hardware.devices import choose_decode_dtype
+    from hellogpt.hardware.devices import choose_dtype
 
     device = choose_device_for(config.system)
     if config.system.quantize == "int8":
         model = prepare_int8_for_inference(loaded.model, device)
     else:
-        model = prepare_for_inference(loaded.model, device, choose_decode_dtype(config.system.dtype, device, loaded.model.config))
+        model = prepare_for_inference(loaded.model, device, choose_dtype(config.system.dtype, device, loaded.model.config))
     if choose_threads:
         choose_decode_threads(model)
     return model

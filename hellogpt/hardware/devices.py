@@ -1,7 +1,8 @@
 """Device and dtype choice: which device a model runs on, and the dtype it trains, scores and decodes in.
 
-Rules that depend on the CPU come from what it reports (`readings.cpu_flags`) and what it measures
-(`rules.cpu_rules`), never from assumptions about a family of chips.
+The dtype changes the numbers a run computes, so `auto` is a fixed rule of what the hardware reports (CUDA's bf16,
+the CPU's flags in `readings.cpu_flags`) and the model's width, never a timing: the same machine and model always
+get the same dtype, and a resumed run reuses the one its checkpoint recorded (`hellogpt.train.precision`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ DeviceLike = Union[str, torch.device]
 
 DTYPES_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# The narrowest model a CPU with native bf16 trains and decodes in bf16. Measured on a 2-core Xeon with AMX (torch
+# 2.13, 2026-12): one transformer block's forward and backward ran 0.8x fp32's speed in bf16 at width 128 (the
+# 4x128 quickstart model trained 10-15% slower), reached the 1.1x that pays for the optimizer and data at 192-256,
+# and the 12x384 edgar_poe model trained 1.88x faster; decoding GPT-2-wide (768) matrices streamed faster in bf16,
+# while narrower models are bound by per-op overhead, not by the bytes bf16 halves.
+CPU_BF16_MIN_WIDTH = 256
 
 
 def choose_device(setting: str) -> torch.device:
@@ -42,39 +49,36 @@ def choose_device(setting: str) -> torch.device:
 
 
 def choose_dtype(setting: str, device: DeviceLike, model_config: Any = None) -> torch.dtype:
-    """`system.dtype` -> the dtype training and scoring autocast to (over fp32 weights).
-
-    auto: bf16 on CUDA GPUs with native bf16, fp16 on older ones; on a CPU bf16 only with native bf16
-    (AVX512-BF16/AMX) and a model at least as wide as the measured bf16 threshold (`rules`); fp32 otherwise
-    (MPS, unknown models). Explicit names are checked (`check_explicit_dtype`).
-    """
+    """`system.dtype` -> the dtype a model computes in: training and scoring autocast to it over fp32 weights,
+    decoding (chat, serve) casts the weights to it. `auto` is `auto_dtype` on this device's bf16 support and the
+    model's width; explicit names are checked (`check_explicit_dtype`)."""
     device = torch.device(device)
     if setting != "auto":
         return check_explicit_dtype(setting, device)
-    if device.type == "cuda":
-        return _cuda_half_dtype()
-    if device.type == "cpu" and cpu_has_native_bf16() and cpu_bf16_is_faster(model_config):
+    return auto_dtype(device.type, has_native_bf16(device), _width(model_config))
+
+
+def auto_dtype(device_type: str, native_bf16: bool, width: int) -> torch.dtype:
+    """The fixed rule behind `system.dtype: auto`: on CUDA bf16 where the GPU has it natively, else fp16 (with a
+    gradient scaler); on a CPU bf16 only with native bf16 and a model at least `CPU_BF16_MIN_WIDTH` wide; else fp32
+    (MPS, unknown models)."""
+    if device_type == "cuda":
+        return torch.bfloat16 if native_bf16 else torch.float16
+    if device_type == "cpu" and native_bf16 and width >= CPU_BF16_MIN_WIDTH:
         return torch.bfloat16
     return torch.float32
 
 
-def choose_decode_dtype(setting: str, device: DeviceLike, model_config: Any = None) -> torch.dtype:
-    """`system.dtype` -> the dtype decoding casts the weights themselves to (chat, serve).
-
-    Decoding is bound by reading the weights, not by arithmetic, so on a CPU `auto` takes whichever of fp32
-    and bf16 the machine's decode probe streamed faster (bf16 halves the bytes and wins even where it is
-    emulated), for models at least `rules.DECODE_RULE_MIN_WIDTH` wide. GPUs and explicit names: as `choose_dtype`.
-    """
-    device = torch.device(device)
-    if setting != "auto":
-        return check_explicit_dtype(setting, device)
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in its hardware (emulated bf16 is an order of magnitude slower)."""
     if device.type == "cuda":
-        return _cuda_half_dtype()
-    if device.type != "cpu" or _width(model_config) < _decode_rule_min_width():
-        return torch.float32
-    from hellogpt.hardware.rules import cpu_rules
+        return cuda_has_native_bf16()
+    return device.type == "cpu" and cpu_has_native_bf16()
 
-    return cpu_rules().decode_dtype
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.bfloat16` -> "bfloat16": how a dtype is written in configs, checkpoints and output."""
+    return str(dtype).removeprefix("torch.")
 
 
 def check_explicit_dtype(setting: str, device: torch.device) -> torch.dtype:
@@ -125,42 +129,17 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in cpu_flags() for flag in CPU_BF16_FLAGS) and mkldnn_has_native_bf16()
 
 
-def cpu_bf16_is_faster(model_config: Any) -> bool:
-    """Whether bf16 autocast beats fp32 for training this model here: its width against the measured threshold.
-
-    Below some width the casts and small ops that bf16 does not speed up outweigh the faster matmuls
-    (on a 2-core Xeon with AMX: 0.91x at width 128, 1.5-1.9x at 256); `rules` measures where.
-    """
-    width = _width(model_config)
-    if width == 0:
-        return False
-    from hellogpt.hardware.rules import cpu_rules
-
-    threshold = cpu_rules().bf16_min_width
-    return threshold is not None and width >= threshold
-
-
 def describe_auto_dtype(device: torch.device) -> str:
-    """What `auto` picks on `device`, in words, for `hellogpt info` (without running a probe)."""
+    """What `auto` picks on `device`, in words, for `hellogpt info`."""
     if device.type == "cuda":
-        return str(_cuda_half_dtype()).removeprefix("torch.")
-    if device.type == "cpu":
-        return "measured per CPU: see cpu_rules (training: bf16 only with native bf16)"
+        return dtype_name(auto_dtype("cuda", cuda_has_native_bf16(), 0))
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return f"bfloat16 for models at least {CPU_BF16_MIN_WIDTH} wide, else float32"
     return "float32"
 
 
 def _width(model_config: Any) -> int:
     return int(getattr(model_config, "n_embd", 0) or 0) if model_config is not None else 0
-
-
-def _decode_rule_min_width() -> int:
-    from hellogpt.hardware.rules import DECODE_RULE_MIN_WIDTH
-
-    return DECODE_RULE_MIN_WIDTH
-
-
-def _cuda_half_dtype() -> torch.dtype:
-    return torch.bfloat16 if cuda_has_native_bf16() else torch.float16
 
 
 def _cuda_device(setting: str) -> torch.device:

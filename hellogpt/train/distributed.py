@@ -111,6 +111,15 @@ def any_rank(flag: bool, context: DistributedContext) -> bool:
     return bool(combined.item())
 
 
+def broadcast_from_main(value: Any, context: DistributedContext) -> Any:
+    """The main rank's `value` on every rank (`value` itself in a single process)."""
+    if not context.is_distributed:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def gather_from_ranks(value: Any, context: DistributedContext) -> list[Any]:
     """Every rank's `value`, in rank order (a list of one in a single process)."""
     if not context.is_distributed:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Generator, Iterator, Optional
 
 from hellogpt.config.layers import ResolvedConfig
+from hellogpt.hardware.devices import dtype_name
 from hellogpt.hardware.peak import mfu, raise_cached_peak_flops
 from hellogpt.model.lora import adapter_state_dict
 from hellogpt.train.budget import TimeBudget, estimated_save_seconds
@@ -316,6 +317,7 @@ class _Loop:
             origin=parts.origin,
             run_name=parts.run_name,
             pending_eval=progress.pending_eval,
+            dtype=dtype_name(parts.dtype),
         )
 
     def _config_with_architecture(self) -> dict[str, Any]:
@@ -347,7 +349,7 @@ class _Loop:
             run_name=parts.run_name,
             profile=parts.profile,
             device=str(context.device) + (f" x{context.world_size}" if context.is_distributed else ""),
-            dtype=str(parts.dtype).removeprefix("torch."),
+            dtype=dtype_name(parts.dtype),
             n_params=parts.model.num_parameters(),
             dataset_tokens=parts.dataset.num_tokens("train"),
             start_step=self.progress.step,

@@ -13,12 +13,11 @@ from typing import Any, Mapping
 
 import torch
 
-from hellogpt.config.schema import LoraConfig, SystemConfig
+from hellogpt.config.schema import LoraConfig
 from hellogpt.errors import UserError
-from hellogpt.hardware.devices import choose_device, choose_dtype
 from hellogpt.model import hf
 from hellogpt.train.checkpoint import gpt_from_state_dict, load_checkpoint, strip_wrapper_prefixes
-from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.model.gpt import GPT
 from hellogpt.model.lora import (
     LoraSpec,
     WeightsDigest,
@@ -37,12 +36,11 @@ def lora_spec(config: LoraConfig) -> LoraSpec:
     return LoraSpec(rank=config.rank, alpha=config.alpha, dropout=config.dropout, targets=tuple(config.targets))
 
 
-def frozen_dtype(system: SystemConfig, model_config: GPTConfig) -> torch.dtype:
-    """The dtype a frozen base is held in: the run's half dtype where the device computes in one natively
-    (bf16 on Ampere+ GPUs and AMX/AVX512-BF16 CPUs, fp16 on older GPUs), else fp32. Autocast would round the
-    weights to that dtype in every forward anyway, so holding them in it changes no result, only the memory."""
-    dtype = choose_dtype(system.dtype, choose_device(system.device), model_config)
-    return dtype if dtype in HALF_DTYPES else torch.float32
+def frozen_dtype(run_dtype: torch.dtype) -> torch.dtype:
+    """The dtype a frozen base is held in: the run's own (`hellogpt.train.precision`) when it is a half dtype, else
+    fp32. Autocast would round the weights to that dtype in every forward anyway, so holding them in it changes no
+    result, only the memory."""
+    return run_dtype if run_dtype in HALF_DTYPES else torch.float32
 
 
 def huggingface_base(spec: str, matrix_dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

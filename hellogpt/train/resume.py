@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
 from hellogpt.config.schema import RunConfig
 from hellogpt.errors import UserError
@@ -109,9 +110,10 @@ def weights_of(checkpoint: Checkpoint) -> dict[str, Any]:
     }
 
 
-def lora_weights_of(checkpoint: Checkpoint, config: RunConfig) -> dict[str, Any]:
-    """A LoRA checkpoint to resume: its base, loaded frozen and checked against the recorded hash, and its adapters."""
-    base = verified_base(checkpoint.base or {}, frozen_dtype(config.system, checkpoint.model_args))
+def lora_weights_of(checkpoint: Checkpoint, dtype: torch.dtype) -> dict[str, Any]:
+    """A LoRA checkpoint to resume: its base, loaded frozen for a run in `dtype` and checked against the recorded
+    hash, and its adapters."""
+    base = verified_base(checkpoint.base or {}, frozen_dtype(dtype))
     return {**weights_of(checkpoint), "model": base, "adapters": checkpoint.model, "base": checkpoint.base}
 
 

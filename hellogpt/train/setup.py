@@ -20,7 +20,7 @@ from hellogpt.config.layers import ResolvedConfig
 from hellogpt.config.schema import DataConfig, RunConfig
 from hellogpt.data.loader import TokenDataset, open_dataset
 from hellogpt.errors import UserError
-from hellogpt.hardware.devices import choose_dtype, needs_grad_scaler, refuse_quantized_training
+from hellogpt.hardware.devices import needs_grad_scaler, refuse_quantized_training
 from hellogpt.hardware.peak import peak_flops
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.lora import LoraSpec, add_adapters, hold_frozen_weights_in, load_adapter_state_dict
@@ -36,6 +36,7 @@ from hellogpt.train.dataset import dataset_exists, missing_dataset_message, prep
 from hellogpt.train.distributed import DistributedContext, local_accumulation_steps, wait_for_main_rank
 from hellogpt.train.lora import frozen_dtype, lora_spec
 from hellogpt.train.optimizer import build_optimizer
+from hellogpt.train.precision import agree_on_dtype, run_dtype
 from hellogpt.train.resume import (
     RunProgress,
     load_resume_checkpoint,
@@ -102,21 +103,23 @@ def build_run(
     dataset = open_training_data(config.data, context, data_dir, preparing)
     accumulation_steps = local_accumulation_steps(config.train.gradient_accumulation_steps, context.world_size)
     resumed_path, resumed = load_resume_checkpoint(checkpoint_path, config) if resume else (None, None)
-    source = _starting_weights(resumed, config) if resumed is not None else init
-    if source is not None:
-        _check_tokenizer_fits(source, dataset, resumed_path)
-    model_config = _model_config(resolved, dataset, source, is_resume=resume)
+    # The architecture, tokenizer and origin decide the dtype, which decides how a LoRA base is loaded.
+    outline = weights_of(resumed) if resumed is not None else init
+    if outline is not None:
+        _check_tokenizer_fits(outline, dataset, resumed_path)
+    model_config = _model_config(resolved, dataset, outline, is_resume=resume)
     dataset.require_windows(model_config.block_size)
+    dtype = agree_on_dtype(run_dtype(config.system.dtype, context.device, model_config, resumed, resumed_path), context)
+    source = _starting_weights(resumed, dtype) if resumed is not None else init
     lora = _lora_of_run(resolved, resumed, resumed_path, source)
 
     torch.manual_seed(config.train.seed + context.rank)
     model = GPT(model_config) if source is None else _model_on(model_config, source["model"])
     if lora is not None and source is not None:
-        _add_lora(model, lora, source, config)
+        _add_lora(model, lora, source, dtype)
     model.activation_checkpointing = config.train.activation_checkpointing
     model.to(context.device)
     refuse_quantized_training(config.system.quantize)
-    dtype = choose_dtype(config.system.dtype, context.device, model_config)
     optimizer = build_optimizer(model, config.optim, context.device)
     scaler = torch.amp.GradScaler(context.device.type, enabled=needs_grad_scaler(dtype))
     data_rng = np.random.default_rng(config.train.seed + context.rank)
@@ -162,8 +165,8 @@ def open_training_data(data: DataConfig, context: DistributedContext, data_dir: 
     return open_dataset(data_dir)
 
 
-def _starting_weights(resumed: Checkpoint, config: RunConfig) -> dict[str, Any]:
-    return lora_weights_of(resumed, config) if resumed.is_lora else weights_of(resumed)
+def _starting_weights(resumed: Checkpoint, dtype: torch.dtype) -> dict[str, Any]:
+    return lora_weights_of(resumed, dtype) if resumed.is_lora else weights_of(resumed)
 
 
 def _lora_of_run(
@@ -208,15 +211,15 @@ def _model_on(model_config: GPTConfig, state_dict: dict[str, torch.Tensor]) -> G
     return model.train()
 
 
-def _add_lora(model: GPT, lora: LoraSpec, source: dict[str, Any], config: RunConfig) -> None:
-    """Adapters on the frozen base (restored ones when resuming), the base held in its dtype."""
+def _add_lora(model: GPT, lora: LoraSpec, source: dict[str, Any], dtype: torch.dtype) -> None:
+    """Adapters on the frozen base (restored ones when resuming), the base held in the run's `dtype`."""
     try:
         add_adapters(model, lora)
         if source.get("adapters") is not None:
             load_adapter_state_dict(model, source["adapters"])
     except ValueError as error:
         raise UserError(f"LoRA: {error}: check lora.targets") from None
-    hold_frozen_weights_in(model, frozen_dtype(config.system, model.config))
+    hold_frozen_weights_in(model, frozen_dtype(dtype))
 
 
 def _load_optimizer_state(

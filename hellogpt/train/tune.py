@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from hellogpt.config.layers import Layer, ResolvedConfig
 from hellogpt.config.schema import RunConfig
 from hellogpt.errors import UserError
 from hellogpt.model import hf
 from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from hellogpt.hardware.devices import choose_device, choose_dtype
+from hellogpt.model.gpt import GPTConfig
 from hellogpt.train.lora import checkpoint_base, frozen_dtype, huggingface_base
 
 # Laid over the base before the profile: a gentle rate and short, best-only runs suit a
@@ -55,7 +59,7 @@ def load_tuning_source(spec: str, checkpoints_dir: Path, config: RunConfig) -> t
         "origin": {"kind": "checkpoint", "path": str(checkpoint_path), "step": checkpoint.step},
     }
     if config.lora.enabled:
-        init["model"], init["base"] = checkpoint_base(checkpoint_path, frozen_dtype(config.system, checkpoint.model_args))
+        init["model"], init["base"] = checkpoint_base(checkpoint_path, _base_dtype(config, checkpoint.model_args))
     elif checkpoint.is_lora:
         init["model"] = model_from_checkpoint(checkpoint).state_dict()
     else:
@@ -73,12 +77,17 @@ def _huggingface_init(spec: str, config: RunConfig) -> dict[str, Any]:
     init: dict[str, Any] = {"tokenizer": {"kind": "gpt2"}}
     if config.lora.enabled:
         architecture = hf.pretrained_architecture(spec)
-        init["model"], init["base"] = huggingface_base(spec, frozen_dtype(config.system, architecture))
+        init["model"], init["base"] = huggingface_base(spec, _base_dtype(config, architecture))
         init["model_args"] = architecture.to_dict()
         init["origin"] = {"kind": "huggingface", "source": init["base"]["source"]}
         return init
     model, origin = hf.load_pretrained(spec)
     return {**init, "model_args": model.config.to_dict(), "model": model.state_dict(), "origin": origin}
+
+
+def _base_dtype(config: RunConfig, architecture: GPTConfig) -> torch.dtype:
+    """The dtype a new LoRA tune holds its frozen base in: from the dtype the run will compute in (its rule)."""
+    return frozen_dtype(choose_dtype(config.system.dtype, choose_device(config.system.device), architecture))
 
 
 def tuned_checkpoint_path(

@@ -1,4 +1,4 @@
-"""Device and dtype rules: training's autocast dtype, decoding's weight dtype, explicit names, int8 refusals."""
+"""Device and dtype rules: `auto` as a fixed rule of the hardware and the model's width, explicit names, int8 refusals."""
 
 from __future__ import annotations
 
@@ -8,21 +8,17 @@ import torch
 from hellogpt.errors import UserError
 from hellogpt.hardware import devices, readings, rules
 from hellogpt.hardware.devices import (
-    choose_decode_dtype,
+    CPU_BF16_MIN_WIDTH,
+    auto_dtype,
     choose_device,
     choose_dtype,
     needs_grad_scaler,
     refuse_quantized_training,
 )
-from hellogpt.hardware.rules import CpuRules
 from hellogpt.model.gpt import GPTConfig
 
 CHAR_MODEL = GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65)
 POE_MODEL = GPTConfig(n_layer=12, n_head=12, n_embd=384, block_size=256, vocab_size=50304)
-
-
-def measured(decode_seconds: dict[str, float], bf16_min_width=256) -> CpuRules:
-    return CpuRules(read_bytes_per_second=2e10, decode_seconds=decode_seconds, bf16_min_width=bf16_min_width)
 
 
 @pytest.fixture
@@ -55,64 +51,51 @@ def test_a_gpu_index_beyond_the_count_is_a_user_error(fake_cuda: None) -> None:
         choose_device("cuda:3")
 
 
-def test_auto_dtype_on_cuda_is_bf16_or_fp16_with_a_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert choose_dtype("auto", "cuda") == torch.bfloat16
-    assert choose_decode_dtype("auto", "cuda") == torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert choose_dtype("auto", "cuda") == torch.float16
-    assert needs_grad_scaler(torch.float16) and not needs_grad_scaler(torch.bfloat16)
+@pytest.mark.parametrize(
+    ("device_type", "native_bf16", "width", "expected"),
+    [
+        ("cuda", True, 0, torch.bfloat16),
+        ("cuda", False, 768, torch.float16),  # T4/V100: emulated bf16 is slow, fp16 with a scaler is not
+        ("cpu", True, CPU_BF16_MIN_WIDTH, torch.bfloat16),
+        ("cpu", True, 768, torch.bfloat16),
+        ("cpu", True, 128, torch.float32),  # the quickstart width trains slower in bf16
+        ("cpu", True, 0, torch.float32),  # a model of unknown width
+        ("cpu", False, 768, torch.float32),  # emulated bf16
+        ("mps", True, 768, torch.float32),
+    ],
+)
+def test_auto_dtype_is_a_fixed_rule_of_the_device_its_bf16_and_the_width(
+    device_type: str, native_bf16: bool, width: int, expected: torch.dtype
+) -> None:
+    assert auto_dtype(device_type, native_bf16, width) == expected
 
 
-def test_auto_dtype_on_a_gpu_with_only_emulated_bf16_is_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
-    # torch counts T4/V100's emulated bf16 as supported unless asked for the hardware's own.
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert choose_dtype("auto", "cuda") == torch.float16
-
-
-def test_training_bf16_on_a_native_bf16_cpu_follows_the_measured_width_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_dtype_reads_the_hardware_and_the_models_width_and_never_times_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rules, "cpu_rules", pytest.fail)
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(rules, "cpu_rules", lambda: measured({"float32": 1.0, "bfloat16": 2.0}, bf16_min_width=256))
     assert choose_dtype("auto", "cpu", POE_MODEL) == torch.bfloat16
     assert choose_dtype("auto", "cpu", CHAR_MODEL) == torch.float32
     assert choose_dtype("auto", "cpu") == torch.float32
-    monkeypatch.setattr(rules, "cpu_rules", lambda: measured({"float32": 1.0, "bfloat16": 2.0}, bf16_min_width=128))
-    assert choose_dtype("auto", "cpu", CHAR_MODEL) == torch.bfloat16
-    monkeypatch.setattr(rules, "cpu_rules", lambda: measured({"float32": 1.0, "bfloat16": 2.0}, bf16_min_width=None))
-    assert choose_dtype("auto", "cpu", POE_MODEL) == torch.float32
-
-
-def test_training_on_a_cpu_without_native_bf16_is_fp32_without_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
-    monkeypatch.setattr(rules, "cpu_rules", pytest.fail)
     assert choose_dtype("auto", "cpu", POE_MODEL) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert choose_dtype("auto", "cuda") == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert choose_dtype("auto", "cuda") == torch.bfloat16
+    assert needs_grad_scaler(torch.float16) and not needs_grad_scaler(torch.bfloat16)
 
 
-def test_decoding_takes_the_dtype_that_streamed_faster_even_where_bf16_is_emulated(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The AVX2 CPU of issue 12: no native bf16, yet bf16 decodes 2x faster because it reads half the bytes.
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
-    monkeypatch.setattr(rules, "cpu_rules", lambda: measured({"float32": 0.02, "bfloat16": 0.01}))
-    assert choose_decode_dtype("auto", "cpu", POE_MODEL) == torch.bfloat16
-    monkeypatch.setattr(rules, "cpu_rules", lambda: measured({"float32": 0.01, "bfloat16": 0.03, "bfloat16 packed": 0.02}))
-    assert choose_decode_dtype("auto", "cpu", POE_MODEL) == torch.float32
-
-
-def test_narrow_models_decode_in_fp32_without_probing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rules, "cpu_rules", pytest.fail)
-    assert choose_decode_dtype("auto", "cpu", CHAR_MODEL) == torch.float32
-
-
-def test_float16_on_cpu_is_a_user_error_for_training_and_decoding_alike() -> None:
+def test_float16_on_cpu_is_a_user_error() -> None:
     with pytest.raises(UserError, match="float16 is for GPUs, not the CPU"):
         choose_dtype("float16", "cpu")
-    with pytest.raises(UserError, match="float16 is for GPUs, not the CPU"):
-        choose_decode_dtype("float16", "cpu")
 
 
-def test_explicit_dtypes_are_kept() -> None:
+def test_explicit_dtypes_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
     assert choose_dtype("bfloat16", "cpu", CHAR_MODEL) == torch.bfloat16
     assert choose_dtype("float32", "cpu", POE_MODEL) == torch.float32
-    assert choose_decode_dtype("float32", "cpu", POE_MODEL) == torch.float32
 
 
 def test_int8_is_refused_for_training_in_one_line() -> None:

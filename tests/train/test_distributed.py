@@ -78,3 +78,46 @@ def test_two_gloo_ranks_tune_lora_adapters_and_save_them_once(tmp_path: Path) ->
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     checkpoint = load_checkpoint(tmp_path / "checkpoints" / "lora.pt")
     assert checkpoint.lora is not None and all("lora_" in name for name in checkpoint.model)
+
+
+# Each rank as if only rank 1's CPU had native bf16, and what dtype each rank trains in, written beside the run.
+RANKS_THAT_WOULD_DISAGREE = """
+import os
+from pathlib import Path
+
+from hellogpt.hardware import devices
+from hellogpt.train import loop
+
+devices.cpu_has_native_bf16 = lambda: os.environ["RANK"] == "1"
+build_run = loop.build_run
+
+
+def recording_build_run(*args, **kwargs):
+    parts = build_run(*args, **kwargs)
+    Path(f"dtype.rank{os.environ['RANK']}").write_text(str(parts.dtype))
+    return parts
+
+
+loop.build_run = recording_build_run
+from hellogpt.__main__ import main
+
+main()
+"""
+
+
+@pytest.mark.slow
+def test_ranks_that_would_choose_different_dtypes_all_train_in_rank_0s(tmp_path: Path) -> None:
+    write_char_dataset(tmp_path / "data" / "tiny", shakespeare_text())
+    script = tmp_path / "ranks_disagree.py"
+    script.write_text(RANKS_THAT_WOULD_DISAGREE)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    arguments = ["train", "--data", "data/tiny", "--checkpoint", "ddp.pt", "--plain"]
+    # 256 wide: where the rule picks bf16 on a CPU with native bf16 (rank 1 here), fp32 without (rank 0).
+    for assignment in [*SETTINGS, "model.n_layer=1", "model.n_head=4", "model.n_embd=256", "train.max_iters=2",
+                       "train.eval_interval=2", "system.dtype=auto"]:
+        arguments += ["--set", assignment]
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    run = subprocess.run([*torchrun, *arguments], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [(tmp_path / f"dtype.rank{rank}").read_text() for rank in (0, 1)] == ["torch.float32", "torch.float32"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "ddp.pt").dtype == "float32"

@@ -9,7 +9,6 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from hellogpt.config.schema import SystemConfig
 from hellogpt.data.loader import open_dataset
 from hellogpt.errors import UserError
 from hellogpt.evaluate import evaluate_model, window_starts
@@ -160,9 +159,8 @@ def test_export_of_a_lora_checkpoint_loads_in_transformers_with_the_merged_logit
 def test_the_frozen_base_is_held_in_bf16_where_the_run_computes_in_it(
     base_checkpoint: Path, char_data: Path, tmp_path: Path
 ) -> None:
-    architecture = load_checkpoint(base_checkpoint).model_args
-    assert frozen_dtype(SystemConfig(device="cpu", dtype="bfloat16"), architecture) == torch.bfloat16
-    assert frozen_dtype(SystemConfig(device="cpu", dtype="float32"), architecture) == torch.float32
+    assert frozen_dtype(torch.bfloat16) == torch.bfloat16 and frozen_dtype(torch.float16) == torch.float16
+    assert frozen_dtype(torch.float32) == torch.float32
     events = lora_tune(base_checkpoint, char_data, tmp_path / "bf16.pt", "train.max_iters=2", "system.dtype=bfloat16")
     assert isinstance(events[-1], RunFinished) and events[-1].reason == "completed"
     assert all(tensor.dtype == torch.float32 for tensor in load_checkpoint(tmp_path / "bf16.pt").model.values())
