@@ -24,7 +24,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from hellogpt.errors import UserError
-from hellogpt.serve.limits import ServeLimits
+from hellogpt.serve.guards import refuse
+from hellogpt.serve.limits import RETRY_AFTER_SECONDS, ServeLimits
 
 LISTEN_BACKLOG = 128
 # Responses still open this long after Ctrl-C are closed anyway.
@@ -80,20 +81,23 @@ def build_server(
     """
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        http=_with_header_deadline(limits.read_timeout_seconds), limit_concurrency=limits.max_connections,
-        timeout_keep_alive=limits.keep_alive_seconds,
+        http=_bounded_protocol(limits), timeout_keep_alive=limits.keep_alive_seconds,
     )
     return _StoppableServer(config, on_stop, on_ready)
 
 
-def _with_header_deadline(seconds: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, closing a connection whose request line and headers are not in within `seconds`."""
+def _bounded_protocol(limits: ServeLimits) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, answering a connection beyond `max_connections` with OpenAI's 503 (uvicorn's own
+    limit answers in plain text), and closing one whose request line and headers are not in within the read timeout."""
+    seconds = limits.read_timeout_seconds
 
-    class HeaderDeadline(H11Protocol):
+    class BoundedH11Protocol(H11Protocol):
         _deadline: Optional[asyncio.TimerHandle] = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:  # this one included
+                self.app = _too_many_connections(limits.max_connections)
             self._deadline = self.loop.call_later(seconds, self._headers_too_slow)
 
         def data_received(self, data: bytes) -> None:
@@ -117,7 +121,16 @@ def _with_header_deadline(seconds: float) -> type[H11Protocol]:
             if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
                 self.transport.close()
 
-    return HeaderDeadline
+    return BoundedH11Protocol
+
+
+def _too_many_connections(limit: int) -> Callable[..., Any]:
+    async def refuse_connection(scope: Any, receive: Any, send: Any) -> None:
+        message = f"the server has {limit} connections open, its limit (--max-connections): try again shortly"
+        await refuse(send, 503, message, code="too_many_connections", error_type="server_error", close=True,
+                     headers=((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),))
+
+    return refuse_connection
 
 
 class _StoppableServer(uvicorn.Server):

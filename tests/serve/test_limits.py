@@ -197,7 +197,9 @@ def test_connections_over_the_limit_are_503(start_server: StartServer) -> None:
         deadline = time.monotonic() + REPLY_SECONDS
         while len(server.server.server_state.connections) < 2 and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert httpx.get(server.url + "health").status_code == 503
+        refused = httpx.get(server.url + "health")
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert_openai_error(refused.json(), None, "2 connections", "--max-connections")
     finally:
         for sock in idle:
             sock.close()
