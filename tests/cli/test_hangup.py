@@ -72,7 +72,9 @@ def test_other_write_errors_are_still_raised() -> None:
 
 @pytest.mark.slow
 @needs_sighup
-def test_a_dropped_terminal_saves_exits_130_and_the_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dropped_terminal_saves_exits_130_and_the_run_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The run's stdout and stderr are a terminal that hangs up mid-run (as when ssh drops): SIGHUP arrives, every
     later write (the last step, the checkpoint line, the summary) fails with EIO, and the run still saves and exits
     as interrupted."""
@@ -114,6 +116,7 @@ def test_a_dropped_terminal_saves_exits_130_and_the_run_resumes(tmp_path: Path, 
     saved = load_checkpoint(resume_source(tmp_path / "checkpoints" / "tiny.pt"))
     assert saved.step >= 3
     resume = ["train", "--data", "data/tiny", "--checkpoint", "tiny.pt", "--resume", "--plain"]
-    resumed = CliRunner().invoke(app, [*resume, *sets(f"train.max_iters={saved.step + 2}", "train.eval_interval=100000")])
+    more_steps = sets(f"train.max_iters={saved.step + 2}", "train.eval_interval=100000")
+    resumed = CliRunner().invoke(app, [*resume, *more_steps])
     assert resumed.exit_code == 0, resumed.output
     assert load_checkpoint(tmp_path / "checkpoints" / "tiny.pt").step == saved.step + 2

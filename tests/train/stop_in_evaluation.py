@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Callable
+from typing import Callable, Generator, Optional
 
 from hellogpt.train import evaluation
 
@@ -15,7 +15,9 @@ STOPPING_RANK = 1
 def press_ctrl_c_in_the_evaluation(stop_step: int) -> None:
     run_evaluation = evaluation.Evaluator.losses
 
-    def losses(self: evaluation.Evaluator, batches: int, step: int, stop_requested: Callable[[], bool]):  # type: ignore[no-untyped-def]
+    def losses(
+        self: evaluation.Evaluator, batches: int, step: int, stop_requested: Callable[[], bool]
+    ) -> Generator[object, None, Optional[dict[str, float]]]:
         asked = 0
 
         def ctrl_c_before_the_second_round() -> bool:

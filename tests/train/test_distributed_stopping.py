@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -19,7 +20,9 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 SETTINGS = [*TINY_SETTINGS, "train.max_iters=8", "train.eval_interval=4", "train.eval_iters=4"]
 
 
-def torchrun_train(workdir: Path, checkpoint: str, *extra: str, stop_at_eval_step: int | None = None) -> subprocess.CompletedProcess:
+def torchrun_train(
+    workdir: Path, checkpoint: str, *extra: str, stop_at_eval_step: Optional[int] = None
+) -> subprocess.CompletedProcess:
     """`torchrun -m hellogpt train`; with `stop_at_eval_step`, rank 1 alone gets Ctrl-C inside that evaluation."""
     arguments = ["train", "--data", "data/tiny", "--checkpoint", checkpoint, "--plain", *extra]
     for assignment in SETTINGS:
