@@ -33,7 +33,7 @@ def torchrun_train(
         environment["STOP_AT_EVAL_STEP"] = str(stop_at_eval_step)
         module = "tests.train.stop_in_evaluation"
     return subprocess.run(
-        [*TORCHRUN, "-m", module, *arguments], cwd=workdir, env=environment, capture_output=True, text=True, timeout=180
+        [*TORCHRUN, "-m", module, *arguments], cwd=workdir, env=environment, capture_output=True, text=True, timeout=600
     )
 
 
