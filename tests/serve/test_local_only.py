@@ -3,11 +3,15 @@ requests from other sites (Ollama's CVE-2024-28224), unless --allow-origin opens
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 import httpx
 import pytest
 
 from hellogpt.serve.guards import is_loopback_host
 from tests.serve.conftest import LiveServer, StartServer
+from tests.serve.test_serve_cli import checkpoint, serving  # noqa: F401 (a fixture)
 
 BODY = {"prompt": "the", "max_tokens": 2}
 
@@ -91,3 +95,18 @@ def test_with_an_api_key_the_key_guards_the_server(start_server: StartServer) ->
     headers = {"Host": "my-box.lan:8000", "Origin": "http://my-box.lan:3000", "Authorization": "Bearer s3cret"}
     assert completion(server, headers).status_code == 200
     assert completion(server, {**headers, "Authorization": "Bearer wrong"}).status_code == 401
+
+
+@pytest.mark.slow
+def test_the_serve_command_takes_the_limits_and_allow_origin(checkpoint: Path) -> None:  # noqa: F811
+    flags = ["--allow-origin", "http://localhost:3000", "--max-body-bytes", "1000", "--max-waiting", "3"]
+    with serving("-k", str(checkpoint), "--port", "0", *flags) as (process, url, _, output):
+        allowed = httpx.post(url + "v1/completions", json=BODY, headers={"Origin": "http://localhost:3000"}, timeout=30)
+        assert allowed.status_code == 200 and allowed.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+        other = httpx.post(url + "v1/completions", json=BODY, headers={"Origin": "http://evil.example"}, timeout=30)
+        assert other.status_code == 403
+        assert httpx.post(url + "v1/completions", json={**BODY, "user": "x" * 1000}, timeout=30).status_code == 413
+        assert httpx.get(url + "health", headers={"Host": "evil.example"}).status_code == 403
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+        assert "Traceback" not in output.rest()
