@@ -7,6 +7,7 @@ chosen automatically. No torch import: `--help` must stay instant.
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Annotated, Literal, Optional, Union
 
@@ -29,6 +30,11 @@ def _seed_in_range(seed: int) -> int:
 
 
 Seed = Annotated[int, AfterValidator(_seed_in_range)]
+
+
+def fresh_seed() -> int:
+    """A seed from fresh entropy, for a sampler whose seed is unset: any value a configured seed may take."""
+    return random.SystemRandom().randrange(SEED_LIMIT)
 
 
 class _Section(BaseModel):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from typing import Literal, Optional, Union
 
 import torch
 
+from hellogpt.config.schema import fresh_seed
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
 from hellogpt.generate import SLIDE_KEEP_FRACTION, StreamingDecoder, choose_decode_threads, sample_next_token
@@ -236,7 +236,7 @@ class Scheduler:
         if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
             raise QueueFull(f"{len(self._waiting)} requests already wait for a slot (--max-waiting {self.max_waiting})")
         handle = SequenceHandle(asyncio.get_running_loop(), self._withdraw)
-        seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**63)
+        seed = settings.seed if settings.seed is not None else fresh_seed()
         sequence = _Sequence(
             handle=handle, settings=settings, prompt_tokens=len(prompt_ids),
             context=list(prompt_ids)[-self.model.config.block_size :], decoder=StreamingDecoder(self.tokenizer),
