@@ -24,7 +24,8 @@ from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
 from hellogpt.files import write_text_atomically
 from hellogpt.formatting import format_count
-from hellogpt.generate import stream_text, stream_tokens
+from hellogpt.decode.stream import stream_tokens
+from hellogpt.decode.text import stream_text
 from hellogpt.model.gpt import GPT
 
 PROMPT = ">>> "

@@ -10,15 +10,11 @@ import torch
 from hellogpt import generate
 from hellogpt.data.tokenizer import CharTokenizer, gpt2_tokenizer
 from hellogpt.errors import UserError
-from hellogpt.generate import (
-    SLIDE_KEEP_FRACTION,
-    StreamingDecoder,
-    sample_next_token,
-    stream_text,
-    stream_tokens,
-    top_p_mask,
-)
-from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
+from hellogpt.decode.cache import BatchedKVCache, prefill_slot
+from hellogpt.decode.sampling import sample_next_token, top_p_mask
+from hellogpt.decode.step import DecodingModel, decode_step
+from hellogpt.decode.stream import SLIDE_KEEP_FRACTION, stream_tokens
+from hellogpt.decode.text import StreamingDecoder, stream_text
 from hellogpt.model.gpt import GPT, GPTConfig
 
 NEG_INF = float("-inf")

@@ -34,11 +34,15 @@ import torch
 from hellogpt.config.schema import fresh_seed
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
-from hellogpt.generate import SLIDE_KEEP_FRACTION, StreamingDecoder, choose_decode_threads, sample_next_token
+from hellogpt.decode.cache import BatchedKVCache, prefill_slot
+from hellogpt.decode.sampling import greedy_tokens, sample_next_token
+from hellogpt.decode.step import DecodingModel, decode_step
+from hellogpt.decode.stream import SLIDE_KEEP_FRACTION
+from hellogpt.decode.text import StreamingDecoder
+from hellogpt.generate import choose_decode_threads
 from hellogpt.model.gpt import GPT
-from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
 from hellogpt.serve.steps import ATTENTION_BUCKET, StepLayout, measure_step_layout, step_rows
-from hellogpt.serve.stops import StopMatcher
+from hellogpt.decode.stops import StopMatcher
 
 # How often an idle generation thread looks for a stop request (set from a signal handler, so without a lock).
 IDLE_POLL_SECONDS = 0.1
@@ -331,7 +335,7 @@ class Scheduler:
                     self._prefill(sequence)
                 return
             greedy = [slot for slot, sequence in decoding.items() if sequence.settings.temperature == 0]
-            for slot, token in zip(greedy, self._argmax_tokens([logits[slot] for slot in greedy])):
+            for slot, token in zip(greedy, greedy_tokens([logits[slot] for slot in greedy], self.tokenizer.vocab_size)):
                 with _failing_alone(decoding[slot]):
                     if token is None:  # scores that are not finite: the sampler words the failure
                         self._sample(decoding[slot], logits[slot])
@@ -347,16 +351,6 @@ class Scheduler:
         prompt, say) ends this sequence alone."""
         with _failing_alone(sequence):
             self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
-
-    def _argmax_tokens(self, rows: list[torch.Tensor]) -> list[Optional[int]]:
-        """Greedy picks for several rows at once (one reduction, one read); None for a row that is not finite."""
-        if len(rows) <= 1:  # a request alone: fewer calls than stacking one row
-            if not rows:
-                return []
-            top, token = rows[0][: self.tokenizer.vocab_size].max(dim=0)
-            return [int(token) if math.isfinite(top) else None]
-        tops, tokens = torch.stack(rows)[:, : self.tokenizer.vocab_size].max(dim=1)
-        return [token if math.isfinite(top) else None for token, top in zip(tokens.tolist(), tops.tolist())]
 
     def _sample(self, sequence: _Sequence, logits: torch.Tensor) -> None:
         """Draw the sequence's next token (never a padding id past the tokenizer's vocabulary) and turn it into text."""

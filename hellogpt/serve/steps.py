@@ -1,7 +1,7 @@
 """How the server's batched steps lay out their rows, so that no row's numbers depend on the others'.
 
 A sequence's numbers must not depend on its neighbours, so that greedy decoding gives the same text alone or
-beside others. Attention does not mix rows (`hellogpt.model.decoding`): every row attends over its length rounded
+beside others. Attention does not mix rows (`hellogpt.decode.step`): every row attends over its length rounded
 up to `ATTENTION_BUCKET` positions, masked, alone or not, so that requests that arrived a few steps apart (their
 lengths differ) still share one attention call per layer instead of one each. The matrix products are the
 hard part: CPU kernels pick their blocking (or a matrix-vector kernel for one row) by the number of rows, and
@@ -21,7 +21,8 @@ from typing import Optional
 
 import torch
 
-from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
+from hellogpt.decode.cache import BatchedKVCache, prefill_slot
+from hellogpt.decode.step import DecodingModel, decode_step
 
 # Decoding steps timed per candidate layout at startup (after one warm-up step), and at least this long: steps
 # of a small model take a fraction of a millisecond, and a handful of them is noise. Medians of a few rounds.

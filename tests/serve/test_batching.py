@@ -13,8 +13,9 @@ import torch
 from hellogpt.errors import UserError
 from hellogpt.serve import batching
 from hellogpt.serve import steps
-from hellogpt.model import decoding as lean
-from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
+from hellogpt.decode import step as lean
+from hellogpt.decode.cache import BatchedKVCache, prefill_slot
+from hellogpt.decode.step import DecodingModel, decode_step
 from hellogpt.serve.steps import StepLayout
 from tests.serve.conftest import LiveServer, StartServer, char_tokenizer, tiny_model
 

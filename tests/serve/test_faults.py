@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hellogpt.model.decoding import prefill_slot as real_prefill
+from hellogpt.decode.cache import prefill_slot as real_prefill
 from hellogpt.serve import batching
 from tests.serve.conftest import LiveServer, StartServer, char_tokenizer
 from tests.serve.test_bad_requests import assert_still_serving

@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from hellogpt.data.tokenizer import gpt2_tokenizer
-from hellogpt.generate import stream_tokens
+from hellogpt.decode.stream import stream_tokens
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.serve import batching
 from hellogpt.data.conversation import render_transcript
