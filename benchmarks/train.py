@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 from hellogpt.config.schema import OptimConfig  # noqa: E402
 from hellogpt.data.sources import CORPORA_DIR  # noqa: E402
 from hellogpt.hardware.devices import autocast_context, choose_device, choose_dtype  # noqa: E402
-from hellogpt.hardware.peak import mfu, peak_flops  # noqa: E402
+from hellogpt.hardware.probes.peak import mfu, peak_flops  # noqa: E402
 from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
 from hellogpt.train.optimizer import build_optimizer  # noqa: E402
 

@@ -156,7 +156,7 @@ class Scheduler:
 
     def __init__(
         self, model: GPT, tokenizer: Tokenizer, max_batch: int, threads: Optional[int] = None,
-        max_waiting: Optional[int] = None,
+        max_waiting: Optional[int] = None, measure: Optional[str] = None,
     ) -> None:
         """`threads`: the intra-op threads to choose from for decoding (timed on this thread's first steps, as
         `chat` does); None keeps torch's setting as it is. `max_waiting`: requests that may wait for a slot (None:
@@ -172,6 +172,7 @@ class Scheduler:
         # Called (on the generation thread) after such a failure: the server stops.
         self.on_failure: Callable[[], None] = lambda: None
         self._threads = threads
+        self._measure = measure  # system.measure: off keeps threads and layout to their rules, timing nothing
         self._decoding = DecodingModel(model)
         # Set on the generation thread as it starts (see `_set_up`), before `start` returns.
         self._cache: BatchedKVCache
@@ -203,11 +204,11 @@ class Scheduler:
         at 46 tokens/s instead of 76 here)."""
         if self._threads is not None:
             torch.set_num_threads(self._threads)
-            choose_decode_threads(self.model)
+            choose_decode_threads(self.model, self._measure)
         self.decode_threads = torch.get_num_threads()
         self._cache = BatchedKVCache(self.model, self.max_batch, spare_slot=True)
         # How each step lays out its rows, so that a reply is the same alone or under load (measured here).
-        self.layout = measure_step_layout(self._decoding, self.max_batch)
+        self.layout = measure_step_layout(self._decoding, self.max_batch, self._measure)
 
     def request_stop(self) -> None:
         """Ask the thread to end every sequence and exit; safe from a signal handler (takes no lock)."""

@@ -22,7 +22,7 @@ from typing import Any, Callable, Generator, Iterator, Optional
 
 from hellogpt.config.layers import ResolvedConfig
 from hellogpt.hardware.devices import dtype_name
-from hellogpt.hardware.peak import mfu, raise_cached_peak_flops
+from hellogpt.hardware.probes.peak import mfu, raise_cached_peak_flops
 from hellogpt.model.lora import adapter_state_dict
 from hellogpt.train.budget import TimeBudget, estimated_save_seconds
 from hellogpt.train.checkpoint import Checkpoint

@@ -74,7 +74,7 @@ def test_eight_concurrent_streams_share_steps_and_each_gets_its_greedy_text_from
 def test_greedy_text_is_the_same_alone_and_together_in_every_step_layout(
     layout: StepLayout, start_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(batching, "measure_step_layout", lambda model, max_batch: layout)
+    monkeypatch.setattr(batching, "measure_step_layout", lambda model, max_batch, measure=None: layout)
     server = start_server()
     assert server.scheduler.layout == layout
     alone, together = asyncio.run(alone_then_together(server, PROMPTS, MAX_TOKENS))
@@ -290,7 +290,7 @@ def test_text_reaches_a_request_at_once_then_at_most_every_delivery_interval(
 
 
 def test_a_failure_while_the_generation_thread_sets_up_is_raised_by_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(model, max_batch):
+    def broken(model, max_batch, measure=None):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(batching, "measure_step_layout", broken)
