@@ -33,12 +33,12 @@ import torch
 
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer
 from hellogpt.chat import ChatSession
+from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from hellogpt.config.schema import SampleConfig
 from hellogpt.generate import choose_decode_threads, prepare_for_inference
 from hellogpt.hardware.devices import choose_dtype, dtype_name
 from hellogpt.hardware.readings import describe_cpu
 from hellogpt.model.gpt import GPT, GPTConfig
-from hellogpt.train.checkpoint import Checkpoint, save_checkpoint
 
 PROMPT_LENGTH = 16
 CONCURRENT = 8

@@ -64,8 +64,9 @@ class Evaluation:
 def checkpoint_target(spec: str) -> EvalTarget:
     """One of our checkpoints (a LoRA one too) as an eval target; a name with no such checkpoint may be a Hugging
     Face model."""
+    from hellogpt.checkpoints.format import load_checkpoint
+    from hellogpt.checkpoints.paths import resolve_checkpoint_path
     from hellogpt.model.hf import is_huggingface_source
-    from hellogpt.train.checkpoint import load_checkpoint, resolve_checkpoint_path
 
     path = resolve_checkpoint_path(spec)
     if not path.is_file() and is_huggingface_source(spec):
@@ -113,7 +114,8 @@ def load_target_model(target: EvalTarget) -> GPT:
         from hellogpt.model.hf import load_pretrained
 
         return load_pretrained(target.location)[0]
-    from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from hellogpt.checkpoints.format import load_checkpoint
+    from hellogpt.checkpoints.loading import model_from_checkpoint
 
     return model_from_checkpoint(load_checkpoint(Path(target.location), map_weights=True))
 

@@ -40,10 +40,11 @@ def export(
 
     [dim]Example: hellogpt export poems_hugs.pt exported/poems_hugs[/]
     """
+    from hellogpt.checkpoints.format import load_checkpoint
+    from hellogpt.checkpoints.lora_base import merged_checkpoint
+    from hellogpt.checkpoints.paths import resolve_checkpoint_path
     from hellogpt.export import export_checkpoint
     from hellogpt.model.hf import CHAR_VOCABULARY_FILE
-    from hellogpt.train.checkpoint import load_checkpoint, resolve_checkpoint_path
-    from hellogpt.train.lora import merged_checkpoint
 
     checkpoint_path = resolve_checkpoint_path(checkpoint)
     loaded = load_checkpoint(checkpoint_path)

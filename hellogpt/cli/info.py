@@ -39,7 +39,7 @@ def info(
     hellogpt info config --profile edgar_poe --set optim.learning_rate=3e-4[/]
     """
     if target is None:
-        from hellogpt.hardware.report import describe_hardware
+        from hellogpt.hardware.readings import describe_hardware
 
         _show(describe_hardware(), "Hardware", as_json)
     elif target == "config":
@@ -91,7 +91,8 @@ def _show_target(target: str, as_json: bool) -> None:
         return
     if path.is_dir():
         raise UserError(f"{path} is neither a dataset (no meta.json or train.bin) nor a run folder (no metrics.jsonl)")
-    from hellogpt.train.checkpoint import describe_checkpoint, resolve_checkpoint_path
+    from hellogpt.checkpoints.paths import resolve_checkpoint_path
+    from hellogpt.cli.checkpoint_info import describe_checkpoint
 
     checkpoint_path = resolve_checkpoint_path(target)
     _show(describe_checkpoint(checkpoint_path), f"Checkpoint {checkpoint_path}", as_json)

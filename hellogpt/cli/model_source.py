@@ -70,13 +70,9 @@ def load_model(checkpoint: Optional[str], source: Optional[str]) -> LoadedModel:
         tokenizer = gpt2_tokenizer()
         tokenizer.load()
         return LoadedModel(model, tokenizer, name, {"model": source, "origin": origin_text(origin)}, None)
-    from hellogpt.train.checkpoint import (
-        load_checkpoint,
-        model_from_checkpoint,
-        resolve_checkpoint_path,
-        tokenizer_from_checkpoint,
-    )
-
+    from hellogpt.checkpoints.format import load_checkpoint
+    from hellogpt.checkpoints.loading import model_from_checkpoint, tokenizer_from_checkpoint
+    from hellogpt.checkpoints.paths import resolve_checkpoint_path
     from hellogpt.data.tokenizer import Gpt2Tokenizer
 
     path = resolve_checkpoint_path(checkpoint or "")
@@ -135,10 +131,9 @@ def model_for_inference(loaded: LoadedModel, config: Any, choose_threads: bool =
     if config.system.quantize == "int8":
         model = prepare_int8_for_inference(loaded.model, device)
     else:
-        dtype = choose_dtype(config.system.dtype, device, loaded.model.config)
-        model = prepare_for_inference(loaded.model, device, dtype, measure=config.system.measure)
+        model = prepare_for_inference(loaded.model, device, choose_dtype(config.system.dtype, device, loaded.model.config))
     if choose_threads:
-        choose_decode_threads(model, config.system.measure)
+        choose_decode_threads(model)
     return model
 
 

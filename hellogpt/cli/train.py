@@ -19,7 +19,7 @@ from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve
 from hellogpt.cli.lost_output import surviving_lost_output
 from hellogpt.cli.signals import StopOnSignals
 from hellogpt.errors import INTERRUPTED_EXIT_CODE, USER_ERROR_EXIT_CODE, UserError, print_user_error
-from hellogpt.train.events import RunEnd, RunFinished, TrainingEvent
+from hellogpt.train.events import RunFinished, TrainingEvent
 
 # The training core, the checkpoint module (torch) and the config schema (pydantic) are imported inside the
 # commands, never here: this module loads for `hellogpt --help`, which must stay instant.
@@ -112,7 +112,7 @@ def train_command(
 
 def checked_run_name(name: Optional[str]) -> Optional[str]:
     """`--name` becomes a folder under train.runs_dir and, without --checkpoint, the checkpoint's name."""
-    from hellogpt.train.checkpoint import is_valid_run_name
+    from hellogpt.checkpoints.paths import is_valid_run_name
 
     if name is not None and not is_valid_run_name(name):
         raise UserError(
@@ -123,7 +123,7 @@ def checked_run_name(name: Optional[str]) -> Optional[str]:
 
 def checkpoint_path_for(resolved: "ResolvedConfig", checkpoint: Optional[str]) -> Path:
     """`--checkpoint` (a bare name lands in train.out_dir), else train.out_dir / train.checkpoint_name."""
-    from hellogpt.train.checkpoint import resolve_checkpoint_path
+    from hellogpt.checkpoints.paths import resolve_checkpoint_path
 
     train_config = resolved.config.train
     return resolve_checkpoint_path(checkpoint or train_config.checkpoint_name, Path(train_config.out_dir))
@@ -177,7 +177,7 @@ def run_training(
             samples = _LastSample()
             plain_output = True if plain else None
             finished = display_training(samples.watch(run.events()), plain=plain_output, tensorboard=tensorboard)
-        if finished.reason in (RunEnd.COMPLETED, RunEnd.TIME_BUDGET) and samples.text:
+        if finished.reason in ("completed", "time_budget") and samples.text:
             _show_sample_and_chat_command(samples.text, checkpoint_path, finished)
         _exit_as(finished, checkpoint_path)
 
@@ -218,7 +218,7 @@ def _show_preparation(data: "DataConfig", data_dir: Path) -> Iterator[None]:
 
 
 def _show_sample_and_chat_command(sample: str, checkpoint_path: Path, finished: RunFinished) -> None:
-    from hellogpt.train.checkpoint import latest_checkpoint_path
+    from hellogpt.checkpoints.paths import latest_checkpoint_path
 
     console = Console(highlight=False)
 
@@ -234,14 +234,14 @@ def _show_sample_and_chat_command(sample: str, checkpoint_path: Path, finished: 
 
 def _exit_as(finished: RunFinished, checkpoint_path: Path) -> None:
     """Exit code by how the run ended: 130 interrupted, 2 diverged, 0 otherwise."""
-    if finished.reason == RunEnd.INTERRUPTED:
+    if finished.reason == "interrupted":
         saved = finished.checkpoint_paths[-1] if finished.checkpoint_paths else None
         what = f"saved {saved}" if saved else f"nothing new to save ({checkpoint_path} is as it was)"
         if saved or checkpoint_path.exists():
             what += f"; continue with: {_resume_command()}"
         sys.stderr.write(f"interrupted: {what}\n")
         raise typer.Exit(INTERRUPTED_EXIT_CODE)
-    if finished.reason == RunEnd.DIVERGED:
+    if finished.reason == "diverged":
         print_user_error(UserError(finished.message or "training diverged (NaN/inf loss)"))
         raise typer.Exit(USER_ERROR_EXIT_CODE)
 

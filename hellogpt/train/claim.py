@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hellogpt.checkpoints.format import peek_progress
+from hellogpt.checkpoints.paths import latest_checkpoint_path
 from hellogpt.errors import UserError
 from hellogpt.files import remove_stale_temporary_files
 from hellogpt.locking import exclusive_lock
-from hellogpt.train.checkpoint import latest_checkpoint_path, peek_progress
 from hellogpt.train.distributed import launched_by_torchrun
 
 WAYS_ON = (

@@ -13,9 +13,9 @@ from typing import Any, Optional
 
 import torch
 
+from hellogpt.checkpoints.format import Checkpoint
 from hellogpt.errors import UserError
 from hellogpt.hardware.devices import DTYPES_BY_NAME, check_explicit_dtype, choose_dtype, dtype_name
-from hellogpt.train.checkpoint import Checkpoint
 from hellogpt.train.distributed import DistributedContext, broadcast_from_main, gather_from_ranks
 
 

@@ -1,6 +1,6 @@
 """The resumable state of a run: what it has reached, where its checkpoints go, and reading it back for --resume.
 
-Beside `checkpoint.py` (the file format): this module decides what a run saves (the best model in NAME.pt, the
+Beside `hellogpt.checkpoints` (the file format): this module decides what a run saves (the best model in NAME.pt, the
 latest state in NAME.latest.pt) and how a resumed run takes up its step, losses, RNGs and data sampler.
 """
 
@@ -15,16 +15,11 @@ import torch
 
 from hellogpt.config.schema import RunConfig
 from hellogpt.errors import UserError
-from hellogpt.train.checkpoint import (
-    Checkpoint,
-    generator_from_state,
-    latest_checkpoint_path,
-    load_checkpoint,
-    resume_source,
-    save_checkpoint,
-)
+from hellogpt.checkpoints.format import Checkpoint, load_checkpoint, peek_step, save_checkpoint
+from hellogpt.checkpoints.lora_base import frozen_dtype, verified_base
+from hellogpt.checkpoints.paths import latest_checkpoint_path
 from hellogpt.train.distributed import DistributedContext
-from hellogpt.train.lora import frozen_dtype, verified_base
+from hellogpt.train.rng_state import generator_from_state
 
 
 @dataclass
@@ -82,6 +77,26 @@ class CheckpointLayout:
             self.checkpoint_path.unlink(missing_ok=True)
         self.has_saved = True
         return path
+
+
+def resume_source(checkpoint_path: Path) -> Path:
+    """The file `--resume` continues: NAME.latest.pt when it is newer than NAME.pt, else NAME.pt.
+
+    An unreadable NAME.latest.pt is an error, not a reason to fall back silently to the older NAME.pt."""
+    latest = latest_checkpoint_path(checkpoint_path)
+    if not latest.is_file():
+        return checkpoint_path
+    latest_step = peek_step(latest)
+    if latest_step is None:
+        older = f"the older {checkpoint_path}" if checkpoint_path.is_file() else "nothing (start anew without --resume)"
+        raise UserError(
+            f"--resume: {latest}, the run's latest state, cannot be read (truncated or corrupt): "
+            f"move it aside (e.g. to {latest.name}.broken) to resume from {older}"
+        )
+    if not checkpoint_path.is_file():
+        return latest
+    best_step = peek_step(checkpoint_path)
+    return latest if best_step is None or latest_step > best_step else checkpoint_path
 
 
 def load_resume_checkpoint(checkpoint_path: Path, config: RunConfig) -> tuple[Path, Checkpoint]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hellogpt.train.checkpoint import save_checkpoint
+from hellogpt.checkpoints.format import save_checkpoint
 from tests.bad_input.test_disk_full import assert_one_error_line, invoke, snapshot
 from tests.cli.test_export_cli import as_checkpoint
 from tests.model.test_hf import tiny_payload

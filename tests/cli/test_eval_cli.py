@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from hellogpt.cli import app
 from hellogpt.data.loader import open_dataset
-from hellogpt.train.checkpoint import Checkpoint, save_checkpoint
+from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from tests.test_evaluate import TEXT, WINDOW, uniform_model
 from tests.train.conftest import write_char_dataset
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from hellogpt.cli import app
 from hellogpt.cli.train import parse_duration
 from hellogpt.errors import UserError
-from hellogpt.train.checkpoint import load_checkpoint
+from hellogpt.checkpoints.format import load_checkpoint
 from tests.train.conftest import TINY_SETTINGS, shakespeare_text, write_char_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -101,7 +101,8 @@ def _validation_loss(model: GPT, data_dir: Path) -> float:
 def test_tune_from_a_huggingface_directory_lowers_the_loss_on_poems(
     hf_dir: Path, poems_data: Path, tuned_checkpoint: Path
 ) -> None:
-    from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from hellogpt.checkpoints.format import load_checkpoint
+    from hellogpt.checkpoints.loading import model_from_checkpoint
 
     pretrained, _ = load_pretrained(str(hf_dir))
     payload = load_checkpoint(tuned_checkpoint)
@@ -162,7 +163,8 @@ def test_chat_from_a_huggingface_directory_continues_like_transformers(hf_dir: P
 @needs_chat
 @needs_tune
 def test_chat_on_a_checkpoint_tuned_from_huggingface_needs_no_extra_flag(tuned_checkpoint: Path, tmp_path: Path) -> None:
-    from hellogpt.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from hellogpt.checkpoints.format import load_checkpoint
+    from hellogpt.checkpoints.loading import model_from_checkpoint
 
     tuned = model_from_checkpoint(load_checkpoint(tuned_checkpoint))
     expected = _greedy_text(_hf_from_our_model(tuned, tmp_path / "exported"), "The river", 12)

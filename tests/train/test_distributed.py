@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hellogpt.errors import UserError
-from hellogpt.train.checkpoint import load_checkpoint
+from hellogpt.checkpoints.format import load_checkpoint
 from hellogpt.train.distributed import local_accumulation_steps
 from tests.train.conftest import TINY_SETTINGS, shakespeare_text, write_char_dataset
 

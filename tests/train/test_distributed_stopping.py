@@ -11,7 +11,8 @@ from typing import Optional
 import pytest
 import torch
 
-from hellogpt.train.checkpoint import load_checkpoint, resume_source
+from hellogpt.checkpoints.format import load_checkpoint
+from hellogpt.train.resume import resume_source
 from tests.train.conftest import TINY_SETTINGS, shakespeare_text, write_char_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hellogpt.cli import app
-from hellogpt.train.checkpoint import load_checkpoint
+from hellogpt.checkpoints.format import load_checkpoint
 
 # "Clearly below": at least this far under the unigram entropy, in nats per token.
 MARGIN_NATS = 0.3

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hellogpt.errors import UserError
-from hellogpt.train.checkpoint import load_checkpoint
+from hellogpt.checkpoints.format import load_checkpoint
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent
 from hellogpt.train.distributed import DistributedContext
 from hellogpt.train.evaluation import loss_sum_dtype

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hellogpt.train.checkpoint import latest_checkpoint_path, load_checkpoint, resume_source
+from hellogpt.checkpoints.format import load_checkpoint
+from hellogpt.checkpoints.paths import latest_checkpoint_path
+from hellogpt.train.resume import resume_source
 from hellogpt.train.events import CheckpointEvent, StepEvent
 from hellogpt.train.loop import train
 from tests.train.conftest import events_of, tiny_config

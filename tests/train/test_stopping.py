@@ -11,7 +11,9 @@ import torch
 
 from hellogpt.cli.signals import StopOnSignals
 from hellogpt.train import progress
-from hellogpt.train.checkpoint import latest_checkpoint_path, load_checkpoint, resume_source
+from hellogpt.checkpoints.format import load_checkpoint
+from hellogpt.checkpoints.paths import latest_checkpoint_path
+from hellogpt.train.resume import resume_source
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, StepProgress, TrainingEvent
 from hellogpt.train.loop import TrainingRun, train
 from tests.train.conftest import events_of, tiny_config

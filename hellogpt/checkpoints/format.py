@@ -1,4 +1,4 @@
-"""Checkpoints: atomic save, safe load, and the resume state (RNGs) that makes `--resume` exact.
+"""The checkpoint file: atomic save, safe load, and every field checked once into a typed `Checkpoint`.
 
 A checkpoint is one `torch.save`d dict of tensors and plain Python values only, so that
 `torch.load(weights_only=True)` can read it: opening a checkpoint never runs code.
@@ -8,38 +8,26 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import warnings
 import zipfile
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import torch
 
 from hellogpt import __version__
+from hellogpt.checkpoints.paths import (
+    CHECKPOINT_SUFFIX,
+    DEFAULT_CHECKPOINTS_DIR,
+    is_valid_run_name,
+    latest_checkpoint_path,
+)
+from hellogpt.checkpoints.resume_state import DamagedRngState, check_rng_state, check_sampler_state
 from hellogpt.errors import UserError
 from hellogpt.files import atomic_file
 from hellogpt.hardware.devices import DTYPES_BY_NAME
-from hellogpt.model.gpt import GPT, GPTConfig
-from hellogpt.model.lora import count_adapter_parameters
-# The resume state's RNG parts live in rng_state; they are named here too, where training has always found them.
-from hellogpt.train.rng_state import (  # noqa: F401
-    DamagedRngState,
-    capture_rng_state,
-    check_rng_state,
-    check_sampler_state,
-    generator_from_state,
-    generator_state,
-    restore_rng_state,
-)
-
-if TYPE_CHECKING:
-    from hellogpt.data.tokenizer import Tokenizer
-
-# train/lora.py builds on this module, so its functions are imported where LoRA checkpoints are handled, not above;
-# the tokenizer module (tiktoken) loads only when a checkpoint's tokenizer is rebuilt.
+from hellogpt.model.gpt import GPTConfig
 
 # Format 2 adds LoRA checkpoints (adapters plus a reference to their base); plain checkpoints are still
 # written as format 1, so an older hellogpt reads them, and refuses a LoRA one with "upgrade".
@@ -47,29 +35,11 @@ CHECKPOINT_FORMAT_VERSION = 2
 PLAIN_FORMAT_VERSION = 1
 # Fields written only when set, so that a plain checkpoint holds what format 1 did (older readers skip `dtype`).
 OPTIONAL_FIELDS = ("lora", "base", "dtype")
-CHECKPOINT_SUFFIX = ".pt"
-DEFAULT_CHECKPOINTS_DIR = Path("checkpoints")
 REQUIRED_KEYS = ("format_version", "model_args", "model")
-# Beside NAME.pt (the best model, or the latest with always_save_checkpoint), the resumable latest
-# state when it is newer than the best: NAME.latest.pt.
-LATEST_SUFFIX = ".latest"
-# A run name becomes a folder under train.runs_dir: one plain path component.
-_RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=@-]*$")
-# Prefixes that torch.compile (`_orig_mod.`) and DDP/DataParallel (`module.`) put on parameter names.
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 # Types that torch.load(weights_only=True) rebuilds; checked by exact type (np.float64 subclasses float).
 _PLAIN_TYPES = (type(None), bool, int, float, str, bytes, torch.dtype, torch.Size, torch.device)
-_MAX_NAMES_IN_ERROR = 3
-
-
-def resolve_checkpoint_path(name_or_path: str, checkpoints_dir: Path = DEFAULT_CHECKPOINTS_DIR) -> Path:
-    """A bare name means `checkpoints/<name>.pt`; a path (with a separator, or one that exists) is kept."""
-    expanded = Path(name_or_path).expanduser()
-    has_separator = os.sep in name_or_path or (os.altsep is not None and os.altsep in name_or_path)
-    if has_separator or expanded.exists():
-        return expanded
-    file_name = name_or_path if name_or_path.endswith(CHECKPOINT_SUFFIX) else name_or_path + CHECKPOINT_SUFFIX
-    return Path(checkpoints_dir) / file_name
+# How many offending names an error shows before "...".
+MAX_NAMES_IN_ERROR = 3
 
 
 @dataclass(frozen=True)
@@ -80,7 +50,7 @@ class Checkpoint:
     `pending_eval` says the run stopped on a step whose evaluation (or the final one) has not run yet.
     A LoRA checkpoint sets `lora` (rank, alpha, dropout, targets) and `base` (what the adapters were tuned on,
     with its sha256): `model` then holds only the adapters, and the base is loaded (and checked) to use it.
-    `dtype` is the one training computed in ("bfloat16"); `--resume` reuses it (`hellogpt.train.precision`).
+    `dtype` is the one training computed in ("bfloat16"); `--resume` reuses it (training's precision rule).
     """
 
     model_args: GPTConfig
@@ -251,18 +221,8 @@ def _tensor_dict(model: Any) -> dict[str, torch.Tensor]:
         raise _MalformedField("model holds no weights")
     bad = [str(name) for name, tensor in model.items() if not isinstance(name, str) or not torch.is_tensor(tensor)]
     if bad:
-        raise _MalformedField(f"model entries {', '.join(bad[:_MAX_NAMES_IN_ERROR])} are not tensors")
+        raise _MalformedField(f"model entries {', '.join(bad[:MAX_NAMES_IN_ERROR])} are not tensors")
     return dict(model)
-
-
-def is_valid_run_name(name: str) -> bool:
-    """One plain path component: letters, digits and `_ . + = @ -`, not starting with a dot."""
-    return bool(_RUN_NAME.match(name)) and ".." not in name
-
-
-def latest_checkpoint_path(checkpoint_path: Path) -> Path:
-    """Where the resumable latest state goes beside the best model: NAME.pt -> NAME.latest.pt."""
-    return checkpoint_path.with_name(f"{checkpoint_path.stem}{LATEST_SUFFIX}{CHECKPOINT_SUFFIX}")
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
@@ -338,111 +298,9 @@ def peek_step(path: Path) -> Optional[int]:
     return progress.step if progress is not None else None
 
 
-def resume_source(checkpoint_path: Path) -> Path:
-    """The file `--resume` continues: NAME.latest.pt when it is newer than NAME.pt, else NAME.pt.
-
-    An unreadable NAME.latest.pt is an error, not a reason to fall back silently to the older NAME.pt."""
-    latest = latest_checkpoint_path(checkpoint_path)
-    if not latest.is_file():
-        return checkpoint_path
-    latest_step = peek_step(latest)
-    if latest_step is None:
-        older = f"the older {checkpoint_path}" if checkpoint_path.is_file() else "nothing (start anew without --resume)"
-        raise UserError(
-            f"--resume: {latest}, the run's latest state, cannot be read (truncated or corrupt): "
-            f"move it aside (e.g. to {latest.name}.broken) to resume from {older}"
-        )
-    if not checkpoint_path.is_file():
-        return latest
-    best_step = peek_step(checkpoint_path)
-    return latest if best_step is None or latest_step > best_step else checkpoint_path
-
-
-def model_from_checkpoint(checkpoint: Checkpoint, device: Optional[Union[str, torch.device]] = None) -> GPT:
-    """Rebuild the GPT of a loaded checkpoint (fp32, eval mode) on `device`; UserError if weights and args disagree.
-
-    A LoRA checkpoint loads its base (checked against the recorded hash) and merges the adapters into it: every
-    command that uses a model for inference comes through here, so all of them take LoRA checkpoints as they are.
-    """
-    if checkpoint.is_lora:
-        from hellogpt.train.lora import merged_model
-
-        model = merged_model(checkpoint)
-    else:
-        model = gpt_from_state_dict(checkpoint.model_args, strip_wrapper_prefixes(checkpoint.model))
-    model.eval()
-    return model.to(device) if device is not None else model
-
-
-def gpt_from_state_dict(config: GPTConfig, state_dict: Mapping[str, torch.Tensor]) -> GPT:
-    """A GPT built around `state_dict`'s own tensors (assigned, not copied: no random init, no second copy)."""
-    with torch.device("meta"):
-        model = GPT(config)
-    _check_weights_fit(model, state_dict, config)
-    complete = dict(state_dict)
-    complete.setdefault("lm_head.weight", complete["transformer.wte.weight"])
-    model.load_state_dict(complete, strict=True, assign=True)
-    model.lm_head.weight = model.transformer.wte.weight  # assigning untied them
-    return model
-
-
-def tokenizer_from_checkpoint(checkpoint: Checkpoint) -> "Tokenizer":
-    """The tokenizer the checkpoint was trained with, rebuilt from its description."""
-    from hellogpt.data.tokenizer import tokenizer_from_description
-
-    description = checkpoint.tokenizer
-    if description is None:
-        raise UserError("this checkpoint has no tokenizer description: it cannot encode text; retrain or re-export it")
-    return tokenizer_from_description(description)
-
-
-def describe_checkpoint(path: Path) -> dict[str, Any]:
-    """What `hellogpt info CHECKPOINT` shows (and prints as JSON): progress, losses, shape, tokenizer, origin, config."""
-    path = Path(path)
-    checkpoint = load_checkpoint(path)
-    stat = path.stat()
-    latest = latest_checkpoint_path(path)
-    return {
-        "path": str(path),
-        "run_name": checkpoint.run_name,
-        "step": checkpoint.step,
-        "train_loss": checkpoint.train_loss,
-        "val_loss": checkpoint.val_loss,
-        "best_val_loss": checkpoint.best_val_loss,
-        "dtype": checkpoint.dtype or "not recorded (written before hellogpt recorded it)",
-        "n_params": _base_parameters(checkpoint.model_args) if checkpoint.is_lora else count_parameters(checkpoint.model),
-        "architecture": checkpoint.model_args.to_dict(),
-        "tokenizer": _describe_tokenizer(checkpoint.tokenizer),
-        "origin": checkpoint.origin,
-        "size_bytes": stat.st_size,
-        "modified": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc).isoformat(timespec="seconds"),
-        "format_version": checkpoint.format_version,
-        "hellogpt_version": checkpoint.hellogpt_version,
-        "resumable": checkpoint.resumable,
-        "pending_eval": checkpoint.pending_eval,
-        "latest_state": str(latest) if latest.is_file() and latest != path else None,
-        **(_describe_lora(checkpoint) if checkpoint.is_lora else {}),
-        "config": checkpoint.config,
-    }
-
-
-def _describe_lora(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The adapters and the base they need: `chat`, `eval` and `export` load that base and merge."""
-    from hellogpt.train.lora import describe_base
-
-    return {
-        "lora": {**(checkpoint.lora or {}), "adapter_params": count_adapter_parameters(checkpoint.model)},
-        "base": describe_base(checkpoint.base or {}),
-    }
-
-
-def _base_parameters(config: GPTConfig) -> int:
-    with torch.device("meta"):
-        return GPT(config).num_parameters()
-
-
 def gpt_config_from_args(model_args: Mapping[str, Any]) -> GPTConfig:
-    """GPTConfig from stored `model_args`; keys this version does not know are an error, not silently dropped."""
+    """GPTConfig from stored `model_args`; keys this version does not know are an error, not silently dropped,
+    and a key it lacks reads as GPT-2 small's."""
     known = {field.name for field in fields(GPTConfig)}
     unknown = sorted(set(model_args) - known)
     if unknown:
@@ -450,29 +308,6 @@ def gpt_config_from_args(model_args: Mapping[str, Any]) -> GPTConfig:
             f"the checkpoint's model_args has keys this hellogpt does not know ({', '.join(unknown)}): upgrade hellogpt"
         )
     return GPTConfig(**dict(model_args))
-
-
-def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Parameter names without the `_orig_mod.` (torch.compile) and `module.` (DDP) prefixes."""
-    cleaned = {}
-    for name, tensor in state_dict.items():
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in WRAPPER_PREFIXES:
-                if name.startswith(prefix):
-                    name, stripped = name[len(prefix) :], True
-        cleaned[name] = tensor
-    return cleaned
-
-
-def count_parameters(state_dict: Mapping[str, torch.Tensor]) -> int:
-    """Parameters as `GPT.num_parameters()` counts them: tied LM head once, position embeddings excluded."""
-    state_dict = strip_wrapper_prefixes(state_dict)
-    skipped = {"transformer.wpe.weight"}
-    if "transformer.wte.weight" in state_dict:
-        skipped.add("lm_head.weight")
-    return sum(tensor.numel() for name, tensor in state_dict.items() if name not in skipped)
 
 
 def _check_is_ours(path: Path, payload: Any) -> None:
@@ -490,30 +325,6 @@ def _check_is_ours(path: Path, payload: Any) -> None:
         )
 
 
-def _check_weights_fit(model: GPT, state_dict: Mapping[str, torch.Tensor], config: GPTConfig) -> None:
-    """One readable line instead of load_state_dict's multi-line RuntimeError."""
-    expected = model.state_dict()
-    tied_head_ok = "transformer.wte.weight" in state_dict
-    missing = [name for name in expected if name not in state_dict and not (name == "lm_head.weight" and tied_head_ok)]
-    unexpected = [name for name in state_dict if name not in expected]
-    wrong_shape = [
-        f"{name} {tuple(state_dict[name].shape)} vs {tuple(tensor.shape)}"
-        for name, tensor in expected.items()
-        if name in state_dict and tuple(state_dict[name].shape) != tuple(tensor.shape)
-    ]
-    problems = []
-    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-        if names:
-            shown = ", ".join(names[:_MAX_NAMES_IN_ERROR]) + (" ..." if len(names) > _MAX_NAMES_IN_ERROR else "")
-            problems.append(f"{label}: {shown}")
-    if problems:
-        shape = f"n_layer={config.n_layer} n_head={config.n_head} n_embd={config.n_embd} vocab_size={config.vocab_size}"
-        raise UserError(
-            f"the checkpoint's weights do not fit its architecture ({shape}): {'; '.join(problems)}; "
-            "the file was edited or written by another program"
-        )
-
-
 def _check_weights_only_safe(value: Any, where: str) -> None:
     """Fail at save time (a bug) rather than at load time (a user's broken checkpoint)."""
     if isinstance(value, torch.Tensor) or type(value) in _PLAIN_TYPES:
@@ -528,17 +339,6 @@ def _check_weights_only_safe(value: Any, where: str) -> None:
             _check_weights_only_safe(item, f"{where}[{index}]")
         return
     raise TypeError(f"{where} is a {type(value).__name__}: checkpoints hold only tensors and plain Python values")
-
-
-def _describe_tokenizer(description: Any) -> Optional[dict[str, Any]]:
-    if not isinstance(description, dict):
-        return None
-    kind = description.get("kind")
-    if kind == "char":
-        return {"kind": "char", "vocab_size": len(description.get("chars", ""))}
-    from hellogpt.data.tokenizer import tokenizer_from_description
-
-    return {"kind": kind, "vocab_size": tokenizer_from_description(description).vocab_size}
 
 
 def _not_found_message(path: Path) -> str:

@@ -13,24 +13,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from hellogpt.checkpoints import format as checkpoint_format
+from hellogpt.checkpoints.format import Checkpoint, load_checkpoint, save_checkpoint
+from hellogpt.checkpoints.loading import model_from_checkpoint, tokenizer_from_checkpoint
+from hellogpt.checkpoints.paths import resolve_checkpoint_path
 from hellogpt.cli import app
 from hellogpt.config.schema import RunConfig
 from hellogpt.errors import UserError
 from hellogpt.model.gpt import GPT, GPTConfig
-from hellogpt.train import checkpoint
-from hellogpt.train.checkpoint import (
-    Checkpoint,
-    capture_rng_state,
-    describe_checkpoint,
-    generator_from_state,
-    generator_state,
-    load_checkpoint,
-    model_from_checkpoint,
-    resolve_checkpoint_path,
-    restore_rng_state,
-    save_checkpoint,
-    tokenizer_from_checkpoint,
-)
+from hellogpt.cli.checkpoint_info import describe_checkpoint
+from hellogpt.train.rng_state import capture_rng_state, generator_from_state, generator_state, restore_rng_state
 
 TINY = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11, dropout=0.0, bias=False)
 CHARS = "abcdefghij\n"
@@ -110,7 +102,7 @@ def test_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path: Path, monkey
         file.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.torch, "save", crash_midway)
+    monkeypatch.setattr(checkpoint_format.torch, "save", crash_midway)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(target, tiny_checkpoint())
     assert target.read_bytes() == before

@@ -13,10 +13,11 @@ from typing import Any, Mapping
 
 import torch
 
+from hellogpt.checkpoints.format import Checkpoint, load_checkpoint
+from hellogpt.checkpoints.weights import gpt_from_state_dict, strip_wrapper_prefixes
 from hellogpt.config.schema import LoraConfig
 from hellogpt.errors import UserError
 from hellogpt.model import hf
-from hellogpt.train.checkpoint import gpt_from_state_dict, load_checkpoint, strip_wrapper_prefixes
 from hellogpt.model.gpt import GPT
 from hellogpt.model.lora import (
     LoraSpec,
@@ -93,7 +94,7 @@ def verified_base(
     return state
 
 
-def merged_model(checkpoint: Any, loading: tuple[Path, ...] = ()) -> GPT:
+def merged_model(checkpoint: Checkpoint, loading: tuple[Path, ...] = ()) -> GPT:
     """A LoRA checkpoint as a plain fp32 GPT: its verified base with the adapters folded into the weights
     (`loading`: see `checkpoint_base`)."""
     model = gpt_from_state_dict(checkpoint.model_args, verified_base(checkpoint.base, torch.float32, loading))
@@ -105,21 +106,9 @@ def merged_model(checkpoint: Any, loading: tuple[Path, ...] = ()) -> GPT:
     return merge_adapters(model).requires_grad_(False)
 
 
-def merged_checkpoint(checkpoint: Any) -> Any:
+def merged_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
     """A LoRA checkpoint as a plain one holding the merged weights (what `hellogpt export` writes out)."""
     return replace(checkpoint, model=merged_model(checkpoint).state_dict(), lora=None, base=None)
-
-
-def describe_base(reference: Mapping[str, Any]) -> dict[str, Any]:
-    """What `hellogpt info` shows of a base: where it is, whether it is there, its recorded hash."""
-    source = str(reference.get("source"))
-    present = Path(source).exists() if reference.get("kind") == "checkpoint" or Path(source).is_absolute() else None
-    return {
-        "kind": reference.get("kind"),
-        "source": source,
-        "sha256": reference.get("sha256"),
-        "present": "yes" if present else ("no" if present is False else "from the Hugging Face cache or hub"),
-    }
 
 
 def _refuse_cycle(path: Path, loading: tuple[Path, ...]) -> None:
