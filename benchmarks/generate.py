@@ -1,4 +1,4 @@
-"""Decoding speed of `hellogpt.generate.stream_tokens` against transformers' `GPT2LMHeadModel.generate`.
+"""Decoding speed of `hellogpt.decode.stream.stream_tokens` against transformers' `GPT2LMHeadModel.generate`.
 
 GPT-2-124M and gpt2-medium shapes (vocabulary 50257, block 1024, biases) with random weights,
 copied into transformers' GPT-2 so both run the same weights; greedy decoding of N tokens after
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hellogpt.generate import prepare_for_inference, prepare_int8_for_inference, stream_tokens
+from hellogpt.decode.stream import stream_tokens
+from hellogpt.generate import prepare_for_inference, prepare_int8_for_inference
 from hellogpt.hardware.readings import describe_cpu
 from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 from hellogpt.config.schema import OptimConfig  # noqa: E402
 from hellogpt.data.sources import CORPORA_DIR  # noqa: E402
 from hellogpt.hardware.devices import autocast_context, choose_device, choose_dtype  # noqa: E402
-from hellogpt.hardware.peak import mfu, peak_flops  # noqa: E402
+from hellogpt.hardware.probes.peak import mfu, peak_flops  # noqa: E402
 from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
 from hellogpt.train.optimizer import build_optimizer  # noqa: E402
 
@@ -185,10 +185,18 @@ def run_case(case: Case, steps: int, warmup: int, ours_dtype_setting: str) -> tu
     return ours, reference, model.flops_per_token(case.config.block_size)
 
 
+def measured_peak(dtype: torch.dtype) -> float:
+    """The CPU's measured matmul peak in `dtype` (the MFU column needs it, so this benchmark always measures)."""
+    peak = peak_flops(torch.device("cpu"), dtype)
+    if peak is None:
+        raise SystemExit("the MFU column needs the measured peak: unset HELLOGPT_MEASURE (it is 'off')")
+    return peak
+
+
 def summarise(case: Case, result: Result, flops_per_token: float) -> dict[str, float]:
     median = statistics.median(result.step_seconds)
     tokens_per_second = case.batch_size * case.config.block_size / median
-    peak = peak_flops(torch.device("cpu"), result.dtype)
+    peak = measured_peak(result.dtype)
     spread = (max(result.step_seconds) - min(result.step_seconds)) / median
     return {
         "ms": median * 1000,
@@ -223,8 +231,8 @@ def print_table(rows: list[tuple[Case, Result, dict[str, float], Optional[float]
     console.print(table)
     console.print(
         f"[dim]MFU = model FLOPs (6N + 12·L·H·Q·T per token) / measured matmul peak of that dtype "
-        f"(float32 {peak_flops('cpu', torch.float32) / 1e12:.3g} TFLOP/s, "
-        f"bfloat16 {peak_flops('cpu', torch.bfloat16) / 1e12:.3g} TFLOP/s). ln(vocab): "
+        f"(float32 {measured_peak(torch.float32) / 1e12:.3g} TFLOP/s, "
+        f"bfloat16 {measured_peak(torch.bfloat16) / 1e12:.3g} TFLOP/s). ln(vocab): "
         + ", ".join(f"{case.name} {math.log(case.config.vocab_size):.3f}" for case, *_ in rows[::2])
         + "[/]"
     )

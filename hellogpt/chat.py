@@ -8,7 +8,6 @@ and the CLI plugs in readline and rich.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,19 +18,19 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from hellogpt.config.schema import SampleConfig
+from hellogpt.config.schema import SampleConfig, fresh_seed
+from hellogpt.data.conversation import continued_text, prompt_or_end_of_text
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
 from hellogpt.files import write_text_atomically
 from hellogpt.formatting import format_count
-from hellogpt.generate import stream_text, stream_tokens
+from hellogpt.decode.stream import stream_tokens
+from hellogpt.decode.text import stream_text
 from hellogpt.model.gpt import GPT
 
 PROMPT = ">>> "
 CONTINUATION_PROMPT = "... "
 LINE_CONTINUATION = "\\"
-# In conversation mode, earlier turns are joined into one text, each turn on lines of its own.
-TURN_SEPARATOR = "\n"
 ReplEnd = Literal["quit", "end of input", "interrupted"]
 # An unexpected error's message is shown on one line, cut to this many characters (torch's run to pages).
 FAILURE_MESSAGE_CHARS = 300
@@ -101,7 +100,7 @@ class ChatSession:
 
     def restart_seed(self) -> None:
         """Seed the sampler from `settings.seed`, or from fresh entropy when it is unset."""
-        seed = self.settings.seed if self.settings.seed is not None else random.SystemRandom().randrange(2**63)
+        seed = self.settings.seed if self.settings.seed is not None else fresh_seed()
         self._generator.manual_seed(seed)
 
     def respond(self, prompt: str) -> Iterator[str]:
@@ -200,13 +199,8 @@ class ChatSession:
         return "\n".join(f"{key:<{width}}  {value}" for key, value in facts.items())
 
     def _encode_context(self, prompt: str) -> list[int]:
-        earlier = "".join(f"{turn.prompt}{turn.reply}{TURN_SEPARATOR}" for turn in self.history) if self.memory else ""
-        ids = self.tokenizer.encode(earlier + prompt)
-        if ids:
-            return ids
-        if self.tokenizer.eot_id is not None:
-            return [self.tokenizer.eot_id]
-        raise UserError("the prompt is empty: type some text for the model to continue")
+        earlier = [(turn.prompt, turn.reply) for turn in self.history] if self.memory else []
+        return prompt_or_end_of_text(self.tokenizer.encode(continued_text(earlier, prompt)), self.tokenizer)
 
     def _notice_window_slide(self) -> None:
         if self._window_notice_given:

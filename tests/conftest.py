@@ -14,6 +14,9 @@ from hellogpt.data.sources import CORPORA_DIR
 # (tests/train/test_loop.py: 58 s -> 5 s on the shared 2-core box). Read when torch loads, so set here,
 # before any test module imports torch; subprocesses of `hellogpt` inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Speed probes keep to their fixed rules and time nothing (`system.measure: off`): a test's outcome never depends on
+# how busy the machine is. The probes' own tests (tests/hardware/probes) lift it and run on a fake clock.
+os.environ.setdefault("HELLOGPT_MEASURE", "off")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 POEMS_DIR = CORPORA_DIR / "poems"

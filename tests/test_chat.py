@@ -11,7 +11,7 @@ import torch
 from hellogpt.chat import CONTINUATION_PROMPT, PROMPT, ChatSession, ReplyStats, run_repl
 from hellogpt.config.schema import SampleConfig
 from hellogpt.data.tokenizer import CharTokenizer
-from hellogpt.generate import stream_tokens
+from hellogpt.decode.stream import stream_tokens
 from tests.test_generate import make_model
 
 CHARS = "\n !',.?abcdefghijklmnopqrstuvwxyzé"

@@ -39,7 +39,7 @@ def info(
     hellogpt info config --profile edgar_poe --set optim.learning_rate=3e-4[/]
     """
     if target is None:
-        from hellogpt.hardware.readings import describe_hardware
+        from hellogpt.hardware.report import describe_hardware
 
         _show(describe_hardware(), "Hardware", as_json)
     elif target == "config":

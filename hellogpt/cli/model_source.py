@@ -131,9 +131,10 @@ def model_for_inference(loaded: LoadedModel, config: Any, choose_threads: bool =
     if config.system.quantize == "int8":
         model = prepare_int8_for_inference(loaded.model, device)
     else:
-        model = prepare_for_inference(loaded.model, device, choose_dtype(config.system.dtype, device, loaded.model.config))
+        dtype = choose_dtype(config.system.dtype, device, loaded.model.config)
+        model = prepare_for_inference(loaded.model, device, dtype, measure=config.system.measure)
     if choose_threads:
-        choose_decode_threads(model)
+        choose_decode_threads(model, config.system.measure)
     return model
 
 

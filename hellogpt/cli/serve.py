@@ -159,7 +159,10 @@ def _serve(
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     api_key = access.api_key
-    scheduler = Scheduler(model, loaded.tokenizer, max_batch, threads=decode_threads, max_waiting=limits.max_waiting)
+    scheduler = Scheduler(
+        model, loaded.tokenizer, max_batch, threads=decode_threads, max_waiting=limits.max_waiting,
+        measure=run_config.system.measure,
+    )
     app = create_app(
         scheduler, loaded.tokenizer, served, run_config.sample, api_key, limits, access.loopback, access.allowed_origins
     )

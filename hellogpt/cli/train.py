@@ -19,7 +19,7 @@ from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve
 from hellogpt.cli.lost_output import surviving_lost_output
 from hellogpt.cli.signals import StopOnSignals
 from hellogpt.errors import INTERRUPTED_EXIT_CODE, USER_ERROR_EXIT_CODE, UserError, print_user_error
-from hellogpt.train.events import RunFinished, TrainingEvent
+from hellogpt.train.events import RunEnd, RunFinished, TrainingEvent
 
 # The training core, the checkpoint module (torch) and the config schema (pydantic) are imported inside the
 # commands, never here: this module loads for `hellogpt --help`, which must stay instant.
@@ -177,7 +177,7 @@ def run_training(
             samples = _LastSample()
             plain_output = True if plain else None
             finished = display_training(samples.watch(run.events()), plain=plain_output, tensorboard=tensorboard)
-        if finished.reason in ("completed", "time_budget") and samples.text:
+        if finished.reason in (RunEnd.COMPLETED, RunEnd.TIME_BUDGET) and samples.text:
             _show_sample_and_chat_command(samples.text, checkpoint_path, finished)
         _exit_as(finished, checkpoint_path)
 
@@ -234,14 +234,14 @@ def _show_sample_and_chat_command(sample: str, checkpoint_path: Path, finished: 
 
 def _exit_as(finished: RunFinished, checkpoint_path: Path) -> None:
     """Exit code by how the run ended: 130 interrupted, 2 diverged, 0 otherwise."""
-    if finished.reason == "interrupted":
+    if finished.reason == RunEnd.INTERRUPTED:
         saved = finished.checkpoint_paths[-1] if finished.checkpoint_paths else None
         what = f"saved {saved}" if saved else f"nothing new to save ({checkpoint_path} is as it was)"
         if saved or checkpoint_path.exists():
             what += f"; continue with: {_resume_command()}"
         sys.stderr.write(f"interrupted: {what}\n")
         raise typer.Exit(INTERRUPTED_EXIT_CODE)
-    if finished.reason == "diverged":
+    if finished.reason == RunEnd.DIVERGED:
         print_user_error(UserError(finished.message or "training diverged (NaN/inf loss)"))
         raise typer.Exit(USER_ERROR_EXIT_CODE)
 

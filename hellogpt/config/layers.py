@@ -51,6 +51,13 @@ def builtin_profile_names() -> list[str]:
     return sorted(entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
+def load_command_defaults(name: str, label: str) -> Layer:
+    """Defaults a command lays over the base before the profile (`profiles/defaults/NAME.yaml`, not a profile
+    a user picks), labelled `label` in the provenance of what they set."""
+    text = (resources.files("hellogpt.config") / "profiles" / "defaults" / f"{name}.yaml").read_text("utf-8")
+    return Layer(label, _sections_from_text(text, f"{label} ({name}.yaml)"))
+
+
 def load_profile(name_or_path: str) -> Layer:
     """A built-in profile by name, or a profile YAML file by path."""
     if name_or_path in builtin_profile_names():

@@ -7,6 +7,7 @@ chosen automatically. No torch import: `--help` must stay instant.
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Annotated, Literal, Optional, Union
 
@@ -29,6 +30,11 @@ def _seed_in_range(seed: int) -> int:
 
 
 Seed = Annotated[int, AfterValidator(_seed_in_range)]
+
+
+def fresh_seed() -> int:
+    """A seed from fresh entropy, for a sampler whose seed is unset: any value a configured seed may take."""
+    return random.SystemRandom().randrange(SEED_LIMIT)
 
 
 class _Section(BaseModel):
@@ -136,6 +142,19 @@ class SystemConfig(_Section):
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: int8 weights (one scale per output channel) for chat, serve and eval on CPUs."
     )
+    measure: Literal["auto", "off"] = Field(
+        "auto",
+        description="Speed probes (decode threads, bf16 packing, serve layout, MFU peak): auto times them once and "
+        "caches; off uses fixed rules and times nothing (HELLOGPT_MEASURE=off forces it). Never changes the numbers.",
+    )
+
+    @field_validator("measure", mode="before")
+    @classmethod
+    def _yaml_off(cls, measure: object) -> object:
+        """YAML reads a bare `off` as false (and `on` as true): `measure: off` means what it says."""
+        if isinstance(measure, bool):
+            return "auto" if measure else "off"
+        return measure
 
     @field_validator("device")
     @classmethod

@@ -17,9 +17,9 @@ from rich.console import Console
 from hellogpt.dashboard.live import LiveView
 from hellogpt.dashboard.plain import PlainView
 from hellogpt.dashboard.records import RunRecorder
-from hellogpt.dashboard.state import INTERRUPTED, STREAM_ENDED, RunState
+from hellogpt.dashboard.state import RunState
 from hellogpt.dashboard.tensorboard import TensorBoardLogger
-from hellogpt.train.events import RunFinished, TrainingEvent
+from hellogpt.train.events import RunEnd, RunFinished, TrainingEvent
 
 
 class View(Protocol):
@@ -99,9 +99,9 @@ def _consume(events: Iterator[TrainingEvent], state: RunState, view: View, sinks
             if isinstance(event, RunFinished):
                 return event
     except KeyboardInterrupt:
-        _dispatch(state.stand_in_finish(INTERRUPTED, "interrupted before the loop could finish"), state, view, sinks)
+        _dispatch(state.stand_in_finish(RunEnd.INTERRUPTED, "interrupted before the loop could finish"), state, view, sinks)
         raise
-    finished = state.stand_in_finish(STREAM_ENDED, "the training loop stopped without a summary")
+    finished = state.stand_in_finish(RunEnd.INCOMPLETE, "the training loop stopped without a summary")
     _dispatch(finished, state, view, sinks)
     return finished
 

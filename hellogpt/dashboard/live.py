@@ -35,7 +35,7 @@ from hellogpt.dashboard.plots import TRAIN_STYLE, VAL_STYLE, LossChart
 from hellogpt.dashboard.records import run_directory
 from hellogpt.dashboard.sampler import HardwareReader, HardwareSampler, default_hardware_reader
 from hellogpt.dashboard.state import RunState
-from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepProgress, TrainingEvent
+from hellogpt.train.events import CheckpointEvent, EvalEvent, RunEnd, RunFinished, RunStarted, StepProgress, TrainingEvent
 
 REFRESHES_PER_SECOND = 4
 IDLE_REFRESH_SECONDS = 1.0
@@ -43,7 +43,6 @@ SAMPLE_LINES_SHOWN = 6
 CHART_HEIGHT_LIMITS = (10, 16)  # at least the rows of the numbers table
 ROWS_AROUND_CHART = 24
 ROWS_WITHOUT_SAMPLE = 28
-FAILED = "failed"
 
 
 class LiveView:
@@ -91,7 +90,7 @@ class LiveView:
             return
         finished = self.state.finished
         if finished is None and exc_type is not None:
-            finished = self.state.stand_in_finish(FAILED, f"{exc_type.__name__}: {exc}")
+            finished = self.state.stand_in_finish(RunEnd.FAILED, f"{exc_type.__name__}: {exc}")
         if finished is not None:
             self.console.print(self.final_report(finished))
 
@@ -243,7 +242,7 @@ class LiveView:
 def summary_table(state: RunState, finished: RunFinished, records_dir: Optional[Path] = None) -> Table:
     """Best val loss, wall time, tokens, throughput and where the checkpoints and records are."""
     name = state.started.run_name if state.started else "run"
-    style = "green" if finished.reason == "completed" else "yellow"
+    style = "green" if finished.reason == RunEnd.COMPLETED else "yellow"
     table = Table(title=f"run {name}: [{style}]{finished.reason}[/]", title_justify="left", show_header=False)
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column(overflow="fold")

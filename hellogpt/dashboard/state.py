@@ -12,15 +12,13 @@ from typing import Optional
 from hellogpt.train.events import (
     CheckpointEvent,
     EvalEvent,
+    RunEnd,
     RunFinished,
     RunStarted,
     StepEvent,
     StepProgress,
     TrainingEvent,
 )
-
-INTERRUPTED = "interrupted"
-STREAM_ENDED = "incomplete"
 
 
 @dataclass
@@ -86,7 +84,7 @@ class RunState:
         remaining = max(self.max_steps - self.last_step.step, 0)
         return remaining * self.last_step.ms_per_step / 1000.0
 
-    def stand_in_finish(self, reason: str, message: Optional[str] = None) -> RunFinished:
+    def stand_in_finish(self, reason: RunEnd, message: Optional[str] = None) -> RunFinished:
         """A RunFinished built from what was seen, for a stream that ended without one."""
         last = self.last_step
         wall = self.elapsed_seconds()

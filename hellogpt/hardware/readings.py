@@ -1,4 +1,5 @@
-"""What the machine reports: live CPU/RAM/GPU readings for the dashboard, `/proc/cpuinfo`, and `hellogpt info`.
+"""What the machine reports: live CPU/RAM/GPU readings for the dashboard and `/proc/cpuinfo` (the report that
+`hellogpt info` shows is `hellogpt.hardware.report`).
 
 Readings are cheap and never block; a sensor that a machine lacks reads as None, never as an error.
 """
@@ -131,45 +132,6 @@ def read_hardware_state(device: Union[str, torch.device]) -> dict[str, Optional[
     elif device.type == "mps":
         state["gpu_memory_used_bytes"] = float(torch.mps.current_allocated_memory())
     return state
-
-
-def describe_hardware() -> dict[str, Any]:
-    """What `hellogpt info` shows: torch, what `auto` picks, GPUs, CPU, threads, RAM, bf16, cached measurements."""
-    import psutil
-
-    from hellogpt.hardware.devices import choose_device, cpu_has_native_bf16, describe_auto_dtype
-    from hellogpt.hardware.peak import describe_cached_peaks
-    from hellogpt.hardware.rules import describe_cached_rules
-
-    device = choose_device("auto")
-    memory = psutil.virtual_memory()
-    return {
-        "torch": torch.__version__,
-        "auto_device": str(device),
-        "auto_dtype": describe_auto_dtype(device),
-        "cuda": _describe_cuda(),
-        "mps": "available" if mps_available() else "not available",
-        "cpu": describe_cpu(),
-        "cpu_cores": f"{psutil.cpu_count(logical=False) or '?'} physical, {psutil.cpu_count(logical=True)} logical",
-        "torch_threads": torch.get_num_threads(),
-        "ram": f"{memory.total / BYTES_PER_GIB:.1f} GiB total, {memory.available / BYTES_PER_GIB:.1f} GiB available",
-        "cpu_bf16": "native (AVX512-BF16/AMX)" if cpu_has_native_bf16() else "emulated (slow)",
-        "peak_flops": describe_cached_peaks(device),
-        "cpu_rules": describe_cached_rules(),
-    }
-
-
-def _describe_cuda() -> Union[str, list[str]]:
-    from hellogpt.hardware.devices import cuda_has_native_bf16
-
-    if not torch.cuda.is_available():
-        return f"not available (torch built for {'CUDA ' + torch.version.cuda if torch.version.cuda else 'CPU only'})"
-    gpus = []
-    for index in range(torch.cuda.device_count()):
-        properties = torch.cuda.get_device_properties(index)
-        bf16 = "bf16" if cuda_has_native_bf16() else "no native bf16"
-        gpus.append(f"cuda:{index} {properties.name}, {properties.total_memory / BYTES_PER_GIB:.1f} GiB, {bf16}")
-    return gpus
 
 
 def _read_cuda_state(device: torch.device) -> dict[str, Optional[float]]:

@@ -4,7 +4,7 @@ Decoding multiplies one token by every weight matrix, so each step is a matrix-v
 product whose speed is how fast the weights stream through the cores. `F.linear` on bf16
 re-reads a plain row-major weight each call; oneDNN's prepacked layout streams it faster where
 oneDNN has bf16 kernels (1.4x on a 2-core Xeon with AMX). Whether it pays on this machine is
-measured (`hellogpt.hardware.rules`); the results are identical to `F.linear`'s.
+measured (`hellogpt.hardware.probes.packing`); the results are identical to `F.linear`'s.
 The two oneDNN entry points are private torch APIs: each sits behind one function with a fallback.
 """
 
@@ -58,7 +58,7 @@ class PackedLinear(nn.Module):
 
 
 def can_pack_linear_layers(weight: torch.Tensor) -> bool:
-    """Whether bf16 CPU weights like `weight` can be prepacked here (not whether it pays: see hardware.rules)."""
+    """Whether bf16 CPU weights like `weight` can be prepacked here (not whether it pays: see hardware.probes.packing)."""
     if weight.device.type != "cpu" or weight.dtype != torch.bfloat16:
         return False
     return reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16)) is not None

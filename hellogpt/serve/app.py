@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hellogpt.config.schema import SampleConfig
+from hellogpt.data.conversation import TRANSCRIPT_STOPS, prompt_or_end_of_text, render_transcript
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
 from hellogpt.serve.batching import Failed, Finished, QueueFull, SamplingSettings, Scheduler, SequenceHandle, TextPiece
@@ -40,7 +41,6 @@ from hellogpt.serve.protocol import (
     Reply,
     error_body,
 )
-from hellogpt.serve.template import TRANSCRIPT_STOPS, render_transcript
 
 DROPPED_TOKENS_HEADER = "X-Prompt-Tokens-Dropped"
 # Prompts up to this long are tokenised on the event loop (well under a millisecond), longer ones on a thread.
@@ -223,13 +223,9 @@ async def _encode(tokenizer: Tokenizer, text: str, field_name: str) -> list[int]
     to a thread); an empty text is the end-of-text token where the tokenizer has one, as in chat."""
     try:
         ids = tokenizer.encode(text) if len(text) <= INLINE_ENCODE_CHARS else await run_in_threadpool(tokenizer.encode, text)
+        return prompt_or_end_of_text(ids, tokenizer)
     except UserError as error:
         raise ApiError(400, f"{field_name}: {error}", param=field_name) from None
-    if ids:
-        return ids
-    if tokenizer.eot_id is not None:
-        return [tokenizer.eot_id]
-    raise ApiError(400, f"{field_name}: the prompt is empty: give some text for the model to continue", param=field_name)
 
 
 async def _answer(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 import threading
 import time
 from collections import deque
@@ -32,13 +31,18 @@ from typing import Literal, Optional, Union
 
 import torch
 
+from hellogpt.config.schema import fresh_seed
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
-from hellogpt.generate import SLIDE_KEEP_FRACTION, StreamingDecoder, choose_decode_threads, sample_next_token
+from hellogpt.decode.cache import BatchedKVCache, prefill_slot
+from hellogpt.decode.sampling import greedy_tokens, sample_next_token
+from hellogpt.decode.step import DecodingModel, decode_step
+from hellogpt.decode.stream import SLIDE_KEEP_FRACTION
+from hellogpt.decode.text import StreamingDecoder
+from hellogpt.generate import choose_decode_threads
 from hellogpt.model.gpt import GPT
-from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
 from hellogpt.serve.steps import ATTENTION_BUCKET, StepLayout, measure_step_layout, step_rows
-from hellogpt.serve.stops import StopMatcher
+from hellogpt.decode.stops import StopMatcher
 
 # How often an idle generation thread looks for a stop request (set from a signal handler, so without a lock).
 IDLE_POLL_SECONDS = 0.1
@@ -152,7 +156,7 @@ class Scheduler:
 
     def __init__(
         self, model: GPT, tokenizer: Tokenizer, max_batch: int, threads: Optional[int] = None,
-        max_waiting: Optional[int] = None,
+        max_waiting: Optional[int] = None, measure: Optional[str] = None,
     ) -> None:
         """`threads`: the intra-op threads to choose from for decoding (timed on this thread's first steps, as
         `chat` does); None keeps torch's setting as it is. `max_waiting`: requests that may wait for a slot (None:
@@ -168,6 +172,7 @@ class Scheduler:
         # Called (on the generation thread) after such a failure: the server stops.
         self.on_failure: Callable[[], None] = lambda: None
         self._threads = threads
+        self._measure = measure  # system.measure: off keeps threads and layout to their rules, timing nothing
         self._decoding = DecodingModel(model)
         # Set on the generation thread as it starts (see `_set_up`), before `start` returns.
         self._cache: BatchedKVCache
@@ -199,11 +204,11 @@ class Scheduler:
         at 46 tokens/s instead of 76 here)."""
         if self._threads is not None:
             torch.set_num_threads(self._threads)
-            choose_decode_threads(self.model)
+            choose_decode_threads(self.model, self._measure)
         self.decode_threads = torch.get_num_threads()
         self._cache = BatchedKVCache(self.model, self.max_batch, spare_slot=True)
         # How each step lays out its rows, so that a reply is the same alone or under load (measured here).
-        self.layout = measure_step_layout(self._decoding, self.max_batch)
+        self.layout = measure_step_layout(self._decoding, self.max_batch, self._measure)
 
     def request_stop(self) -> None:
         """Ask the thread to end every sequence and exit; safe from a signal handler (takes no lock)."""
@@ -236,7 +241,7 @@ class Scheduler:
         if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
             raise QueueFull(f"{len(self._waiting)} requests already wait for a slot (--max-waiting {self.max_waiting})")
         handle = SequenceHandle(asyncio.get_running_loop(), self._withdraw)
-        seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**63)
+        seed = settings.seed if settings.seed is not None else fresh_seed()
         sequence = _Sequence(
             handle=handle, settings=settings, prompt_tokens=len(prompt_ids),
             context=list(prompt_ids)[-self.model.config.block_size :], decoder=StreamingDecoder(self.tokenizer),
@@ -331,7 +336,7 @@ class Scheduler:
                     self._prefill(sequence)
                 return
             greedy = [slot for slot, sequence in decoding.items() if sequence.settings.temperature == 0]
-            for slot, token in zip(greedy, self._argmax_tokens([logits[slot] for slot in greedy])):
+            for slot, token in zip(greedy, greedy_tokens([logits[slot] for slot in greedy], self.tokenizer.vocab_size)):
                 with _failing_alone(decoding[slot]):
                     if token is None:  # scores that are not finite: the sampler words the failure
                         self._sample(decoding[slot], logits[slot])
@@ -347,16 +352,6 @@ class Scheduler:
         prompt, say) ends this sequence alone."""
         with _failing_alone(sequence):
             self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
-
-    def _argmax_tokens(self, rows: list[torch.Tensor]) -> list[Optional[int]]:
-        """Greedy picks for several rows at once (one reduction, one read); None for a row that is not finite."""
-        if len(rows) <= 1:  # a request alone: fewer calls than stacking one row
-            if not rows:
-                return []
-            top, token = rows[0][: self.tokenizer.vocab_size].max(dim=0)
-            return [int(token) if math.isfinite(top) else None]
-        tops, tokens = torch.stack(rows)[:, : self.tokenizer.vocab_size].max(dim=1)
-        return [token if math.isfinite(top) else None for token, top in zip(tokens.tolist(), tops.tolist())]
 
     def _sample(self, sequence: _Sequence, logits: torch.Tensor) -> None:
         """Draw the sequence's next token (never a padding id past the tokenizer's vocabulary) and turn it into text."""

@@ -1,33 +1,29 @@
 """How the server's batched steps lay out their rows, so that no row's numbers depend on the others'.
 
 A sequence's numbers must not depend on its neighbours, so that greedy decoding gives the same text alone or
-beside others. Attention does not mix rows (`hellogpt.model.decoding`): every row attends over its length rounded
+beside others. Attention does not mix rows (`hellogpt.decode.step`): every row attends over its length rounded
 up to `ATTENTION_BUCKET` positions, masked, alone or not, so that requests that arrived a few steps apart (their
 lengths differ) still share one attention call per layer instead of one each. The matrix products are the
 hard part: CPU kernels pick their blocking (or a matrix-vector kernel for one row) by the number of rows, and
-some sum in another order for another count. So a step follows a `StepLayout` measured on the machine at
+some sum in another order for another count. So a step follows a `StepLayout` chosen on the machine at
 startup: either one product over all of the step's rows, padded up to the fewest rows from which every row comes
-out the same, or products of exactly a few rows each (every row then always meets the same kernel); the probe
-keeps whichever decodes faster.
+out the same, or products of exactly a few rows each (every row then always meets the same kernel). Which ones keep
+rows alike is found here by comparing logits; which of those decodes faster is timed by
+`hellogpt.hardware.probes.layout` (under `system.measure: off`, the first of them).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from hellogpt.model.decoding import BatchedKVCache, DecodingModel, decode_step, prefill_slot
+from hellogpt.decode.cache import BatchedKVCache, prefill_slot
+from hellogpt.decode.step import DecodingModel, decode_step
+from hellogpt.hardware.probes.layout import fastest_layout
 
-# Decoding steps timed per candidate layout at startup (after one warm-up step), and at least this long: steps
-# of a small model take a fraction of a millisecond, and a handful of them is noise. Medians of a few rounds.
-LAYOUT_TIMING_STEPS = 5
-LAYOUT_TIMING_SECONDS = 0.02
-LAYOUT_TIMING_ROUNDS = 3
 # Row counts tried as fixed-size products; 1 (a matrix-vector kernel) and 2 are the cheapest on every CPU seen.
 CHUNK_CANDIDATES = (1, 2)
 # The probe's sequences: this many tokens already in every slot's cache.
@@ -100,12 +96,12 @@ def chunk_keeps_rows_alike(model: DecodingModel, chunk: int, max_batch: int) -> 
     return True
 
 
-def measure_step_layout(model: DecodingModel, max_batch: int) -> StepLayout:
-    """The layout that keeps every row the same in any batch and decodes fastest here, timed on the model itself.
+def measure_step_layout(model: DecodingModel, max_batch: int, measure: Optional[str] = None) -> StepLayout:
+    """The layout that keeps every row the same in any batch and decodes fastest here (`measure`: system.measure).
 
-    Candidates: one product padded to the measured floor, and products of 1 or 2 rows. A floor of 1 or 2 wins outright (a 2-row product costs what a 1-row one
-    does); otherwise each candidate is timed on a step with one live sequence and on a full step, and the one with the
-    least time per token of both added is kept.
+    Candidates, in the order the rule prefers them: one product padded to the measured floor, then products of 1 or
+    2 rows. A floor of 1 or 2 wins outright (a 2-row product costs what a 1-row one does); otherwise the probe times
+    each on a step with one live sequence and on a full step.
     """
     candidates: list[StepLayout] = []
     floor = batch_invariant_row_floor(model, max_batch)
@@ -116,40 +112,23 @@ def measure_step_layout(model: DecodingModel, max_batch: int) -> StepLayout:
             StepLayout(chunk=chunk, min_rows=1) for chunk in CHUNK_CANDIDATES
             if chunk_keeps_rows_alike(model, chunk, max_batch)
         ]
-    if len(candidates) <= 1:  # one row per product meets one kernel only: the layout of last resort
-        return candidates[0] if candidates else StepLayout(chunk=1, min_rows=1)
-    # Rounds alternate between the candidates, so that a moment of load (the server's own start-up) slows them alike.
+    if not candidates:  # one row per product meets one kernel only: the layout of last resort
+        return StepLayout(chunk=1, min_rows=1)
     cache = _probe_cache(model, max_batch)
-    rounds: dict[StepLayout, list[tuple[float, float]]] = {layout: [] for layout in candidates}
-    for _ in range(LAYOUT_TIMING_ROUNDS):
-        for layout in candidates:
-            rounds[layout].append(_lone_and_full_step_seconds(model, cache, layout, max_batch))
-    timings = {
-        layout: (statistics.median(lone for lone, _ in measured), statistics.median(full for _, full in measured))
-        for layout, measured in rounds.items()
-    }
-    # Seconds per token of a request alone, plus per token of a full batch.
-    return min(candidates, key=lambda layout: timings[layout][0] + timings[layout][1] / max_batch)
+    return fastest_layout(
+        candidates,
+        lone_step=lambda layout: _layout_step(model, cache, layout, live=1, max_batch=max_batch),
+        full_step=lambda layout: _layout_step(model, cache, layout, live=max_batch, max_batch=max_batch),
+        max_batch=max_batch,
+        measure=measure,
+    )
 
 
-def _lone_and_full_step_seconds(
-    model: DecodingModel, cache: BatchedKVCache, layout: StepLayout, max_batch: int
-) -> tuple[float, float]:
-    lone = _median_step_seconds(model, cache, step_rows([0], max_batch, layout), layout.chunk, live=1)
-    full = _median_step_seconds(model, cache, step_rows(range(max_batch), max_batch, layout), layout.chunk, live=max_batch)
-    return lone, full
-
-
-def _median_step_seconds(model: DecodingModel, cache: BatchedKVCache, rows: list[int], chunk: Optional[int], live: int) -> float:
-    """Median time of a step, over at least LAYOUT_TIMING_STEPS steps and LAYOUT_TIMING_SECONDS (after a warm-up)."""
-    timings: list[float] = []
-    started_all = time.perf_counter()
-    while len(timings) <= LAYOUT_TIMING_STEPS or time.perf_counter() - started_all < LAYOUT_TIMING_SECONDS:
-        started = time.perf_counter()
-        decode_step(model, cache, {slot: 1 for slot in rows[:live]}, rows=rows, chunk=chunk, attention_bucket=ATTENTION_BUCKET)
-        timings.append(time.perf_counter() - started)
-        cache.lengths = [PROBE_CONTEXT_LENGTH] * len(cache.lengths)
-    return statistics.median(timings[1:])
+def _layout_step(model: DecodingModel, cache: BatchedKVCache, layout: StepLayout, live: int, max_batch: int) -> None:
+    """One step of `live` sequences laid out as `layout`; the cache is rewound after it."""
+    rows = step_rows(range(live), max_batch, layout)
+    decode_step(model, cache, {slot: 1 for slot in rows[:live]}, rows=rows, chunk=layout.chunk, attention_bucket=ATTENTION_BUCKET)
+    cache.lengths = [PROBE_CONTEXT_LENGTH] * len(cache.lengths)
 
 
 def _probe_cache(model: DecodingModel, slots: int) -> BatchedKVCache:

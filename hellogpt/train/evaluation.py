@@ -11,7 +11,7 @@ import torch
 
 from hellogpt.config.schema import SampleConfig
 from hellogpt.data.tokenizer import Tokenizer
-from hellogpt.generate import stream_tokens
+from hellogpt.decode.stream import stream_tokens
 from hellogpt.hardware.devices import autocast_context
 from hellogpt.model.gpt import GPT
 from hellogpt.train.batches import BatchSource, Windows

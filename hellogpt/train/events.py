@@ -7,7 +7,24 @@ the run records and the tests all consume the same stream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional, Union
+
+
+class RunEnd(str, Enum):
+    """Why a run ended: the one vocabulary of the loop, the dashboard, the run records and `hellogpt train`.
+
+    A `str` so that it compares equal to, and is written to the run records as, its value."""
+
+    COMPLETED = "completed"
+    TIME_BUDGET = "time_budget"
+    INTERRUPTED = "interrupted"
+    DIVERGED = "diverged"  # a NaN/inf loss or gradient norm
+    INCOMPLETE = "incomplete"  # the event stream ended without a RunFinished (the dashboard's stand-in)
+    FAILED = "failed"  # the loop raised while the live dashboard showed it
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -79,10 +96,10 @@ class StepProgress:
 
 @dataclass(frozen=True)
 class RunFinished:
-    """Sent last. `reason`: completed, time_budget, interrupted or diverged (NaN/inf loss)."""
+    """Sent last, with why the run ended."""
 
     step: int
-    reason: str
+    reason: RunEnd
     best_val_loss: Optional[float]
     wall_seconds: float
     tokens_seen: int

@@ -23,7 +23,7 @@ from typing import Any, Callable, Generator, Iterator, Optional
 from hellogpt.checkpoints.format import Checkpoint
 from hellogpt.config.layers import ResolvedConfig
 from hellogpt.hardware.devices import dtype_name
-from hellogpt.hardware.peak import mfu, raise_cached_peak_flops
+from hellogpt.hardware.probes.peak import mfu, raise_cached_peak_flops
 from hellogpt.model.lora import adapter_state_dict
 from hellogpt.train.budget import TimeBudget, estimated_save_seconds
 from hellogpt.train.distributed import (
@@ -34,13 +34,13 @@ from hellogpt.train.distributed import (
     teardown_distributed,
 )
 from hellogpt.train.evaluation import Evaluator
-from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, TrainingEvent
+from hellogpt.train.events import CheckpointEvent, EvalEvent, RunEnd, RunFinished, RunStarted, StepEvent, TrainingEvent
 from hellogpt.train.messages import budget_too_short_message, divergence_message, finish_message
 from hellogpt.train.readings import Reading, StepReadings
 from hellogpt.train.resume import CheckpointLayout
 from hellogpt.train.schedule import learning_rate_at
 from hellogpt.train.setup import Preparing, RunParts, build_run, prepare_quietly
-from hellogpt.train.step import INTERRUPTED, TIME_BUDGET, UpdateStep
+from hellogpt.train.step import UpdateStep
 from hellogpt.train.stopping import AgreedStop
 
 
@@ -178,17 +178,17 @@ class _Loop:
         self.budget = TimeBudget(max_seconds)
         if is_main:
             yield self._run_started()
-        reason, message = "completed", None
+        reason, message = RunEnd.COMPLETED, None
         if progress.pending_eval:
             # Resumed from a stop on a step whose evaluation had not run yet: it runs first.
             if not (yield from self._evaluate_and_save(progress.step >= max_iters)):
-                reason = "interrupted"
-        while reason == "completed" and progress.step < max_iters:
+                reason = RunEnd.INTERRUPTED
+        while reason == RunEnd.COMPLETED and progress.step < max_iters:
             step_started = time.perf_counter()
             outcome = yield from self.step.run(progress.step, self.stop_requested, self.budget, self._closing_seconds)
             if outcome.dropped is not None:  # between micro-batches (a stop on every rank, the budget in a single process)
                 self.step.drop()
-                reason = INTERRUPTED if outcome.dropped == INTERRUPTED else TIME_BUDGET
+                reason = outcome.dropped
                 break
             next_fits = not self.budget.cannot_fit(time.perf_counter() - step_started, self._closing_seconds())
             stop, over_time = self.stop_requested(), not next_fits
@@ -204,7 +204,7 @@ class _Loop:
                 stop, over_time = reading.stop, reading.over_time
                 if reading.diverged:
                     progress.step = reading.step - 1
-                    reason, message = "diverged", self._divergence_message(reading)
+                    reason, message = RunEnd.DIVERGED, self._divergence_message(reading)
                     break
             self.step.apply(self.readings.skip_flag())
             progress.step = step
@@ -213,24 +213,24 @@ class _Loop:
             if log_due and reading is not None:
                 yield self._step_event(reading)
             if stop:
-                reason, progress.pending_eval = INTERRUPTED, eval_due
+                reason, progress.pending_eval = RunEnd.INTERRUPTED, eval_due
                 break
             if over_time and not finishing:
-                reason = TIME_BUDGET
+                reason = RunEnd.TIME_BUDGET
                 break
             if eval_due and not (yield from self._evaluate_and_save(finishing, closing=over_time)):
-                reason = INTERRUPTED
-        if reason == TIME_BUDGET:
+                reason = RunEnd.INTERRUPTED
+        if reason == RunEnd.TIME_BUDGET:
             if progress.step == start_step and not progress.pending_eval:
                 message = self._budget_too_short_message(max_seconds or 0.0)
             elif progress.last_eval_step != progress.step or progress.pending_eval:
                 if not (yield from self._evaluate_and_save(True, closing=True)):
-                    reason = INTERRUPTED
+                    reason = RunEnd.INTERRUPTED
             elif progress.last_checkpoint_step != progress.step:
-                yield from self._save(TIME_BUDGET)
-        if reason == INTERRUPTED and (progress.last_checkpoint_step != progress.step or progress.pending_eval):
+                yield from self._save(RunEnd.TIME_BUDGET)
+        if reason == RunEnd.INTERRUPTED and (progress.last_checkpoint_step != progress.step or progress.pending_eval):
             if progress.step > start_step or progress.pending_eval:
-                yield from self._save(INTERRUPTED)
+                yield from self._save(RunEnd.INTERRUPTED)
         check_replicas_agree(self.parts.model, self.context, progress.step)
         wall = self.budget.elapsed()
         tokens = (progress.step - start_step) * self.parts.tokens_per_step

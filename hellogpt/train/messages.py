@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
+from hellogpt.train.events import RunEnd
 from hellogpt.train.readings import Reading
 from hellogpt.train.resume import RunProgress
 
@@ -27,19 +28,19 @@ def divergence_message(reading: Reading, progress: RunProgress, checkpoint_path:
     )
 
 
-def finish_message(reason: str, progress: RunProgress, checkpoint_path: Path, latest_path: Path) -> Optional[str]:
+def finish_message(reason: RunEnd, progress: RunProgress, checkpoint_path: Path, latest_path: Path) -> Optional[str]:
     """After a stop or the end of the budget: what was saved where, and how to continue."""
-    if reason not in ("interrupted", "time_budget"):
+    if reason not in (RunEnd.INTERRUPTED, RunEnd.TIME_BUDGET):
         return None
     step = progress.step
-    what = "interrupted" if reason == "interrupted" else "time budget reached"
+    what = "interrupted" if reason == RunEnd.INTERRUPTED else "time budget reached"
     if progress.last_checkpoint_step != step:
         return f"{what} at step {step}: nothing new to save"
     saved = progress.checkpoint_paths[-1]
     text = f"{what} at step {step}: saved {saved}"
     if saved == str(latest_path) and checkpoint_path.exists():
         text += f" (the latest state; the best model stays in {checkpoint_path})"
-    if reason == "interrupted":
+    if reason == RunEnd.INTERRUPTED:
         text += "; continue with --resume" + (" (its evaluation runs first)" if progress.pending_eval else "")
     return text
 

@@ -16,15 +16,15 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from hellogpt.config.layers import ResolvedConfig
 from hellogpt.checkpoints.format import Checkpoint, gpt_config_from_args
 from hellogpt.checkpoints.lora_base import frozen_dtype, lora_spec
 from hellogpt.checkpoints.weights import gpt_from_state_dict, strip_wrapper_prefixes
+from hellogpt.config.layers import ResolvedConfig
 from hellogpt.config.schema import DataConfig, RunConfig, SystemConfig
 from hellogpt.data.loader import TokenDataset, open_dataset
 from hellogpt.errors import UserError
 from hellogpt.hardware.devices import needs_grad_scaler, refuse_quantized_training
-from hellogpt.hardware.peak import peak_flops
+from hellogpt.hardware.probes.peak import peak_flops
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.lora import LoraSpec, add_adapters, hold_frozen_weights_in, load_adapter_state_dict
 from hellogpt.train.batches import BatchSource
@@ -70,7 +70,7 @@ class RunParts:
     data_rng: np.random.Generator
     run_name: str
     origin: dict[str, Any]
-    # The peak FLOP/s MFU is measured against (main rank only; None when the probe failed).
+    # The peak FLOP/s MFU is measured against (main rank only; None when the probe failed or system.measure is off).
     peak_flops: Optional[float]
     progress: RunProgress
     # A LoRA run: the adapters' spec and the base they sit on (None for a full run).
@@ -143,7 +143,7 @@ def build_run(
         data_rng=data_rng,
         run_name=run_name or (resumed.run_name if resumed is not None else None) or checkpoint_path.stem,
         origin=(source or {}).get("origin") or {"kind": "scratch"},
-        peak_flops=_peak_flops(context.device, dtype, config.system.peak_flops) if context.is_main else None,
+        peak_flops=_peak_flops(context.device, dtype, config.system) if context.is_main else None,
         progress=progress,
         lora=lora,
         base=source.get("base") if lora is not None and source is not None else None,
@@ -301,9 +301,9 @@ def _wrap_for_training(model: GPT, config: RunConfig, context: DistributedContex
     return wrapped
 
 
-def _peak_flops(device: torch.device, dtype: torch.dtype, override: Optional[float]) -> Optional[float]:
+def _peak_flops(device: torch.device, dtype: torch.dtype, system: SystemConfig) -> Optional[float]:
     """Peak FLOP/s for MFU; a failing probe only costs the MFU column."""
     try:
-        return float(peak_flops(device, dtype, override=override))
+        return peak_flops(device, dtype, override=system.peak_flops, measure=system.measure)
     except (RuntimeError, OSError, ValueError):
         return None

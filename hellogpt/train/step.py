@@ -16,15 +16,10 @@ from hellogpt.hardware.devices import autocast_context
 from hellogpt.train.batches import BatchSource
 from hellogpt.train.budget import TimeBudget
 from hellogpt.train.distributed import DistributedContext
-from hellogpt.train.events import StepProgress
+from hellogpt.train.events import RunEnd, StepProgress
 from hellogpt.train.progress import ProgressClock
 from hellogpt.train.rng_state import capture_rng_state, generator_state
 from hellogpt.train.schedule import learning_rate_at
-
-# Why a step was dropped before its update: a stop request, or the time budget.
-INTERRUPTED = "interrupted"
-TIME_BUDGET = "time_budget"
-
 
 @dataclass(frozen=True)
 class StepOutcome:
@@ -33,7 +28,7 @@ class StepOutcome:
 
     loss: Optional[torch.Tensor] = None
     grad_norm: Optional[torch.Tensor] = None
-    dropped: Optional[str] = None
+    dropped: Optional[RunEnd] = None  # INTERRUPTED (a stop request) or TIME_BUDGET
 
 
 @dataclass
@@ -75,10 +70,10 @@ class UpdateStep:
             if self.context.is_main and clock.due():
                 yield StepProgress(step + 1, "train", micro_step, self.accumulation_steps, clock.elapsed())
             if stop_requested():
-                return StepOutcome(dropped=INTERRUPTED)
+                return StepOutcome(dropped=RunEnd.INTERRUPTED)
             rest_of_step = budget.micro_step_seconds * (self.accumulation_steps - micro_step)
             if may_run_out and budget.cannot_fit(rest_of_step, closing_seconds()):
-                return StepOutcome(dropped=TIME_BUDGET)
+                return StepOutcome(dropped=RunEnd.TIME_BUDGET)
             if next_batch is None:
                 next_batch = self.batches.batch("train", self.data_rng)
             inputs, targets = next_batch

@@ -11,34 +11,25 @@ from hellogpt.checkpoints.format import load_checkpoint
 from hellogpt.checkpoints.loading import model_from_checkpoint
 from hellogpt.checkpoints.lora_base import checkpoint_base, frozen_dtype, huggingface_base
 from hellogpt.checkpoints.paths import resolve_checkpoint_path
-from hellogpt.config.layers import Layer, ResolvedConfig
+from hellogpt.config.layers import Layer, ResolvedConfig, load_command_defaults
 from hellogpt.config.schema import RunConfig
 from hellogpt.errors import UserError
 from hellogpt.model import hf
 from hellogpt.hardware.devices import choose_device, choose_dtype
 from hellogpt.model.gpt import GPTConfig
 
-# Laid over the base before the profile: a gentle rate and short, best-only runs suit a
-# pretrained model (the seed's config_from_poe.yaml is the model for these values).
-TUNE_DEFAULTS = Layer(
-    "tune defaults",
-    {
-        "optim": {"learning_rate": 3e-5, "min_lr": 3e-6, "warmup_iters": 20, "lr_decay_iters": 1000},
-        "train": {"max_iters": 1000, "eval_interval": 100, "eval_iters": 40, "always_save_checkpoint": False},
-    },
-)
-# LoRA trains far fewer weights from a zero update: it wants about ten times full tuning's rate.
-LORA_TUNE_DEFAULTS = Layer("lora tune defaults", {"optim": {"learning_rate": 3e-4, "min_lr": 3e-5}})
 TUNED_SUFFIX = "_tuned"
 LORA_SUFFIX = "_lora"
 
 
 def tune_defaults(lora: bool) -> Layer:
-    """The defaults laid over the base for `tune`: TUNE_DEFAULTS, with LoRA's learning rates for a LoRA tune."""
+    """The defaults laid over the base for `tune` (config/profiles/defaults/tune.yaml), with LoRA's learning
+    rates (tune-lora.yaml) for a LoRA tune."""
+    tune = load_command_defaults("tune", "tune defaults")
     if not lora:
-        return TUNE_DEFAULTS
-    values = {section: dict(keys) for section, keys in TUNE_DEFAULTS.values.items()}
-    for section, keys in LORA_TUNE_DEFAULTS.values.items():
+        return tune
+    values = {section: dict(keys) for section, keys in tune.values.items()}
+    for section, keys in load_command_defaults("tune-lora", "lora tune defaults").values.items():
         values.setdefault(section, {}).update(keys)
     return Layer("lora tune defaults", values)
 

@@ -15,7 +15,7 @@ from hellogpt.cli import app
 from hellogpt.cli.chat import _TerminalView
 from hellogpt.config.schema import RunConfig
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer
-from hellogpt.generate import stream_tokens
+from hellogpt.decode.stream import stream_tokens
 from hellogpt.model.gpt import GPT
 from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from tests.test_generate import make_model

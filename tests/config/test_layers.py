@@ -127,3 +127,12 @@ def test_malformed_set_is_a_user_error(assignment: str) -> None:
 
 def test_checkpoint_name_gets_its_pt_suffix() -> None:
     assert resolve_config(overrides=["train.checkpoint_name=poems"]).config.train.checkpoint_name == "poems.pt"
+
+
+def test_measure_off_in_yaml_means_off_not_false(tmp_path: Path) -> None:
+    """YAML reads a bare `off` as false: `system.measure: off` must still switch the probes off."""
+    path = tmp_path / "quiet.yaml"
+    path.write_text("system:\n  measure: off\n")
+    assert resolve_config(None, [path]).config.system.measure == "off"
+    assert resolve_config(overrides=["system.measure=off"]).config.system.measure == "off"
+    assert RunConfig().system.measure == "auto"

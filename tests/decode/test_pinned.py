@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hellogpt import generate
+from hellogpt.decode import stream
 from tests.test_generate import make_model
 
 PROMPT = [3, 1, 4, 1, 5]
@@ -32,17 +32,19 @@ LAST_LOGITS = [
 ]
 
 
-def test_greedy_ids_and_logits_are_those_recorded_before_the_engine_was_reshaped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_greedy_ids_and_logits_are_those_recorded_before_the_engine_was_reshaped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model = make_model(block_size=32, vocab_size=40).requires_grad_(False)
     seen: list[torch.Tensor] = []
-    original = generate.sample_next_token
+    original = stream.sample_next_token
 
     def recording(logits: torch.Tensor, **settings: object) -> int:
         seen.append(logits.clone())
         return original(logits, **settings)
 
-    monkeypatch.setattr(generate, "sample_next_token", recording)
-    ids = list(generate.stream_tokens(model, PROMPT, max_new_tokens=70, temperature=0.0, vocab_size=40))
+    monkeypatch.setattr(stream, "sample_next_token", recording)
+    ids = list(stream.stream_tokens(model, PROMPT, max_new_tokens=70, temperature=0.0, vocab_size=40))
     assert ids == GREEDY_IDS
     torch.testing.assert_close(seen[0], torch.tensor(FIRST_LOGITS), rtol=0, atol=2e-6)
     torch.testing.assert_close(seen[-1], torch.tensor(LAST_LOGITS), rtol=0, atol=2e-6)

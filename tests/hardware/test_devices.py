@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hellogpt.errors import UserError
-from hellogpt.hardware import devices, readings, rules
+from hellogpt.hardware import devices, readings
+from hellogpt.hardware.probes import harness, packing
 from hellogpt.hardware.devices import (
     CPU_BF16_MIN_WIDTH,
     auto_dtype,
@@ -73,7 +74,8 @@ def test_auto_dtype_is_a_fixed_rule_of_the_device_its_bf16_and_the_width(
 def test_auto_dtype_reads_the_hardware_and_the_models_width_and_never_times_anything(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(rules, "cpu_rules", pytest.fail)
+    monkeypatch.setattr(packing, "cpu_rules", pytest.fail)
+    monkeypatch.setattr(harness, "clock", pytest.fail)
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
     assert choose_dtype("auto", "cpu", POE_MODEL) == torch.bfloat16
     assert choose_dtype("auto", "cpu", CHAR_MODEL) == torch.float32

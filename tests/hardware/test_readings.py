@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from hellogpt.cli import app
-from hellogpt.hardware.cache import cpu_machine_key
+from hellogpt.hardware.probes.cache import cpu_machine_key
 from hellogpt.hardware.readings import describe_cpu, read_hardware_state
 
 
@@ -32,7 +32,7 @@ def test_the_cpu_description_names_the_model_and_its_vector_flags() -> None:
 def test_a_run_held_to_fewer_instructions_says_so_and_keeps_its_own_measurements() -> None:
     """`ATEN_CPU_CAPABILITY` / `ONEDNN_MAX_CPU_ISA` make a chip run as an older one: its probes must not be
     mistaken for the chip's own (nor the reverse), and benchmark headers must show it."""
-    script = "from hellogpt.hardware.cache import cpu_machine_key; print(cpu_machine_key())"
+    script = "from hellogpt.hardware.probes.cache import cpu_machine_key; print(cpu_machine_key())"
     environment = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     limited = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True)
     key = limited.stdout.strip()

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from hellogpt.cli import app
 from hellogpt.data.tokenizer import CharTokenizer
-from hellogpt.generate import prepare_int8_for_inference, stream_tokens
+from hellogpt.decode.stream import stream_tokens
+from hellogpt.generate import prepare_int8_for_inference
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.quantize import Int8Linear, quantize_int8
 from hellogpt.checkpoints.format import Checkpoint, save_checkpoint

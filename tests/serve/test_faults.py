@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hellogpt.model.decoding import prefill_slot as real_prefill
+from hellogpt.decode.cache import prefill_slot as real_prefill
 from hellogpt.serve import batching
 from tests.serve.conftest import LiveServer, StartServer, char_tokenizer
 from tests.serve.test_bad_requests import assert_still_serving
 from tests.serve.test_batching import slow_steps, stream_completion
-from tests.serve.test_serve_cli import STARTUP_SECONDS, URL_PATTERN, Output, checkpoint  # noqa: F401 (a fixture)
+from tests.cli.test_serve import STARTUP_SECONDS, URL_PATTERN, Output, checkpoint  # noqa: F401 (a fixture)
 
 GOOD = ["the raven", "once upon", "quoth", "nevermore"]
 POISON = "poison"

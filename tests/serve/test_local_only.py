@@ -11,7 +11,7 @@ import pytest
 
 from hellogpt.serve.guards import is_loopback_host
 from tests.serve.conftest import LiveServer, StartServer
-from tests.serve.test_serve_cli import checkpoint, serving  # noqa: F401 (a fixture)
+from tests.cli.test_serve import checkpoint, serving  # noqa: F401 (a fixture)
 
 BODY = {"prompt": "the", "max_tokens": 2}
 

@@ -6,10 +6,10 @@ import openai
 import pytest
 
 from hellogpt.data.tokenizer import gpt2_tokenizer
-from hellogpt.generate import stream_tokens
+from hellogpt.decode.stream import stream_tokens
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.serve import batching
-from hellogpt.serve.template import render_transcript
+from hellogpt.data.conversation import render_transcript
 from tests.serve.conftest import MODEL_ID, LiveServer, StartServer, char_tokenizer, tiny_model
 
 

@@ -84,7 +84,7 @@ def test_the_page_streams_a_reply_and_its_stop_button_stops_it(
     second = page.locator(".message.assistant").last
     second.locator(".note", has_text="stopped").wait_for(timeout=TIMEOUT_MS)
     assert page.is_visible("#send") and not page.is_visible("#stop")
-    assert wait_until_idle(server, within_seconds=3)  # the abandoned reply left the batch
+    assert wait_until_idle(server)  # the abandoned reply left the batch
     shown = len(second.text_content())
     time.sleep(0.3)
     assert len(second.text_content()) == shown

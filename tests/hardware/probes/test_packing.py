@@ -1,21 +1,19 @@
-"""The measured CPU rules: one probe per machine, cached, re-measured when the cache is unreadable."""
+"""The bf16 packing probe: one probe per machine, cached, re-measured when the cache is unreadable; none when off."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from hellogpt.hardware import rules
-from hellogpt.hardware.cache import cache_file, probe_was_disturbed
+from hellogpt.hardware.probes import packing as rules
+from hellogpt.hardware.probes.cache import cache_file
+from hellogpt.hardware.probes.packing import CpuRules, cpu_rules, should_pack_bf16
 from hellogpt.hardware.readings import CpuUseByOthers
-from hellogpt.hardware.rules import CpuRules, cpu_rules
+from tests.hardware.probes.conftest import FakeClock
 
 
 @pytest.fixture
@@ -25,7 +23,7 @@ def small_probe(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_rules_are_measured_once_then_read_from_the_cache(
-    cache_home: Path, small_probe: None, quiet_machine: None, monkeypatch: pytest.MonkeyPatch
+    cache_home: Path, small_probe: None, quiet_machine: None, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = cpu_rules()
     assert first.read_bytes_per_second > 0 and "bfloat16" in first.decode_seconds
@@ -42,11 +40,35 @@ def test_a_corrupt_rules_cache_is_measured_again(cache_home: Path, monkeypatch: 
     assert cpu_rules() == again
 
 
-def test_the_probe_leaves_the_global_rng_alone(small_probe: None) -> None:
+def test_the_probe_leaves_the_global_rng_alone(small_probe: None, fake_clock: FakeClock) -> None:
     torch.manual_seed(5)
     state = torch.get_rng_state()
     rules.measure_cpu_rules()
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_packing_pays_by_the_clock_the_harness_reads(small_probe: None, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe's decision follows its clock: a packed pass that the clock says is faster is chosen."""
+    plain_linear = rules.F.linear
+
+    def slow_linear(*args: torch.Tensor) -> torch.Tensor:
+        fake_clock.advance(2e-3)
+        return plain_linear(*args)
+
+    monkeypatch.setattr(rules.F, "linear", slow_linear)
+    monkeypatch.setattr(rules, "packed_linear", lambda row, weight, bias: fake_clock.advance(1e-3))
+    measured = rules.measure_cpu_rules()
+    if "bfloat16 packed" not in measured.decode_seconds:
+        pytest.skip("no oneDNN bf16 packing on this torch or CPU")
+    assert measured.pack_bf16
+
+
+def test_off_never_packs_and_never_measures(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rules, "measure_cpu_rules", pytest.fail)
+    assert should_pack_bf16("off") is False
+    monkeypatch.setenv("HELLOGPT_MEASURE", "off")
+    assert should_pack_bf16("auto") is False
+    assert should_pack_bf16(None) is False
 
 
 def test_packing_is_chosen_only_where_it_measured_faster() -> None:
@@ -76,18 +98,3 @@ def test_a_probe_that_other_work_disturbed_serves_its_run_but_is_not_cached(
     monkeypatch.setattr(rules, "CpuUseByOthers", Quiet)
     assert cpu_rules().read_bytes_per_second == 2e10  # measured again, on a quiet machine this time: kept
     assert cpu_rules().read_bytes_per_second == 2e10
-
-
-def test_the_cores_other_processes_keep_busy_are_counted() -> None:
-    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
-    try:
-        time.sleep(0.3)  # the spinner is past its start-up
-        with CpuUseByOthers() as others:
-            time.sleep(0.5)
-    finally:
-        spinner.kill()
-        spinner.wait()
-    assert 0.6 < others.cores < (os.cpu_count() or 1) + 0.1  # one core's worth, give or take the machine's own noise
-    torch.set_num_threads(os.cpu_count() or 1)  # threads on every core: none free for others (restored after the test)
-    assert probe_was_disturbed(others.cores)
-    assert not probe_was_disturbed(0.1)

@@ -1,4 +1,5 @@
-"""The peak-FLOP/s probe and MFU (model FLOPs utilisation).
+"""Decides the peak FLOP/s that MFU (model FLOPs utilisation) divides by; a rule would not do, because a CPU's peak
+is in no table. With `system.measure: off` it is `system.peak_flops` or nothing (no MFU shown).
 
 MFU divides the model's own arithmetic by a peak: `system.peak_flops` when set (a spec-sheet figure), else the
 best rate of square matmuls measured once per machine, dtype and torch and cached (unless other work took the
@@ -7,13 +8,14 @@ cores the probe needed: then it serves its run and is measured again next time).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 
-from hellogpt.hardware.cache import cache_file, probe_was_disturbed, read_json, write_json_atomically
+from hellogpt.hardware.probes import measuring
+from hellogpt.hardware.probes.cache import cache_file, probe_was_disturbed, read_json, write_json_atomically
+from hellogpt.hardware.probes.harness import best_seconds
 from hellogpt.hardware.readings import CpuUseByOthers, cpu_model_name
 
 PEAK_CACHE_FILE = "peak_flops.json"
@@ -25,10 +27,15 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DeviceLike = Union[str, torch.device]
 
 
-def peak_flops(device: DeviceLike, dtype: torch.dtype, override: Optional[float] = None) -> float:
-    """Peak FLOP/s of `device` in `dtype` for MFU: `override` (system.peak_flops, spec-sheet) if set, else a cached probe."""
+def peak_flops(
+    device: DeviceLike, dtype: torch.dtype, override: Optional[float] = None, measure: Optional[str] = None
+) -> Optional[float]:
+    """Peak FLOP/s of `device` in `dtype` for MFU: `override` (system.peak_flops, spec-sheet) if set, else a cached
+    probe; None (no MFU) when `measure` (system.measure) is off."""
     if override is not None:
         return float(override)
+    if not measuring(measure):
+        return None
     device = torch.device(device)
     cache_path = peak_flops_cache_path()
     key = _peak_cache_key(device, dtype)
@@ -60,17 +67,12 @@ def measure_peak_flops(device: DeviceLike, dtype: torch.dtype, seconds: float = 
     left = torch.randn(size, size, device=device, generator=generator).to(dtype)
     right = torch.randn(size, size, device=device, generator=generator).to(dtype)
     flops_per_matmul = 2 * size**3
-    torch.matmul(left, right)  # warm-up: kernel selection and first-touch allocation
-    _synchronize(device)
-    best_rate = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
+
+    def matmul() -> None:
         torch.matmul(left, right)
         _synchronize(device)
-        elapsed = time.perf_counter() - start
-        best_rate = max(best_rate, flops_per_matmul / max(elapsed, 1e-9))
-    return best_rate
+
+    return flops_per_matmul / max(best_seconds(matmul, seconds), 1e-9)
 
 
 def mfu(flops_per_token: float, tokens_per_second: float, peak: float) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hellogpt.serve.stops import StopMatcher
+from hellogpt.decode.stops import StopMatcher
 
 
 def shown(stops: list[str], pieces: list[str]) -> tuple[list[str], bool]:

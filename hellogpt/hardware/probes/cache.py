@@ -1,4 +1,4 @@
-"""The per-machine cache of probe results: `$XDG_CACHE_HOME/hellogpt/` (else `~/.cache/hellogpt/`).
+"""The one cache of probe results: `$XDG_CACHE_HOME/hellogpt/` (else `~/.cache/hellogpt/`), one JSON file per probe.
 
 Probes measure once per machine, thread count, torch version and instruction set; a missing, corrupt or unwritable cache
 only means measuring again.

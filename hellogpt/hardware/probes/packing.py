@@ -1,5 +1,8 @@
-"""CPU speed rules measured on the machine itself: one short probe, cached. They decide speed only (whether bf16
-weights are prepacked for oneDNN), never a dtype: the numbers a run computes come from `devices.auto_dtype`'s rule.
+"""Decides whether a bf16 model's weights are prepacked for oneDNN to decode on a CPU; a rule would not do, because
+whether oneDNN's packed kernel beats plain `F.linear` for one row depends on the CPU, the torch build and its ISA.
+
+Speed only, never a dtype (the numbers a run computes come from `devices.auto_dtype`'s rule): packed or not, the
+logits are the same. With `system.measure: off` nothing is packed.
 
 Decoding one token multiplies a single row by every weight matrix, so its speed is how fast the weights
 stream from memory: the probe times exactly that (GPT-2-shaped matrices, more bytes than a model's layers
@@ -11,15 +14,17 @@ Takes under a second, once per CPU, thread count, torch version and instruction 
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from hellogpt.hardware.cache import cache_file, cpu_machine_key, probe_was_disturbed, read_json, write_json_atomically
+from hellogpt.hardware.probes import measuring
+from hellogpt.hardware.probes.cache import (
+    cache_file, cpu_machine_key, probe_was_disturbed, read_json, write_json_atomically,
+)
+from hellogpt.hardware.probes.harness import median_seconds
 from hellogpt.hardware.readings import CpuUseByOthers
 from hellogpt.model.packed import packed_linear, reorder_linear_weight
 
@@ -42,6 +47,11 @@ class CpuRules:
         """Whether oneDNN's prepacked bf16 weights beat plain `F.linear` here."""
         packed = self.decode_seconds.get("bfloat16 packed")
         return packed is not None and packed < self.decode_seconds["bfloat16"]
+
+
+def should_pack_bf16(measure: Optional[str] = None) -> bool:
+    """Whether to prepack bf16 CPU weights: measured (cached) under `system.measure: auto`, never under `off`."""
+    return measuring(measure) and cpu_rules().pack_bf16
 
 
 def cpu_rules() -> CpuRules:
@@ -73,14 +83,17 @@ def measure_cpu_rules() -> CpuRules:
     count = max(1, DECODE_PROBE_FP32_BYTES // (DECODE_PROBE_SHAPE[0] * DECODE_PROBE_SHAPE[1] * 4))
     weights = [torch.randn(DECODE_PROBE_SHAPE, generator=generator) for _ in range(count)]
     row = torch.randn(1, DECODE_PROBE_SHAPE[1], generator=generator)
-    bandwidth = sum(w.numel() * w.element_size() for w in weights) / _median_seconds(lambda: [w.sum() for w in weights])
+    read_seconds = median_seconds(lambda: [w.sum() for w in weights], PROBE_ROUNDS)
+    bandwidth = sum(w.numel() * w.element_size() for w in weights) / max(read_seconds, 1e-9)
     weights = [w.bfloat16() for w in weights]  # one copy at a time: the probe's memory stays flat
     row = row.bfloat16()
-    decode_seconds = {"bfloat16": _median_seconds(lambda: [F.linear(row, w) for w in weights])}
+    decode_seconds = {"bfloat16": median_seconds(lambda: [F.linear(row, w) for w in weights], PROBE_ROUNDS)}
     packed = [reorder_linear_weight(w) for w in weights]
     del weights
     if all(p is not None for p in packed):
-        decode_seconds["bfloat16 packed"] = _median_seconds(lambda: [packed_linear(row, p, None) for p in packed])
+        decode_seconds["bfloat16 packed"] = median_seconds(
+            lambda: [packed_linear(row, p, None) for p in packed], PROBE_ROUNDS
+        )
     del packed
     return CpuRules(bandwidth, decode_seconds)
 
@@ -89,22 +102,11 @@ def describe_cached_rules() -> dict[str, str]:
     """The cached rules of this machine for `hellogpt info`; measuring is left to the first use."""
     rules = _rules_from_json(read_json(cache_file(RULES_CACHE_FILE)).get(cpu_machine_key()))
     if rules is None:
-        return {"not measured yet": "the first chat or serve of a bf16 model on this CPU measures them (~1 s)"}
+        return {"not measured yet": "the first chat or serve of a bf16 model on this CPU measures them (~1 s; not with system.measure=off)"}
     return {
         "read bandwidth": f"{rules.read_bytes_per_second / 1e9:.1f} GB/s",
         "packed bf16 weights": "yes" if rules.pack_bf16 else "no",
     }
-
-
-def _median_seconds(run) -> float:
-    """Median wall time of `PROBE_ROUNDS` runs after one warm-up (the CPU may be shared)."""
-    run()
-    timings = []
-    for _ in range(PROBE_ROUNDS):
-        start = time.perf_counter()
-        run()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
 
 
 def _rules_from_json(data: object) -> Optional[CpuRules]:
