@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any, ContextManager, Optional
 
 from hellogpt import files
+from hellogpt.checkpoints.format import gpt_config_from_args
 from hellogpt.data.tokenizer import gpt2_data_dir
 from hellogpt.errors import UserError
 from hellogpt.gpt2 import GPT2_END_OF_TEXT, GPT2_END_OF_TEXT_ID, GPT2_VOCAB_SIZE
@@ -38,7 +39,7 @@ def export_checkpoint(payload: dict[str, Any], out_dir: Path, *, force: bool = F
     """
     out_dir = Path(out_dir)
     _check_replaceable(out_dir, force)
-    config = GPTConfig(**payload["model_args"])
+    config = gpt_config_from_args(payload["model_args"])
     tokenizer_description = payload.get("tokenizer") or {"kind": "gpt2"}
     vocab_size = _exported_vocab_size(config, tokenizer_description)
     eot_id = GPT2_END_OF_TEXT_ID if tokenizer_description.get("kind") == "gpt2" else None

@@ -27,7 +27,7 @@ from hellogpt.checkpoints.resume_state import DamagedRngState, check_rng_state, 
 from hellogpt.errors import UserError
 from hellogpt.files import atomic_file
 from hellogpt.hardware.devices import DTYPES_BY_NAME
-from hellogpt.model.gpt import GPTConfig
+from hellogpt.model.gpt import GPT2_SMALL, GPTConfig
 
 # Format 2 adds LoRA checkpoints (adapters plus a reference to their base); plain checkpoints are still
 # written as format 1, so an older hellogpt reads them, and refuses a LoRA one with "upgrade".
@@ -307,7 +307,7 @@ def gpt_config_from_args(model_args: Mapping[str, Any]) -> GPTConfig:
         raise UserError(
             f"the checkpoint's model_args has keys this hellogpt does not know ({', '.join(unknown)}): upgrade hellogpt"
         )
-    return GPTConfig(**dict(model_args))
+    return GPTConfig(**{**GPT2_SMALL.to_dict(), **model_args})
 
 
 def _check_is_ours(path: Path, payload: Any) -> None:

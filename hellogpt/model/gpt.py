@@ -20,15 +20,17 @@ INIT_STD = 0.02
 
 @dataclass(frozen=True)
 class GPTConfig:
-    """The architecture; `asdict` of it is what checkpoints store as `model_args`."""
+    """The architecture; `asdict` of it is what checkpoints store as `model_args`.
 
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    block_size: int = 1024
-    vocab_size: int = 50304
-    dropout: float = 0.0
-    bias: bool = True
+    No defaults: those live in the config schema (`model` section), and a model built in code states its shape."""
+
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    vocab_size: int
+    dropout: float
+    bias: bool
 
     @property
     def head_dim(self) -> int:
@@ -36,6 +38,11 @@ class GPTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+GPT2_SMALL = GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, dropout=0.0, bias=True)
+"""GPT-2 small (124M, the vocabulary padded to a multiple of 64): what a stored `model_args` that lacks a key was
+read with while GPTConfig had defaults, so such a checkpoint still loads as it did."""
 
 
 class KVCache:

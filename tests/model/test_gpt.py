@@ -71,7 +71,7 @@ def test_sequences_longer_than_the_block_are_refused() -> None:
 
 
 def test_loss_at_init_is_close_to_log_vocab() -> None:
-    config = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=1000)
+    config = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=1000, dropout=0.0, bias=True)
     model = _model(config)
     generator = torch.Generator().manual_seed(5)
     inputs = torch.randint(0, config.vocab_size, (8, 32), generator=generator)
@@ -140,7 +140,7 @@ def test_lm_head_is_tied_to_the_token_embedding() -> None:
 
 
 def test_residual_projections_get_the_scaled_init() -> None:
-    config = GPTConfig(n_layer=8, n_head=4, n_embd=128, block_size=16, vocab_size=64)
+    config = GPTConfig(n_layer=8, n_head=4, n_embd=128, block_size=16, vocab_size=64, dropout=0.0, bias=True)
     model = _model(config)
     scaled_std = model.transformer.h[0].mlp.c_proj.weight.std().item()
     plain_std = model.transformer.h[0].mlp.c_fc.weight.std().item()

@@ -48,7 +48,7 @@ def random_ids(length: int, batch: int = 2, seed: int = 0, vocab: int = GPT2_VOC
 def tiny_payload(bias: bool = True, vocab_size: int = 50304, tokenizer: dict | None = None, seed: int = 0) -> dict:
     """A checkpoint payload (contract 3) around a random model, as the training loop would save it."""
     torch.manual_seed(seed)
-    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=vocab_size, bias=bias)
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=vocab_size, bias=bias, dropout=0.0)
     model = GPT(config)
     with torch.no_grad():  # non-zero biases and LayerNorm parameters, so that a mix-up shows in the logits
         for name, parameter in model.named_parameters():

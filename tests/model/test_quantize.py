@@ -28,7 +28,7 @@ LOGITS_RELATIVE_TOLERANCE = 0.05
 
 
 def tiny_config(vocab_size: int) -> GPTConfig:
-    return GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=vocab_size, dropout=0.0)
+    return GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=vocab_size, dropout=0.0, bias=True)
 
 
 @pytest.fixture(scope="module")
