@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -63,46 +62,6 @@ def cpu_kernels() -> str:
     run torch's AVX2 kernels)."""
     limits = [f"{name}={os.environ[name]}" for name in INSTRUCTION_LIMIT_VARIABLES if os.environ.get(name)]
     return " ".join([torch.backends.cpu.get_cpu_capability(), *limits])
-
-
-class CpuUseByOthers:
-    """A context manager: how many cores, on average, other work kept busy while its block ran (the machine's busy
-    time less this process's; in a VM the hypervisor's other guests count too, as steal time)."""
-
-    cores: float = 0.0
-
-    def __enter__(self) -> "CpuUseByOthers":
-        import psutil
-
-        self._process = psutil.Process()
-        self._started = (time.perf_counter(), _busy_seconds(psutil.cpu_times()), _own_seconds(self._process))
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        import psutil
-
-        started, machine, own = self._started
-        wall = time.perf_counter() - started
-        others = (_busy_seconds(psutil.cpu_times()) - machine) - (_own_seconds(self._process) - own)
-        # The counters move in clock ticks (10 ms), each core's and this process's apart: within that, nothing is known.
-        resolution = ((psutil.cpu_count() or 1) + 1) / _clock_ticks_per_second()
-        self.cores = max(0.0, others - resolution) / wall if wall > 0 else 0.0
-
-
-def _clock_ticks_per_second() -> int:
-    try:
-        return os.sysconf("SC_CLK_TCK")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system
-        return 100
-
-
-def _busy_seconds(times: Any) -> float:
-    return sum(getattr(times, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq", "steal"))
-
-
-def _own_seconds(process: Any) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def mps_available() -> bool:

@@ -127,7 +127,9 @@ def measure_step_layout(model: DecodingModel, max_batch: int, measure: Optional[
 def _layout_step(model: DecodingModel, cache: BatchedKVCache, layout: StepLayout, live: int, max_batch: int) -> None:
     """One step of `live` sequences laid out as `layout`; the cache is rewound after it."""
     rows = step_rows(range(live), max_batch, layout)
-    decode_step(model, cache, {slot: 1 for slot in rows[:live]}, rows=rows, chunk=layout.chunk, attention_bucket=ATTENTION_BUCKET)
+    decode_step(
+        model, cache, {slot: 1 for slot in rows[:live]}, rows=rows, chunk=layout.chunk, attention_bucket=ATTENTION_BUCKET
+    )
     cache.lengths = [PROBE_CONTEXT_LENGTH] * len(cache.lengths)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from hellogpt.hardware.probes import harness
 from hellogpt.hardware.readings import cpu_kernels, cpu_model_name
 
 # Cores that other work may keep busy during a CPU probe, beyond those torch's threads leave free, for its result
@@ -56,3 +57,43 @@ def probe_was_disturbed(cores_used_by_others: float) -> bool:
     """Whether other work took cores that a CPU probe's threads needed (more than the cores they leave free)."""
     free = max(0, (os.cpu_count() or 1) - torch.get_num_threads())
     return cores_used_by_others > free + OTHERS_CORES_TOLERATED
+
+
+class CpuUseByOthers:
+    """A context manager: how many cores, on average, other work kept busy while its block ran (the machine's busy
+    time less this process's; in a VM the hypervisor's other guests count too, as steal time)."""
+
+    cores: float = 0.0
+
+    def __enter__(self) -> "CpuUseByOthers":
+        import psutil
+
+        self._process = psutil.Process()
+        self._started = (harness.clock(), _busy_seconds(psutil.cpu_times()), _own_seconds(self._process))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        import psutil
+
+        started, machine, own = self._started
+        wall = harness.clock() - started
+        others = (_busy_seconds(psutil.cpu_times()) - machine) - (_own_seconds(self._process) - own)
+        # The counters move in clock ticks (10 ms), each core's and this process's apart: within that, nothing is known.
+        resolution = ((psutil.cpu_count() or 1) + 1) / _clock_ticks_per_second()
+        self.cores = max(0.0, others - resolution) / wall if wall > 0 else 0.0
+
+
+def _clock_ticks_per_second() -> int:
+    try:
+        return os.sysconf("SC_CLK_TCK")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return 100
+
+
+def _busy_seconds(times: Any) -> float:
+    return sum(getattr(times, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def _own_seconds(process: Any) -> float:
+    times = process.cpu_times()
+    return times.user + times.system

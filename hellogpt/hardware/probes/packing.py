@@ -22,10 +22,9 @@ import torch.nn.functional as F
 
 from hellogpt.hardware.probes import measuring
 from hellogpt.hardware.probes.cache import (
-    cache_file, cpu_machine_key, probe_was_disturbed, read_json, write_json_atomically,
+    CpuUseByOthers, cache_file, cpu_machine_key, probe_was_disturbed, read_json, write_json_atomically,
 )
 from hellogpt.hardware.probes.harness import median_seconds
-from hellogpt.hardware.readings import CpuUseByOthers
 from hellogpt.model.packed import packed_linear, reorder_linear_weight
 
 RULES_CACHE_FILE = "cpu_rules.json"
@@ -102,7 +101,10 @@ def describe_cached_rules() -> dict[str, str]:
     """The cached rules of this machine for `hellogpt info`; measuring is left to the first use."""
     rules = _rules_from_json(read_json(cache_file(RULES_CACHE_FILE)).get(cpu_machine_key()))
     if rules is None:
-        return {"not measured yet": "the first chat or serve of a bf16 model on this CPU measures them (~1 s; not with system.measure=off)"}
+        return {
+            "not measured yet": "the first chat or serve of a bf16 model on this CPU measures them "
+            "(~1 s; never with system.measure=off)"
+        }
     return {
         "read bandwidth": f"{rules.read_bytes_per_second / 1e9:.1f} GB/s",
         "packed bf16 weights": "yes" if rules.pack_bf16 else "no",

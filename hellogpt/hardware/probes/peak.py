@@ -14,9 +14,11 @@ from typing import Optional, Union
 import torch
 
 from hellogpt.hardware.probes import measuring
-from hellogpt.hardware.probes.cache import cache_file, probe_was_disturbed, read_json, write_json_atomically
+from hellogpt.hardware.probes.cache import (
+    CpuUseByOthers, cache_file, probe_was_disturbed, read_json, write_json_atomically,
+)
 from hellogpt.hardware.probes.harness import best_seconds
-from hellogpt.hardware.readings import CpuUseByOthers, cpu_model_name
+from hellogpt.hardware.readings import cpu_model_name
 
 PEAK_CACHE_FILE = "peak_flops.json"
 # The probe: square matmuls, timed for about this long in total, best rate kept (the CPU may be shared).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hellogpt.hardware.probes import MEASURE_ENV, harness, packing, peak
-from hellogpt.hardware.readings import CpuUseByOthers
+from hellogpt.hardware.probes.cache import CpuUseByOthers
 
 
 class FakeClock:

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from hellogpt.hardware.probes import packing as rules
-from hellogpt.hardware.probes.cache import cache_file
+from hellogpt.hardware.probes.cache import CpuUseByOthers, cache_file
 from hellogpt.hardware.probes.packing import CpuRules, cpu_rules, should_pack_bf16
-from hellogpt.hardware.readings import CpuUseByOthers
 from tests.hardware.probes.conftest import FakeClock
 
 
@@ -47,7 +46,9 @@ def test_the_probe_leaves_the_global_rng_alone(small_probe: None, fake_clock: Fa
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_packing_pays_by_the_clock_the_harness_reads(small_probe: None, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_packing_pays_by_the_clock_the_harness_reads(
+    small_probe: None, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The probe's decision follows its clock: a packed pass that the clock says is faster is chosen."""
     plain_linear = rules.F.linear
 

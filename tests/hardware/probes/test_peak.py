@@ -65,7 +65,9 @@ def test_a_corrupt_peak_cache_is_measured_again(cache_home: Path, monkeypatch: p
     assert list(json.loads(peak_flops_cache_path().read_text()).values()) == [1.5e11]
 
 
-def test_the_peak_flops_probe_leaves_the_global_rng_alone(fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_peak_flops_probe_leaves_the_global_rng_alone(
+    fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(peak.PEAK_PROBE_SIZE, "cpu", 64)
     # A run that probes (a cold cache) must draw the same initial weights as the run that resumes it.
     torch.manual_seed(5)
