@@ -18,7 +18,7 @@ from hellogpt.chat import run_repl
 from hellogpt.cli import app
 from hellogpt.data.tokenizer import CharTokenizer, gpt2_tokenizer
 from hellogpt.model.gpt import GPT, GPTConfig
-from tests.cli.test_chat_cli import CHARS, FP32, write_checkpoint
+from tests.cli.test_chat import CHARS, FP32, write_checkpoint
 from tests.test_chat import RecordingView, make_session, scripted_input
 from tests.test_generate import make_model
 

@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from hellogpt.cli import app
-from tests.cli.test_train_cli import sets
+from tests.cli.test_train import sets
 from tests.train.conftest import shakespeare_text, write_char_dataset
 
 

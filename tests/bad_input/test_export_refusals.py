@@ -9,7 +9,7 @@ import pytest
 
 from hellogpt.checkpoints.format import save_checkpoint
 from tests.bad_input.test_disk_full import assert_one_error_line, invoke, snapshot
-from tests.cli.test_export_cli import as_checkpoint
+from tests.cli.test_export import as_checkpoint
 from tests.model.test_hf import tiny_payload
 
 

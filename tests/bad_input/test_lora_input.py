@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.bad_input.test_checkpoints import assert_one_line_error, files_under, invoke, trained, workdir  # noqa: F401
-from tests.cli.test_train_cli import sets
+from tests.cli.test_train import sets
 
 TUNE = ("tune", "--from", "tiny.pt", "--data", "data/tiny", "--plain", "--lora")
 

@@ -21,7 +21,7 @@ from tests.bad_input.test_checkpoints import (  # noqa: F401
     trained,
     workdir,
 )
-from tests.cli.test_train_cli import sets
+from tests.cli.test_train import sets
 
 Payload = dict[str, Any]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hellogpt.checkpoints.format import load_checkpoint
-from tests.cli.test_train_cli import REPO_ROOT, assert_one_line_error, invoke, sets, workdir  # noqa: F401
+from tests.cli.test_train import REPO_ROOT, assert_one_line_error, invoke, sets, workdir  # noqa: F401
 
 TRAIN = ("train", "--data", "data/tiny", "--plain")
 

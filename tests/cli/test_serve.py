@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from hellogpt.cli import app
 from hellogpt.serve.server import bind_socket
-from tests.cli.test_chat_cli import write_checkpoint
+from tests.cli.test_chat import write_checkpoint
 from tests.serve.conftest import char_tokenizer, tiny_model
 
 STARTUP_SECONDS = 60
