@@ -31,9 +31,9 @@ from pathlib import Path
 import httpx
 import torch
 
+from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer
 from hellogpt.chat import ChatSession
-from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from hellogpt.config.schema import SampleConfig
 from hellogpt.generate import choose_decode_threads, prepare_for_inference
 from hellogpt.hardware.devices import choose_dtype, dtype_name

@@ -15,7 +15,6 @@ import torch
 
 from hellogpt.checkpoints.format import Checkpoint, load_checkpoint
 from hellogpt.checkpoints.weights import gpt_from_state_dict, strip_wrapper_prefixes
-from hellogpt.config.schema import LoraConfig
 from hellogpt.errors import UserError
 from hellogpt.model import hf
 from hellogpt.model.gpt import GPT
@@ -28,20 +27,8 @@ from hellogpt.model.lora import (
     merge_adapters,
 )
 
-HALF_DTYPES = (torch.bfloat16, torch.float16)
 TIED_HEAD = "lm_head.weight"
 DIGEST_SHOWN = 12
-
-
-def lora_spec(config: LoraConfig) -> LoraSpec:
-    return LoraSpec(rank=config.rank, alpha=config.alpha, dropout=config.dropout, targets=tuple(config.targets))
-
-
-def frozen_dtype(run_dtype: torch.dtype) -> torch.dtype:
-    """The dtype a frozen base is held in: the run's own (`hellogpt.train.precision`) when it is a half dtype, else
-    fp32. Autocast would round the weights to that dtype in every forward anyway, so holding them in it changes no
-    result, only the memory."""
-    return run_dtype if run_dtype in HALF_DTYPES else torch.float32
 
 
 def huggingface_base(spec: str, matrix_dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -13,12 +13,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from hellogpt.checkpoints.format import Checkpoint, load_checkpoint, peek_step, save_checkpoint
+from hellogpt.checkpoints.lora_base import verified_base
+from hellogpt.checkpoints.paths import latest_checkpoint_path
 from hellogpt.config.schema import RunConfig
 from hellogpt.errors import UserError
-from hellogpt.checkpoints.format import Checkpoint, load_checkpoint, peek_step, save_checkpoint
-from hellogpt.checkpoints.lora_base import frozen_dtype, verified_base
-from hellogpt.checkpoints.paths import latest_checkpoint_path
 from hellogpt.train.distributed import DistributedContext
+from hellogpt.train.lora import frozen_dtype
 from hellogpt.train.rng_state import generator_from_state
 
 

@@ -17,7 +17,6 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from hellogpt.checkpoints.format import Checkpoint, gpt_config_from_args
-from hellogpt.checkpoints.lora_base import frozen_dtype, lora_spec
 from hellogpt.checkpoints.weights import gpt_from_state_dict, strip_wrapper_prefixes
 from hellogpt.config.layers import ResolvedConfig
 from hellogpt.config.schema import DataConfig, RunConfig, SystemConfig
@@ -30,6 +29,7 @@ from hellogpt.model.lora import LoraSpec, add_adapters, hold_frozen_weights_in, 
 from hellogpt.train.batches import BatchSource
 from hellogpt.train.dataset import dataset_exists, missing_dataset_message, prepare_missing_dataset
 from hellogpt.train.distributed import DistributedContext, local_accumulation_steps, wait_for_main_rank
+from hellogpt.train.lora import frozen_dtype, lora_spec
 from hellogpt.train.optimizer import build_optimizer
 from hellogpt.train.precision import agree_on_dtype, run_dtype
 from hellogpt.train.rng_state import restore_rng_state

@@ -9,7 +9,7 @@ import torch
 
 from hellogpt.checkpoints.format import load_checkpoint
 from hellogpt.checkpoints.loading import model_from_checkpoint
-from hellogpt.checkpoints.lora_base import checkpoint_base, frozen_dtype, huggingface_base
+from hellogpt.checkpoints.lora_base import checkpoint_base, huggingface_base
 from hellogpt.checkpoints.paths import resolve_checkpoint_path
 from hellogpt.config.layers import Layer, ResolvedConfig, load_command_defaults
 from hellogpt.config.schema import RunConfig
@@ -17,6 +17,7 @@ from hellogpt.errors import UserError
 from hellogpt.model import hf
 from hellogpt.hardware.devices import choose_device, choose_dtype
 from hellogpt.model.gpt import GPTConfig
+from hellogpt.train.lora import frozen_dtype
 
 TUNED_SUFFIX = "_tuned"
 LORA_SUFFIX = "_lora"

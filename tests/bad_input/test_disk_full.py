@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hellogpt import files
-from hellogpt.cli import app
 from hellogpt.checkpoints.format import save_checkpoint
+from hellogpt.cli import app
 from tests.cli.test_export import as_checkpoint
 from tests.model.test_hf import tiny_payload
 from tests.train.conftest import TINY_SETTINGS, shakespeare_text, write_char_dataset

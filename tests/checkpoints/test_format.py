@@ -18,10 +18,10 @@ from hellogpt.checkpoints.format import Checkpoint, load_checkpoint, save_checkp
 from hellogpt.checkpoints.loading import model_from_checkpoint, tokenizer_from_checkpoint
 from hellogpt.checkpoints.paths import resolve_checkpoint_path
 from hellogpt.cli import app
+from hellogpt.cli.checkpoint_info import describe_checkpoint
 from hellogpt.config.schema import RunConfig
 from hellogpt.errors import UserError
 from hellogpt.model.gpt import GPT, GPTConfig
-from hellogpt.cli.checkpoint_info import describe_checkpoint
 from hellogpt.train.rng_state import capture_rng_state, generator_from_state, generator_state, restore_rng_state
 
 TINY = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11, dropout=0.0, bias=False)

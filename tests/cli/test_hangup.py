@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from hellogpt.checkpoints.format import load_checkpoint
 from hellogpt.cli import app
 from hellogpt.cli.lost_output import SurvivingStream
 from hellogpt.cli.signals import STOP_SIGNALS, StopOnSignals
 from hellogpt.errors import INTERRUPTED_EXIT_CODE
-from hellogpt.checkpoints.format import load_checkpoint
 from hellogpt.train.resume import resume_source
 from tests.train.conftest import TINY_SETTINGS, shakespeare_text, write_char_dataset
 

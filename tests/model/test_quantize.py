@@ -12,13 +12,13 @@ import torch
 import torch.nn as nn
 from typer.testing import CliRunner
 
+from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from hellogpt.cli import app
 from hellogpt.data.tokenizer import CharTokenizer
 from hellogpt.decode.stream import stream_tokens
 from hellogpt.generate import prepare_int8_for_inference
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.quantize import Int8Linear, quantize_int8
-from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from tests.train.conftest import write_char_dataset
 
 TEXT = "once upon a midnight dreary, while i pondered, weak and weary. " * 40

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hellogpt.errors import UserError
 from hellogpt.checkpoints.format import load_checkpoint
+from hellogpt.errors import UserError
 from hellogpt.train.distributed import local_accumulation_steps
 from tests.train.conftest import TINY_SETTINGS, shakespeare_text, write_char_dataset
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hellogpt.cli import app
 from hellogpt.checkpoints.format import load_checkpoint
+from hellogpt.cli import app
 
 # "Clearly below": at least this far under the unigram entropy, in nats per token.
 MARGIN_NATS = 0.3

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hellogpt.errors import UserError
 from hellogpt.checkpoints.format import load_checkpoint
+from hellogpt.errors import UserError
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent
 from hellogpt.train.distributed import DistributedContext
 from hellogpt.train.evaluation import loss_sum_dtype

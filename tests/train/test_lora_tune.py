@@ -9,16 +9,17 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
+from hellogpt.checkpoints.format import load_checkpoint
+from hellogpt.checkpoints.loading import model_from_checkpoint
+from hellogpt.checkpoints.lora_base import merged_checkpoint
 from hellogpt.data.loader import open_dataset
 from hellogpt.errors import UserError
 from hellogpt.evaluate import evaluate_model, window_starts
 from hellogpt.export import export_checkpoint
 from hellogpt.model.lora import ADAPTER_SUFFIXES, LoraSpec, add_adapters, load_adapter_state_dict
-from hellogpt.checkpoints.format import load_checkpoint
-from hellogpt.checkpoints.loading import model_from_checkpoint
 from hellogpt.train.events import RunFinished, StepEvent
-from hellogpt.checkpoints.lora_base import frozen_dtype, merged_checkpoint
 from hellogpt.train.loop import train
+from hellogpt.train.lora import frozen_dtype
 from hellogpt.train.tune import load_tuning_source
 from tests.train.conftest import events_of, shakespeare_text, tiny_config, write_char_dataset
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from hellogpt.checkpoints.format import load_checkpoint
 from hellogpt.cli import app
 from hellogpt.hardware import devices
-from hellogpt.checkpoints.format import load_checkpoint
 from tests.train.conftest import TINY_SETTINGS, shakespeare_text, write_char_dataset
 
 # Wide enough that the rule picks bf16 on a CPU with native bf16 (devices.CPU_BF16_MIN_WIDTH), small enough to be quick.

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from hellogpt.checkpoints.format import load_checkpoint
 from hellogpt.checkpoints.paths import latest_checkpoint_path
-from hellogpt.train.resume import resume_source
 from hellogpt.train.events import CheckpointEvent, StepEvent
 from hellogpt.train.loop import train
+from hellogpt.train.resume import resume_source
 from tests.train.conftest import events_of, tiny_config
 from tests.train.test_stopping import run_until
 

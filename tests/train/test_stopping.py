@@ -9,13 +9,13 @@ from typing import Callable, Optional
 import pytest
 import torch
 
-from hellogpt.cli.signals import StopOnSignals
-from hellogpt.train import progress
 from hellogpt.checkpoints.format import load_checkpoint
 from hellogpt.checkpoints.paths import latest_checkpoint_path
-from hellogpt.train.resume import resume_source
+from hellogpt.cli.signals import StopOnSignals
+from hellogpt.train import progress
 from hellogpt.train.events import CheckpointEvent, EvalEvent, RunFinished, RunStarted, StepEvent, StepProgress, TrainingEvent
 from hellogpt.train.loop import TrainingRun, train
+from hellogpt.train.resume import resume_source
 from tests.train.conftest import events_of, tiny_config
 
 StopWhen = Callable[[TrainingEvent], bool]
