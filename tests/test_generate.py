@@ -13,7 +13,8 @@ from hellogpt.errors import UserError
 from hellogpt.decode.cache import BatchedKVCache, prefill_slot
 from hellogpt.decode.sampling import sample_next_token, top_p_mask
 from hellogpt.decode.step import DecodingModel, decode_step
-from hellogpt.decode.stream import SLIDE_KEEP_FRACTION, stream_tokens
+from hellogpt.decode.sequence import SLIDE_KEEP_FRACTION
+from hellogpt.decode.stream import stream_tokens
 from hellogpt.decode.text import StreamingDecoder, stream_text
 from hellogpt.model.gpt import GPT, GPTConfig
 

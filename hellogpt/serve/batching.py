@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Optional, Union
 
 import torch
 
@@ -35,14 +34,12 @@ from hellogpt.config.schema import fresh_seed
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
 from hellogpt.decode.cache import BatchedKVCache, prefill_slot
-from hellogpt.decode.sampling import greedy_tokens, sample_next_token
+from hellogpt.decode.sampling import greedy_tokens
 from hellogpt.decode.step import DecodingModel, decode_step
-from hellogpt.decode.stream import SLIDE_KEEP_FRACTION
-from hellogpt.decode.text import StreamingDecoder
+from hellogpt.decode.sequence import DecodingSequence, FinishReason
 from hellogpt.generate import choose_decode_threads
 from hellogpt.model.gpt import GPT
 from hellogpt.serve.steps import ATTENTION_BUCKET, StepLayout, measure_step_layout, step_rows
-from hellogpt.decode.stops import StopMatcher
 
 # How often an idle generation thread looks for a stop request (set from a signal handler, so without a lock).
 IDLE_POLL_SECONDS = 0.1
@@ -50,7 +47,6 @@ IDLE_POLL_SECONDS = 0.1
 # 20 updates a second read as fluid text, and each chunk wakes the event loop and the client, which on a small
 # machine take a core from the decoding step (a 200-token char-model reply: 0.90x chat's speed at 50 ms, 0.85x at 20).
 DELIVERY_INTERVAL_SECONDS = 0.05
-FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
@@ -135,20 +131,23 @@ class SequenceHandle:
 
 @dataclass(eq=False)
 class _Sequence:
-    """One request inside the generation thread: its context, slot, sampler and text state."""
+    """One request inside the generation thread: its decoding state (`hellogpt.decode.sequence`), slot and delivery."""
 
     handle: SequenceHandle
-    settings: SamplingSettings
     prompt_tokens: int
-    context: list[int]
-    decoder: StreamingDecoder
-    stops: StopMatcher
-    generator: torch.Generator
+    state: DecodingSequence
     slot: int = -1
-    produced: int = 0
     outcome: Optional[Event] = None
     pieces: list[str] = field(default_factory=list)
     text_delivered: bool = False
+
+    @property
+    def context(self) -> list[int]:
+        return self.state.context
+
+    @property
+    def produced(self) -> int:
+        return self.state.produced
 
 
 class Scheduler:
@@ -181,7 +180,6 @@ class Scheduler:
         self._ready = threading.Event()
         self._startup_error: Optional[BaseException] = None
         self._device = model.transformer.wte.weight.device
-        self._keep = max(1, int(model.config.block_size * SLIDE_KEEP_FRACTION))
         self._waiting: deque[_Sequence] = deque()
         self._active: dict[int, _Sequence] = {}
         self._lock = threading.Lock()
@@ -234,19 +232,19 @@ class Scheduler:
 
     def submit(self, prompt_ids: Sequence[int], settings: SamplingSettings) -> SequenceHandle:
         """Queue a sequence; call from the event loop that will read its events."""
-        if not prompt_ids:
-            raise ValueError("the prompt is empty: give at least one token")
+        seed = settings.seed if settings.seed is not None else fresh_seed()
+        state = DecodingSequence(
+            prompt_ids, block_size=self.model.config.block_size, vocab_size=self.tokenizer.vocab_size,
+            max_tokens=settings.max_tokens, temperature=settings.temperature, top_k=settings.top_k,
+            top_p=settings.top_p, generator=torch.Generator(device=self._device).manual_seed(seed),
+            eot_id=self.tokenizer.eot_id, stops=settings.stops, text=self.tokenizer,
+        )
         if self._stopping or not self._thread.is_alive() or self.failure is not None:
             raise UserError("the server is shutting down")
         if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
             raise QueueFull(f"{len(self._waiting)} requests already wait for a slot (--max-waiting {self.max_waiting})")
         handle = SequenceHandle(asyncio.get_running_loop(), self._withdraw)
-        seed = settings.seed if settings.seed is not None else fresh_seed()
-        sequence = _Sequence(
-            handle=handle, settings=settings, prompt_tokens=len(prompt_ids),
-            context=list(prompt_ids)[-self.model.config.block_size :], decoder=StreamingDecoder(self.tokenizer),
-            stops=StopMatcher(settings.stops), generator=torch.Generator(device=self._device).manual_seed(seed),
-        )
+        sequence = _Sequence(handle=handle, prompt_tokens=len(prompt_ids), state=state)
         with self._wake:
             self._waiting.append(sequence)
             self._wake.notify()
@@ -318,10 +316,10 @@ class Scheduler:
             slot: sequence for slot, sequence in self._active.items()
             if sequence.outcome is None and sequence not in arrivals
         }
-        full = [sequence for sequence in decoding.values() if self._cache.lengths[sequence.slot] >= self.model.config.block_size]
+        full = [sequence for sequence in decoding.values() if sequence.state.window_is_full(self._cache.lengths[sequence.slot])]
         for sequence in full:  # the window slides: the most recent tokens are prefilled again, as in chat
             del decoding[sequence.slot]
-            sequence.context = sequence.context[-self._keep :]
+            sequence.state.slide_window()
             self._prefill(sequence)
         if decoding:
             tokens = {slot: sequence.context[-1] for slot, sequence in decoding.items()}
@@ -335,7 +333,7 @@ class Scheduler:
                 for sequence in decoding.values():
                     self._prefill(sequence)
                 return
-            greedy = [slot for slot, sequence in decoding.items() if sequence.settings.temperature == 0]
+            greedy = [slot for slot, sequence in decoding.items() if sequence.state.greedy]
             for slot, token in zip(greedy, greedy_tokens([logits[slot] for slot in greedy], self.tokenizer.vocab_size)):
                 with _failing_alone(decoding[slot]):
                     if token is None:  # scores that are not finite: the sampler words the failure
@@ -343,7 +341,7 @@ class Scheduler:
                     else:
                         self._append_token(decoding[slot], token)
             for slot, sequence in decoding.items():
-                if sequence.settings.temperature != 0:
+                if not sequence.state.greedy:
                     with _failing_alone(sequence):
                         self._sample(sequence, logits[slot])
 
@@ -354,37 +352,19 @@ class Scheduler:
             self._sample(sequence, prefill_slot(self.model, self._cache, sequence.slot, sequence.context))
 
     def _sample(self, sequence: _Sequence, logits: torch.Tensor) -> None:
-        """Draw the sequence's next token (never a padding id past the tokenizer's vocabulary) and turn it into text."""
-        settings = sequence.settings
+        """Draw the sequence's next token and turn it into text (a model that gives no finite scores fails it)."""
         try:
-            token = sample_next_token(
-                logits[: self.tokenizer.vocab_size], temperature=settings.temperature, top_k=settings.top_k,
-                top_p=settings.top_p, generator=sequence.generator,
-            )
+            token = sequence.state.choose(logits)
         except UserError as error:
             sequence.outcome = Failed(str(error), "server_error")
             return
         self._append_token(sequence, token)
 
     def _append_token(self, sequence: _Sequence, token: int) -> None:
-        """Append a drawn token and turn it into text, or end the sequence."""
-        if token == self.tokenizer.eot_id:
-            self._finish(sequence, "stop")
-            return
-        sequence.produced += 1
-        sequence.context.append(token)
-        sequence.pieces.append(sequence.stops.push(sequence.decoder.push(token)))
-        if sequence.stops.stopped:
-            self._finish(sequence, "stop")
-        elif sequence.produced >= sequence.settings.max_tokens:
-            self._finish(sequence, "length")
-
-    def _finish(self, sequence: _Sequence, reason: FinishReason) -> None:
-        sequence.pieces.append(sequence.stops.push(sequence.decoder.flush()))
-        sequence.pieces.append(sequence.stops.flush())
-        if sequence.stops.stopped:
-            reason = "stop"
-        sequence.outcome = Finished(reason, sequence.prompt_tokens, sequence.produced)
+        """Append a chosen token and turn it into text, or end the sequence."""
+        sequence.pieces.append(sequence.state.accept(token))
+        if sequence.state.finish_reason is not None:
+            sequence.outcome = Finished(sequence.state.finish_reason, sequence.prompt_tokens, sequence.produced)
 
     def _deliver(self, sequences: list[_Sequence]) -> None:
         """Hand text and outcomes to each request's event loop, one wake-up per loop: a sequence's first text and its

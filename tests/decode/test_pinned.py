@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hellogpt.decode import stream
+from hellogpt.decode import sequence, stream
 from tests.test_generate import make_model
 
 PROMPT = [3, 1, 4, 1, 5]
@@ -37,13 +37,13 @@ def test_greedy_ids_and_logits_are_those_recorded_before_the_engine_was_reshaped
 ) -> None:
     model = make_model(block_size=32, vocab_size=40).requires_grad_(False)
     seen: list[torch.Tensor] = []
-    original = stream.sample_next_token
+    original = sequence.sample_next_token
 
     def recording(logits: torch.Tensor, **settings: object) -> int:
         seen.append(logits.clone())
         return original(logits, **settings)
 
-    monkeypatch.setattr(stream, "sample_next_token", recording)
+    monkeypatch.setattr(sequence, "sample_next_token", recording)
     ids = list(stream.stream_tokens(model, PROMPT, max_new_tokens=70, temperature=0.0, vocab_size=40))
     assert ids == GREEDY_IDS
     torch.testing.assert_close(seen[0], torch.tensor(FIRST_LOGITS), rtol=0, atol=2e-6)

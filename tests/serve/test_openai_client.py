@@ -6,9 +6,9 @@ import openai
 import pytest
 
 from hellogpt.data.tokenizer import gpt2_tokenizer
+from hellogpt.decode import sequence
 from hellogpt.decode.stream import stream_tokens
 from hellogpt.model.gpt import GPT, GPTConfig
-from hellogpt.serve import batching
 from hellogpt.data.conversation import render_transcript
 from tests.serve.conftest import MODEL_ID, LiveServer, StartServer, char_tokenizer, tiny_model
 
@@ -123,7 +123,7 @@ def test_a_character_split_over_several_tokens_arrives_whole(
     tokenizer = gpt2_tokenizer()
     wanted = "a 🙂 é 漢字"
     script = iter(tokenizer.encode(wanted) + [tokenizer.eot_id])
-    monkeypatch.setattr(batching, "sample_next_token", lambda logits, **settings: next(script))
+    monkeypatch.setattr(sequence, "sample_next_token", lambda logits, **settings: next(script))
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50304, dropout=0.0, bias=True)).eval()
     server = start_server(model, tokenizer)
     chunks = [chunk.choices[0].text for chunk in client(server).completions.create(model=MODEL_ID, prompt="x", stream=True)]
