@@ -13,8 +13,8 @@ caller picks one way for every step). How the matrix products group rows is the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hellogpt.decode.cache import BatchedKVCache
-from hellogpt.model.gpt import GPT
+from hellogpt.model.gpt import GPT, BlockLayers, block_forward
 
 
 class DecodingModel:
@@ -39,16 +39,21 @@ class DecodingModel:
         transformer = model.transformer
         self.token_embedding = transformer.wte.weight
         self.position_embedding = transformer.wpe.weight
-        self.blocks = [
-            _BlockCalls(
-                ln_1=_layer_norm(block.ln_1), qkv=_Linear(block.attn.c_attn), projection=_Linear(block.attn.c_proj),
-                ln_2=_layer_norm(block.ln_2), up=_Linear(block.mlp.c_fc), down=_Linear(block.mlp.c_proj),
-                activation=block.mlp.activation,
-            )
-            for block in transformer.h
-        ]
+        # Each block's own parts (`Block.layers`), each made lean; the block itself is `block_forward`, written once.
+        self._parts = [[_lean(part) for part in block.layers(dropout=False)] for block in transformer.h]
+        self._blocks_by_chunk: dict[Optional[int], list[BlockLayers]] = {}
         self.ln_f = _layer_norm(transformer.ln_f)
         self.head = _Linear(model.lm_head)
+
+    def blocks(self, chunk: Optional[int]) -> list[BlockLayers]:
+        """The blocks' lean parts, their products grouped by `chunk` rows (see `_Linear`)."""
+        blocks = self._blocks_by_chunk.get(chunk)
+        if blocks is None:
+            blocks = self._blocks_by_chunk[chunk] = [
+                BlockLayers(*(functools.partial(part, chunk=chunk) if isinstance(part, _Linear) else part for part in parts))
+                for parts in self._parts
+            ]
+        return blocks
 
 
 Rows = Callable[[torch.Tensor], torch.Tensor]
@@ -85,15 +90,11 @@ class _Linear:
         return products.view(count, -1)
 
 
-@dataclass(frozen=True)
-class _BlockCalls:
-    ln_1: Rows
-    qkv: _Linear
-    projection: _Linear
-    ln_2: Rows
-    up: _Linear
-    down: _Linear
-    activation: Rows
+def _lean(part: Rows) -> Rows:
+    """A block's part for the per-token path: LayerNorms and linear layers called on their tensors, functions kept."""
+    if isinstance(part, nn.LayerNorm):
+        return _layer_norm(part)
+    return _Linear(part) if isinstance(part, nn.Module) else part
 
 
 def _layer_norm(layer: nn.LayerNorm) -> Rows:
@@ -144,8 +145,9 @@ def decode_step(
     )
     masks = _padding_masks(cache, runs, row_slots, ends) if attention_bucket is not None else [None] * len(runs)
     x = F.embedding(token_ids, model.token_embedding) + F.embedding(position_ids, model.position_embedding)
-    for layer, block in enumerate(model.blocks):
-        q, k, v = block.qkv(block.ln_1(x), chunk).split(width, dim=1)
+
+    def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Write the rows' keys and values into their slots; each row's attention over its own cached positions."""
         if copies:
             k, v = k[:count], v[:count]
         if live_rows is not None:
@@ -164,8 +166,10 @@ def decode_step(
         if copies:
             outputs.append(outputs[-1][-1:].expand(copies, -1, -1, -1))
         attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        x = x + block.projection(attended.view(count + copies, width), chunk)
-        x = x + block.down(block.activation(block.up(block.ln_2(x), chunk)), chunk)
+        return attended.view(count + copies, width)
+
+    for layer, block in enumerate(model.blocks(chunk)):
+        x = block_forward(x, block, functools.partial(attend, layer))
     for _, slot in live:
         cache.lengths[slot] += 1
     logits = model.head(model.ln_f(x), chunk)

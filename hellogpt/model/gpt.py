@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 INIT_STD = 0.02
+Rows = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,11 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, layer: int, cache: Optional[KVCache]) -> torch.Tensor:
-        batch, length, width = x.shape
-        q, k, v = self.c_attn(x).split(width, dim=2)
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, cache: Optional[KVCache]
+    ) -> torch.Tensor:
+        """Causal attention of whole sequences (batch, length, width), over `cache` and themselves when given."""
+        batch, length, width = q.shape
         q, k, v = (t.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2) for t in (q, k, v))
         mask, is_causal = None, True
         if cache is not None:
@@ -98,12 +101,11 @@ class CausalSelfAttention(nn.Module):
                 # New queries see every cached position and the causal part of their own block.
                 is_causal = False
                 if length > 1:
-                    mask = torch.ones(length, past + length, dtype=torch.bool, device=x.device).tril(diagonal=past)
+                    mask = torch.ones(length, past + length, dtype=torch.bool, device=q.device).tril(diagonal=past)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
-        y = y.transpose(1, 2).contiguous().view(batch, length, width)
-        return self.resid_dropout(self.c_proj(y))
+        return y.transpose(1, 2).contiguous().view(batch, length, width)
 
 
 class MLP(nn.Module):
@@ -112,9 +114,6 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.activation(self.c_fc(x))))
 
     @staticmethod
     def activation(x: torch.Tensor) -> torch.Tensor:
@@ -130,9 +129,39 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
+    def layers(self, dropout: bool = True) -> BlockLayers:
+        """This block's parts for `block_forward`; without `dropout`, the plain layers (what decoding runs)."""
+        attn, mlp = self.attn, self.mlp
+        if not dropout:
+            return BlockLayers(self.ln_1, attn.c_attn, attn.c_proj, self.ln_2, mlp.c_fc, mlp.activation, mlp.c_proj)
+        return BlockLayers(
+            self.ln_1, attn.c_attn, lambda y: attn.resid_dropout(attn.c_proj(y)),
+            self.ln_2, mlp.c_fc, mlp.activation, lambda y: mlp.dropout(mlp.c_proj(y)),
+        )
+
     def forward(self, x: torch.Tensor, layer: int, cache: Optional[KVCache]) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), layer, cache)
-        return x + self.mlp(self.ln_2(x))
+        return block_forward(x, self.layers(), lambda q, k, v: self.attn.attend(q, k, v, layer, cache))
+
+
+class BlockLayers(NamedTuple):
+    """One block's parts as callables on rows: `Block` passes its modules, the decoding step lean versions of the
+    same weights (`hellogpt.decode.step`), so that the block itself is written once, in `block_forward`."""
+
+    ln_1: Rows
+    qkv: Rows
+    projection: Rows
+    ln_2: Rows
+    up: Rows
+    activation: Rows
+    down: Rows
+
+
+def block_forward(x: torch.Tensor, layers: BlockLayers, attend: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """GPT-2's pre-LayerNorm block: attention, then the MLP, each added to the residual stream. Training, the
+    cached forward and the decoding step all run this; `attend(q, k, v)` is attention over whatever they cache."""
+    q, k, v = layers.qkv(layers.ln_1(x)).split(x.shape[-1], dim=-1)
+    x = x + layers.projection(attend(q, k, v))
+    return x + layers.down(layers.activation(layers.up(layers.ln_2(x))))
 
 
 class GPT(nn.Module):
