@@ -11,20 +11,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
-from hellogpt.cli.model_source import (
+from hellogpt.cli.model_options import (
     CheckpointOption,
     DeviceOption,
-    QuantizeOption,
     Gpt2BaseOption,
-    LoadedModel,
+    QuantizeOption,
     SourceOption,
-    load_model,
-    model_for_inference,
     one_model_source,
     with_flags,
 )
 from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
 from hellogpt.errors import UserError
+from hellogpt.model_source import LoadedModel, load_model, model_for_inference
 
 if TYPE_CHECKING:
     from rich.console import Console

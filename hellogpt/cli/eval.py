@@ -113,7 +113,7 @@ def _evaluate(target, dataset, split: str, starts, length: int, system: "SystemC
     import torch
 
     from hellogpt.evaluate import evaluate_model, load_target_model
-    from hellogpt.cli.model_source import choose_device_for
+    from hellogpt.model_source import choose_device_for
     from hellogpt.generate import prepare_int8_for_inference
     from hellogpt.hardware.devices import choose_dtype
 

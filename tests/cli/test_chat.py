@@ -11,13 +11,13 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from hellogpt.chat import ReplyStats
+from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from hellogpt.cli import app
 from hellogpt.cli.chat import _TerminalView
 from hellogpt.config.schema import RunConfig
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer
 from hellogpt.decode.stream import stream_tokens
 from hellogpt.model.gpt import GPT
-from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from tests.test_generate import make_model
 
 CHARS = "\n !',.?abcdefghijklmnopqrstuvwxyz"

@@ -11,9 +11,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from typer.testing import CliRunner
 
+from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from hellogpt.cli import app
 from hellogpt.data.loader import open_dataset
-from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from tests.test_evaluate import TEXT, WINDOW, uniform_model
 from tests.train.conftest import write_char_dataset
 

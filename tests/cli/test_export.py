@@ -9,10 +9,10 @@ import torch
 from transformers import GPT2LMHeadModel
 from typer.testing import CliRunner
 
+from hellogpt.checkpoints.format import Checkpoint, load_checkpoint, save_checkpoint
 from hellogpt.cli import app
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.hf import CHAR_VOCABULARY_FILE
-from hellogpt.checkpoints.format import Checkpoint, load_checkpoint, save_checkpoint
 from tests.model.test_hf import GPT2_VOCAB, our_logits, random_ids, tiny_payload
 
 

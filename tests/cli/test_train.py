@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from hellogpt.checkpoints.format import load_checkpoint
 from hellogpt.cli import app
 from hellogpt.cli.train import parse_duration
 from hellogpt.errors import UserError
-from hellogpt.checkpoints.format import load_checkpoint
 from tests.train.conftest import TINY_SETTINGS, shakespeare_text, write_char_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

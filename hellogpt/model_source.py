@@ -1,15 +1,14 @@
-"""Loading the model that `chat` and `serve` talk through: --checkpoint or --from, and flags over the config.
+"""The model that `chat` and `serve` talk through: loaded from a checkpoint or a Hugging Face model, then placed.
 
-Both commands take the same model options, lay their flags over the resolved run config the same way,
-and put the model on the device and dtype of `system` by one rule; this module is that shared part.
+Loading (a checkpoint with its tokenizer and saved sample settings, or a Hugging Face GPT-2) and putting the model
+on the device and dtype of `system` by one rule is core work: the CLI's `chat` and `serve` commands (and anything
+else) call it; the command-line options for it live in `hellogpt.cli.model_options`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Optional
-
-import typer
+from typing import TYPE_CHECKING, Any, Optional
 
 from hellogpt.errors import UserError
 
@@ -17,21 +16,6 @@ if TYPE_CHECKING:
     from hellogpt.config.layers import Layer
     from hellogpt.data.tokenizer import Tokenizer
     from hellogpt.model.gpt import GPT
-
-CheckpointOption = Annotated[
-    Optional[str],
-    typer.Option("--checkpoint", "-k", help="A hellogpt checkpoint: NAME (checkpoints/NAME.pt) or a path."),
-]
-SourceOption = Annotated[
-    Optional[str],
-    typer.Option("--from", help="A Hugging Face GPT-2: gpt2, gpt2-medium/large/xl, owner/name or a local folder."),
-]
-Gpt2BaseOption = Annotated[Optional[str], typer.Option("--gpt2base", hidden=True, help="Old name of --from.")]
-DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-QuantizeOption = Annotated[
-    Optional[str],
-    typer.Option("--quantize", help="int8: int8 weights, about a quarter of the bytes read per token (CPU) [default: none]."),
-]
 
 
 @dataclass(frozen=True)
@@ -46,15 +30,6 @@ class LoadedModel:
     name: str
     info: dict[str, Any]
     sample_defaults: Optional["Layer"]
-
-
-def one_model_source(checkpoint: Optional[str], source: Optional[str]) -> Optional[str]:
-    """The --from source, after checking that exactly one of --checkpoint and --from was given."""
-    if checkpoint and source:
-        raise UserError("give either --checkpoint (a hellogpt checkpoint) or --from (a Hugging Face model), not both")
-    if not checkpoint and not source:
-        raise UserError("which model? give --checkpoint NAME (a hellogpt checkpoint) or --from gpt2|DIR (Hugging Face)")
-    return source
 
 
 def load_model(checkpoint: Optional[str], source: Optional[str]) -> LoadedModel:
@@ -98,26 +73,6 @@ def origin_text(origin: Any) -> str:
     if origin.get("kind") == "checkpoint":
         return f"fine-tuned from {origin.get('path')} (step {origin.get('step')})"
     return "trained from scratch"
-
-
-def with_flags(run_config: Any, flags_by_section: dict[str, dict[str, Any]]) -> Any:
-    """Lay the given flags over the resolved config, checked by the schema and reported by flag name."""
-    from pydantic import ValidationError
-
-    updated = run_config.model_dump()
-    given = {
-        (section, key): value for section, values in flags_by_section.items() for key, value in values.items()
-        if value is not None
-    }
-    for (section, key), value in given.items():
-        updated[section][key] = value
-    try:
-        return type(run_config).model_validate(updated)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        section, key = problem["loc"][0], problem["loc"][1]
-        flag = "--" + str(key).replace("_", "-")
-        raise UserError(f"{flag} {given[(section, key)]}: {problem['msg'].removeprefix('Value error, ')}") from None
 
 
 def model_for_inference(loaded: LoadedModel, config: Any, choose_threads: bool = True) -> "GPT":
