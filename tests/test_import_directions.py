@@ -97,3 +97,8 @@ def test_checkpoint_modules_form_no_circle() -> None:
         circle = [name for name in _direct_imports(module) if module in _reachable(name)]
         assert not circle, f"{module} and {circle[0]} import each other: {_chain(_reachable(circle[0]), module)}"
         assert module in reached
+
+
+def test_the_wire_format_does_not_import_the_scheduler() -> None:
+    reached = _reachable("hellogpt.serve.protocol")
+    assert "hellogpt.serve.batching" not in reached, _chain(reached, "hellogpt.serve.batching")

@@ -30,7 +30,8 @@ from hellogpt.config.schema import SampleConfig
 from hellogpt.data.conversation import TRANSCRIPT_STOPS, prompt_or_end_of_text, render_transcript
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
-from hellogpt.serve.batching import Failed, Finished, QueueFull, SamplingSettings, Scheduler, SequenceHandle, TextPiece
+from hellogpt.serve.batching import QueueFull, Scheduler, SequenceHandle
+from hellogpt.serve.events import Failed, Finished, SamplingSettings, TextPiece
 from hellogpt.serve.guards import BodyLimit, LocalOnly
 from hellogpt.serve.limits import RETRY_AFTER_SECONDS, ServeLimits
 from hellogpt.serve.protocol import (

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 
@@ -36,9 +36,10 @@ from hellogpt.errors import UserError
 from hellogpt.decode.cache import BatchedKVCache, prefill_slot
 from hellogpt.decode.sampling import greedy_tokens
 from hellogpt.decode.step import DecodingModel, decode_step
-from hellogpt.decode.sequence import DecodingSequence, FinishReason
+from hellogpt.decode.sequence import DecodingSequence
 from hellogpt.generate import choose_decode_threads
 from hellogpt.model.gpt import GPT
+from hellogpt.serve.events import Event, Failed, Finished, SamplingSettings, TextPiece
 from hellogpt.serve.steps import ATTENTION_BUCKET, StepLayout, measure_step_layout, step_rows
 
 # How often an idle generation thread looks for a stop request (set from a signal handler, so without a lock).
@@ -47,45 +48,6 @@ IDLE_POLL_SECONDS = 0.1
 # 20 updates a second read as fluid text, and each chunk wakes the event loop and the client, which on a small
 # machine take a core from the decoding step (a 200-token char-model reply: 0.90x chat's speed at 50 ms, 0.85x at 20).
 DELIVERY_INTERVAL_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """What one request asks for: the same knobs as `chat`'s `sample` section, plus stop strings."""
-
-    max_tokens: int
-    temperature: float
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    seed: Optional[int] = None
-    stops: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TextPiece:
-    """Reply text, whole characters only."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The sequence ended: `stop` (end-of-text token or a stop string) or `length` (max_tokens reached)."""
-
-    reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The sequence could not go on: the model failed, or the server is shutting down."""
-
-    message: str
-    code: str
-
-
-Event = Union[TextPiece, Finished, Failed]
 
 
 class QueueFull(Exception):

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hellogpt.config.schema import SampleConfig, Seed
-from hellogpt.serve.batching import Finished, SamplingSettings
+from hellogpt.serve.events import Finished, SamplingSettings
 from hellogpt.serve.limits import MAX_STOP_CHARS, MAX_STOP_STRINGS
 
 # A reply may outgrow the context (the window slides, as in chat) but not without bound.

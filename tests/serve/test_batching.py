@@ -12,6 +12,7 @@ import torch
 
 from hellogpt.errors import UserError
 from hellogpt.serve import batching
+from hellogpt.serve import events as serve_events
 from hellogpt.serve import steps
 from hellogpt.decode import step as lean
 from hellogpt.decode.cache import BatchedKVCache, prefill_slot
@@ -272,16 +273,16 @@ def test_text_reaches_a_request_at_once_then_at_most_every_delivery_interval(
     scheduler = batching.Scheduler(tiny_model(tokenizer), tokenizer, max_batch=2)
     scheduler.start()
 
-    async def events() -> list[batching.Event]:
-        handle = scheduler.submit(tokenizer.encode("the raven"), batching.SamplingSettings(max_tokens=30, temperature=0))
+    async def events() -> list[serve_events.Event]:
+        handle = scheduler.submit(tokenizer.encode("the raven"), serve_events.SamplingSettings(max_tokens=30, temperature=0))
         return [event async for event in handle.events()]
 
     try:
         received = asyncio.run(events())
     finally:
         scheduler.stop(timeout=10)
-    pieces = [event.text for event in received if isinstance(event, batching.TextPiece)]
-    assert isinstance(received[-1], batching.Finished) and received[-1].completion_tokens == 30
+    pieces = [event.text for event in received if isinstance(event, serve_events.TextPiece)]
+    assert isinstance(received[-1], serve_events.Finished) and received[-1].completion_tokens == 30
     assert len("".join(pieces)) == 30
     if interval:  # the first token at once, the other 29 with the end
         assert [len(piece) for piece in pieces] == [1, 29]
@@ -299,4 +300,4 @@ def test_a_failure_while_the_generation_thread_sets_up_is_raised_by_start(monkey
     with pytest.raises(RuntimeError, match="out of memory"):
         scheduler.start()
     with pytest.raises(UserError, match="shutting down"):
-        scheduler.submit([1, 2], batching.SamplingSettings(max_tokens=3, temperature=0))
+        scheduler.submit([1, 2], serve_events.SamplingSettings(max_tokens=3, temperature=0))
