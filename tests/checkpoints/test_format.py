@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -11,55 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from hellogpt.checkpoints import format as checkpoint_format
-from hellogpt.checkpoints.format import Checkpoint, load_checkpoint, save_checkpoint
+from hellogpt.checkpoints.format import load_checkpoint, save_checkpoint
 from hellogpt.checkpoints.loading import model_from_checkpoint, tokenizer_from_checkpoint
 from hellogpt.checkpoints.paths import resolve_checkpoint_path
-from hellogpt.cli import app
-from hellogpt.cli.checkpoint_info import describe_checkpoint
-from hellogpt.config.schema import RunConfig
 from hellogpt.errors import UserError
-from hellogpt.model.gpt import GPT, GPTConfig
-from hellogpt.train.rng_state import capture_rng_state, generator_from_state, generator_state, restore_rng_state
-
-TINY = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11, dropout=0.0, bias=False)
-CHARS = "abcdefghij\n"
-
-
-def tiny_payload(model: GPT | None = None) -> dict[str, Any]:
-    """A payload as the training loop writes it, after one real optimizer step (so Adam has state)."""
-    torch.manual_seed(0)
-    model = model or GPT(TINY)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    idx = torch.randint(0, TINY.vocab_size, (2, TINY.block_size))
-    model(idx, idx)[1].backward()
-    optimizer.step()
-    return {
-        "model_args": TINY.to_dict(),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": None,
-        "step": 1,
-        "train_loss": 2.5,
-        "val_loss": 2.6,
-        "best_val_loss": 2.6,
-        "config": RunConfig().model_dump(mode="json"),
-        "tokenizer": {"kind": "char", "chars": CHARS},
-        "rng": capture_rng_state(),
-        "sampler": {"kind": "numpy", "world_size": 1, "states": [generator_state(np.random.default_rng(7))]},
-        "origin": {"kind": "checkpoint", "path": "checkpoints/base.pt", "step": 100},
-        "run_name": "tiny-run",
-    }
-
-
-def tiny_checkpoint(model: GPT | None = None) -> Checkpoint:
-    return Checkpoint.from_payload({**tiny_payload(model), "format_version": 1}, Path("tiny.pt"))
-
-
-def run_info(*args: str) -> Any:
-    return CliRunner().invoke(app, ["info", *args])
+from hellogpt.model.gpt import GPT
+from tests.checkpoints.conftest import CHARS, TINY, tiny_checkpoint, tiny_payload
 
 
 def test_round_trip_restores_identical_weights_and_logits(tmp_path: Path) -> None:
@@ -154,73 +112,9 @@ def test_weights_that_do_not_fit_the_architecture_are_a_user_error(tmp_path: Pat
         model_from_checkpoint(misfit)
 
 
-@pytest.mark.parametrize(
-    ("argument", "expected"),
-    [
-        ("poe", "checkpoints/poe.pt"),
-        ("poe.pt", "checkpoints/poe.pt"),
-        ("runs/poe", "runs/poe"),
-        ("./poe.pt", "poe.pt"),
-    ],
-)
-def test_bare_names_resolve_under_checkpoints_and_paths_are_kept(argument: str, expected: str) -> None:
-    assert resolve_checkpoint_path(argument) == Path(expected)
-
-
-def test_an_existing_file_in_the_current_folder_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "local.pt").write_bytes(b"")
-    assert resolve_checkpoint_path("local.pt") == Path("local.pt")
-
-
-def test_restoring_rng_state_repeats_the_same_draws(tmp_path: Path) -> None:
-    random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    np.random.standard_normal()  # leaves a cached gaussian in numpy's legacy state
-    save_checkpoint(tmp_path / "rng.pt", dataclasses.replace(tiny_checkpoint(), rng=capture_rng_state()))
-    first = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist())
-    restore_rng_state(load_checkpoint(tmp_path / "rng.pt").rng or {})
-    assert (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()) == first
-
-
-def test_sampler_generator_continues_after_a_round_trip(tmp_path: Path) -> None:
-    generator = np.random.default_rng(5)
-    generator.integers(0, 100, 10)
-    sampler = {"kind": "numpy", "world_size": 1, "states": [generator_state(generator)]}
-    save_checkpoint(tmp_path / "s.pt", dataclasses.replace(tiny_checkpoint(), sampler=sampler))
-    resumed = generator_from_state((load_checkpoint(tmp_path / "s.pt").sampler or {})["states"][0])
-    assert resumed.integers(0, 1000, 5).tolist() == generator.integers(0, 1000, 5).tolist()
-
-
 def test_tokenizer_comes_back_from_its_description() -> None:
     tokenizer = tokenizer_from_checkpoint(tiny_checkpoint())
     assert tokenizer.decode(tokenizer.encode("jab\n")) == "jab\n"
     assert tokenizer.vocab_size == len(CHARS)
 
 
-def test_describe_reports_progress_shape_tokenizer_and_origin(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "tiny.pt", tiny_checkpoint())
-    described = describe_checkpoint(tmp_path / "tiny.pt")
-    assert described["step"] == 1 and described["best_val_loss"] == 2.6
-    assert described["n_params"] == GPT(TINY).num_parameters()
-    assert described["architecture"] == TINY.to_dict()
-    assert described["tokenizer"] == {"kind": "char", "vocab_size": len(CHARS)}
-    assert described["origin"]["kind"] == "checkpoint"
-    assert described["size_bytes"] == (tmp_path / "tiny.pt").stat().st_size
-
-
-def test_info_json_prints_the_checkpoint_as_one_object(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "tiny.pt", tiny_checkpoint())
-    result = run_info(str(tmp_path / "tiny.pt"), "--json")
-    assert result.exit_code == 0, result.output
-    described = json.loads(result.output)
-    assert (described["step"], described["train_loss"], described["val_loss"]) == (1, 2.5, 2.6)
-    assert described["config"]["train"]["batch_size"] == RunConfig().train.batch_size
-
-
-def test_info_on_a_corrupt_file_exits_2_with_one_line(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"PK\x03\x04 not really a zip")
-    result = run_info(str(bad))
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert result.output.strip().count("\n") == 0 and "not a readable checkpoint" in result.output
