@@ -92,7 +92,7 @@ def test_greedy_with_the_cache_equals_greedy_without_it() -> None:
 def test_the_lean_decoding_step_gives_the_models_own_cached_logits_bit_for_bit(dtype: torch.dtype) -> None:
     model = generate.prepare_for_inference(make_model(block_size=64), torch.device("cpu"), dtype)
     prompt = [3, 1, 4, 1, 5, 9]
-    plain_cache = model.new_cache(max_length=40)
+    plain_cache = BatchedKVCache(model, slots=1, max_length=40).sequences()
     lean_cache, decoding = BatchedKVCache(model, slots=1, max_length=40), DecodingModel(model)
     with torch.inference_mode():
         plain = [model.next_token_logits(torch.tensor([prompt]), plain_cache)[0]]

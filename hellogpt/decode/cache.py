@@ -45,21 +45,63 @@ class BatchedKVCache:
         return torch.zeros(blocked.shape, dtype=self.keys.dtype, device=self.keys.device).masked_fill_(blocked, float("-inf"))
 
 
+    def sequences(self, first_slot: int = 0, count: int = 1) -> SlotWindow:
+        """Slots `first_slot`.. seen as one batch of sequences of one length, for the model's own cached forward."""
+        return SlotWindow(self, first_slot, count)
+
+
+class SlotWindow:
+    """Neighbouring slots of a `BatchedKVCache` as the model's forward sees a cache (`hellogpt.model.gpt.KVCache`):
+    its keys and values go straight into those slots."""
+
+    def __init__(self, cache: BatchedKVCache, first_slot: int, count: int) -> None:
+        self._cache = cache
+        self._slots = slice(first_slot, first_slot + count)
+        self.max_length = cache.max_length
+
+    @property
+    def length(self) -> int:
+        return self._cache.lengths[self._slots.start]
+
+    def store(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's keys/values for `layer`; return all keys/values so far."""
+        start = self.length
+        end = start + keys.size(2)
+        if end > self.max_length:
+            raise ValueError(f"KV cache holds {self.max_length} positions; {end} requested")
+        self._cache.keys[layer, self._slots, :, start:end] = keys
+        self._cache.values[layer, self._slots, :, start:end] = values
+        return self._cache.keys[layer, self._slots, :, :end], self._cache.values[layer, self._slots, :, :end]
+
+    def advance(self, n_tokens: int) -> None:
+        for slot in range(self._slots.start, self._slots.stop):
+            self._cache.lengths[slot] += n_tokens
+
+    def reset(self) -> None:
+        """Start the window's sequences again (what they held is overwritten as they grow)."""
+        for slot in range(self._slots.start, self._slots.stop):
+            self._cache.lengths[slot] = 0
+
+
 @torch.inference_mode()
 def prefill_slot(model: GPT, cache: BatchedKVCache, slot: int, context: Sequence[int]) -> torch.Tensor:
     """Run `context` alone through the model into `slot` (replacing what it held); the next token's logits.
 
-    The model's own cached forward does the work, exactly as `chat` prefills; its keys and values are then copied in.
+    The model's own cached forward does the work, writing its keys and values into the slot.
     """
-    device = cache.keys.device
-    scratch = model.new_cache(batch_size=1, max_length=len(context))
-    logits = model.next_token_logits(torch.tensor([list(context)], dtype=torch.long, device=device), scratch)[0]
-    cache.keys[:, slot, :, : len(context)] = scratch.keys[:, 0]
-    cache.values[:, slot, :, : len(context)] = scratch.values[:, 0]
-    # What the slot held past the new length (and a position a failed step may have written) goes back to zero.
-    stale_end = min(cache.lengths[slot] + 1, cache.max_length)
+    # What the slot held past the new length (and a position a failed step may have written) goes back to zero,
+    # and so does all it held if the forward fails: past a slot's length there are only zeros (see above).
+    stale_end = min(max(cache.lengths[slot] + 1, len(context)), cache.max_length)
+    cache.lengths[slot] = 0
+    try:
+        ids = torch.tensor([list(context)], dtype=torch.long, device=cache.keys.device)
+        logits = model.next_token_logits(ids, cache.sequences(slot))[0]
+    except BaseException:
+        cache.keys[:, slot, :, :stale_end] = 0
+        cache.values[:, slot, :, :stale_end] = 0
+        cache.lengths[slot] = 0
+        raise
     if stale_end > len(context):
         cache.keys[:, slot, :, len(context) : stale_end] = 0
         cache.values[:, slot, :, len(context) : stale_end] = 0
-    cache.lengths[slot] = len(context)
     return logits

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import torch
 import torch.nn as nn
@@ -46,36 +46,18 @@ GPT2_SMALL = GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab
 read with while GPTConfig had defaults, so such a checkpoint still loads as it did."""
 
 
-class KVCache:
-    """Keys and values of every layer for up to `max_length` positions, filled up to `length`.
+class KVCache(Protocol):
+    """What the cached forward needs of a KV cache (`hellogpt.decode.cache` holds the one implementation): where the
+    cached sequences are, and a place to write each layer's new keys and values."""
 
-    Preallocated once so that each decoding step writes in place instead of
-    concatenating (which would copy the whole cache every token).
-    """
-
-    def __init__(
-        self, config: GPTConfig, batch_size: int, max_length: int, device: torch.device, dtype: torch.dtype
-    ) -> None:
-        shape = (config.n_layer, batch_size, config.n_head, max_length, config.head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.max_length = max_length
-        self.length = 0
+    @property
+    def length(self) -> int: ...
 
     def store(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this step's keys/values for `layer`; return all keys/values so far."""
-        end = self.length + keys.size(2)
-        if end > self.max_length:
-            raise ValueError(f"KV cache holds {self.max_length} positions; {end} requested")
-        self.keys[layer, :, :, self.length : end] = keys
-        self.values[layer, :, :, self.length : end] = values
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        ...
 
-    def advance(self, n_tokens: int) -> None:
-        self.length += n_tokens
-
-    def reset(self) -> None:
-        self.length = 0
+    def advance(self, n_tokens: int) -> None: ...
 
 
 class CausalSelfAttention(nn.Module):
@@ -209,11 +191,6 @@ class GPT(nn.Module):
         config = self.config
         length = sequence_length or config.block_size
         return 6 * self.num_parameters() + 12 * config.n_layer * config.n_head * config.head_dim * length
-
-    def new_cache(self, batch_size: int = 1, max_length: Optional[int] = None) -> KVCache:
-        """An empty KV cache on the model's device and dtype."""
-        weight = self.transformer.wte.weight
-        return KVCache(self.config, batch_size, max_length or self.config.block_size, weight.device, weight.dtype)
 
     def forward(
         self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None

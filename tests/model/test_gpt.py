@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from hellogpt.decode.cache import BatchedKVCache
 from hellogpt.model.gpt import GPT, GPTConfig
 
 TINY = GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=64, vocab_size=97, dropout=0.0, bias=True)
@@ -24,7 +25,7 @@ def test_cached_decoding_gives_the_full_sequence_logits(bias: bool) -> None:
     ids = torch.randint(0, config.vocab_size, (2, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full_logits, _ = model(ids)
-        cache = model.new_cache(batch_size=2)
+        cache = BatchedKVCache(model, slots=2).sequences(0, 2)
         pieces = [model(ids[:, :5], cache=cache)[0]]  # prefill several tokens at once
         pieces += [model(ids[:, position : position + 1], cache=cache)[0] for position in range(5, 20)]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full_logits, atol=1e-5, rtol=0)
@@ -36,7 +37,7 @@ def test_cached_decoding_accepts_several_tokens_after_the_prefill() -> None:
     ids = torch.randint(0, TINY.vocab_size, (1, 24), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full_logits, _ = model(ids)
-        cache = model.new_cache()
+        cache = BatchedKVCache(model, slots=1).sequences()
         pieces = [model(ids[:, start : start + 6], cache=cache)[0] for start in range(0, 24, 6)]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full_logits, atol=1e-5, rtol=0)
 
@@ -46,7 +47,7 @@ def test_next_token_logits_with_cache_equal_the_last_position_of_the_full_pass()
     ids = torch.randint(0, TINY.vocab_size, (1, 12), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         full_logits, _ = model(ids)
-        cache = model.new_cache(max_length=12)
+        cache = BatchedKVCache(model, slots=1, max_length=12).sequences()
         model.next_token_logits(ids[:, :11], cache=cache)
         last = model.next_token_logits(ids[:, 11:], cache=cache)
     torch.testing.assert_close(last, full_logits[:, -1, :], atol=1e-5, rtol=0)
@@ -56,7 +57,7 @@ def test_cache_reset_starts_a_new_sequence() -> None:
     model = _model()
     ids = torch.randint(0, TINY.vocab_size, (1, 8), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        cache = model.new_cache()
+        cache = BatchedKVCache(model, slots=1).sequences()
         first = model(ids, cache=cache)[0]
         cache.reset()
         again = model(ids, cache=cache)[0]

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, GPT2Config, GPT2LMHeadModel
 
+from hellogpt.decode.cache import BatchedKVCache
 from hellogpt.errors import UserError
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.export import export_checkpoint
@@ -93,7 +94,7 @@ def test_greedy_generation_matches_transformers_token_for_token(our_model: GPT, 
     )[0, prompt.size(1) :].tolist()
     generated = []
     with torch.no_grad():
-        cache = our_model.new_cache()
+        cache = BatchedKVCache(our_model, slots=1).sequences()
         logits = our_model.next_token_logits(prompt, cache=cache)
         for _ in range(new_tokens):
             token = int(logits.argmax(dim=-1))

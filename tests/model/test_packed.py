@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hellogpt.decode.cache import BatchedKVCache
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.packed import PackedLinear, can_pack_linear_layers, pack_linear_layers
 
@@ -36,7 +37,7 @@ def test_packed_logits_equal_the_plain_bf16_logits_with_and_without_cache() -> N
     packed = pack_linear_layers(bf16_model())
     ids = torch.randint(0, CONFIG.vocab_size, (1, 12))
     assert torch.equal(packed(ids)[0], plain(ids)[0])
-    cache = packed.new_cache()
+    cache = BatchedKVCache(packed, slots=1).sequences()
     packed.next_token_logits(ids[:, :8], cache)
     incremental = [packed.next_token_logits(ids[:, index : index + 1], cache) for index in range(8, 12)]
     full = plain(ids)[0][0, 8:12]

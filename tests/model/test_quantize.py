@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from typer.testing import CliRunner
 
+from hellogpt.decode.cache import BatchedKVCache
 from hellogpt.checkpoints.format import Checkpoint, save_checkpoint
 from hellogpt.cli import app
 from hellogpt.data.tokenizer import CharTokenizer
@@ -69,7 +70,7 @@ def test_int8_logits_are_close_to_fp32_with_and_without_the_cache() -> None:
     with torch.no_grad():
         expected, actual = plain(ids)[0], quantized(ids)[0]
     assert ((actual - expected).norm() / expected.norm()).item() < LOGITS_RELATIVE_TOLERANCE
-    cache = quantized.new_cache()
+    cache = BatchedKVCache(quantized, slots=1).sequences()
     incremental = quantized.next_token_logits(ids[:1, :8], cache)
     assert ((incremental - expected[:1, 7]).norm() / expected[:1, 7].norm()).item() < LOGITS_RELATIVE_TOLERANCE
 
