@@ -1,4 +1,4 @@
-"""The GPT-2 architecture as one torch module, with a preallocated KV cache for decoding.
+"""The GPT-2 architecture as one torch module; its block is written once (`block_forward`) for training and decoding.
 
 Module names follow GPT-2's (`transformer.h.0.attn.c_attn`, ...) so that Hugging Face
 weights map onto ours by name. Pure torch: imports nothing else of ours.
