@@ -12,7 +12,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hellogpt import generate
 from hellogpt.decode import stream
 from hellogpt.chat import run_repl
 from hellogpt.cli import app
@@ -114,7 +113,6 @@ def test_an_unexpected_failure_mid_reply_is_one_line_after_the_partial_completio
     def out_of_memory(*args: object) -> torch.Tensor:
         raise RuntimeError("out of memory\nwhile decoding")
 
-    monkeypatch.setattr(generate, "_median_decode_step_seconds", lambda model, steps: 1.0)  # the thread probe decodes too
     monkeypatch.setattr(stream, "decode_step", out_of_memory)
     result = chat("-k", str(tiny), "--prompt", "the raven", "-t", "0", *FP32)
     assert_one_error_line(result, "error: the reply failed (RuntimeError: out of memory while decoding)")
