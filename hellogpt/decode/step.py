@@ -49,10 +49,8 @@ class DecodingModel:
         """The blocks' lean parts, their products grouped by `chunk` rows (see `_Linear`)."""
         blocks = self._blocks_by_chunk.get(chunk)
         if blocks is None:
-            blocks = self._blocks_by_chunk[chunk] = [
-                BlockLayers(*(functools.partial(part, chunk=chunk) if isinstance(part, _Linear) else part for part in parts))
-                for parts in self._parts
-            ]
+            bind = lambda part: functools.partial(part, chunk=chunk) if isinstance(part, _Linear) else part  # noqa: E731
+            blocks = self._blocks_by_chunk[chunk] = [BlockLayers(*map(bind, parts)) for parts in self._parts]
         return blocks
 
 

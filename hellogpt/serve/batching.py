@@ -278,7 +278,9 @@ class Scheduler:
             slot: sequence for slot, sequence in self._active.items()
             if sequence.outcome is None and sequence not in arrivals
         }
-        full = [sequence for sequence in decoding.values() if sequence.state.window_is_full(self._cache.lengths[sequence.slot])]
+        full = [
+            sequence for sequence in decoding.values() if sequence.state.window_is_full(self._cache.lengths[sequence.slot])
+        ]
         for sequence in full:  # the window slides: the most recent tokens are prefilled again, as in chat
             del decoding[sequence.slot]
             sequence.state.slide_window()
