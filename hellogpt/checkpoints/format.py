@@ -34,7 +34,7 @@ from hellogpt.model.gpt import GPT2_SMALL, GPTConfig
 CHECKPOINT_FORMAT_VERSION = 2
 PLAIN_FORMAT_VERSION = 1
 # Fields written only when set, so that a plain checkpoint holds what format 1 did (older readers skip `dtype`).
-OPTIONAL_FIELDS = ("lora", "base", "dtype")
+OPTIONAL_FIELDS = ("lora", "base", "dtype", "chat_template")
 REQUIRED_KEYS = ("format_version", "model_args", "model")
 # Types that torch.load(weights_only=True) rebuilds; checked by exact type (np.float64 subclasses float).
 _PLAIN_TYPES = (type(None), bool, int, float, str, bytes, torch.dtype, torch.Size, torch.device)
@@ -51,6 +51,7 @@ class Checkpoint:
     A LoRA checkpoint sets `lora` (rank, alpha, dropout, targets) and `base` (what the adapters were tuned on,
     with its sha256): `model` then holds only the adapters, and the base is loaded (and checked) to use it.
     `dtype` is the one training computed in ("bfloat16"); `--resume` reuses it (training's precision rule).
+    `chat_template` (a Jinja string, as transformers stores it) makes the model a chat model everywhere.
     """
 
     model_args: GPTConfig
@@ -74,6 +75,7 @@ class Checkpoint:
     lora: Optional[dict[str, Any]] = None
     base: Optional[dict[str, Any]] = None
     dtype: Optional[str] = None
+    chat_template: Optional[str] = None
 
     @property
     def is_lora(self) -> bool:
@@ -154,6 +156,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "lora": (dict,),
     "base": (dict,),
     "dtype": (str,),
+    "chat_template": (str,),
 }
 
 
