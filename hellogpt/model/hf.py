@@ -420,6 +420,8 @@ def _hf_config_json(config: GPTConfig, vocab_size: int, eot_id: Optional[int]) -
     hf_config = GPT2Config(
         vocab_size=vocab_size,
         n_positions=config.block_size,
+        # GPT-2's published config carries the context length twice; llama.cpp's convert_hf_to_gguf.py reads n_ctx.
+        n_ctx=config.block_size,
         n_embd=config.n_embd,
         n_layer=config.n_layer,
         n_head=config.n_head,

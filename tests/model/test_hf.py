@@ -187,6 +187,23 @@ def test_exported_tokenizer_loads_offline_with_gpt2_ids(tmp_path: Path) -> None:
     assert tokenizer.decode([15496, 995]) == "Hello world"
 
 
+# The keys of openai-community/gpt2's config.json (less task_specific_params, generation settings of the hub's
+# widget): tools that read config.json themselves (llama.cpp's convert_hf_to_gguf.py reads n_ctx) expect them.
+PUBLISHED_GPT2_CONFIG_KEYS = frozenset({
+    "activation_function", "architectures", "attn_pdrop", "bos_token_id", "embd_pdrop", "eos_token_id",
+    "initializer_range", "layer_norm_epsilon", "model_type", "n_ctx", "n_embd", "n_head", "n_layer", "n_positions",
+    "resid_pdrop", "summary_activation", "summary_first_dropout", "summary_proj_to_labels", "summary_type",
+    "summary_use_proj", "vocab_size",
+})
+
+
+def test_exported_config_has_the_keys_of_gpt2s_published_config(tmp_path: Path) -> None:
+    out_dir = export_checkpoint(tiny_payload(), tmp_path / "exported")
+    config = json.loads((out_dir / "config.json").read_text())
+    assert PUBLISHED_GPT2_CONFIG_KEYS - config.keys() == set()
+    assert config["n_ctx"] == config["n_positions"] == 64
+
+
 def test_char_model_exports_weights_and_its_character_table(tmp_path: Path) -> None:
     chars = "\n !abcdefghijklmnopqrstuvwxyz"
     payload = tiny_payload(vocab_size=len(chars), tokenizer={"kind": "char", "chars": chars})
