@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 class LoadedModel:
     """A model on the CPU in fp32 with its tokenizer, what it is, and the sample defaults it carries.
 
-    `name` is the short id clients use for it (a checkpoint's file stem, or the --from source).
+    `name` is the short id clients use for it (a checkpoint's file stem, or the --from source). A chat model has its
+    `chat_template` (the Jinja string its checkpoint stores) and a tokenizer with the template's markers.
     """
 
     model: "GPT"
@@ -30,6 +31,7 @@ class LoadedModel:
     name: str
     info: dict[str, Any]
     sample_defaults: Optional["Layer"]
+    chat_template: Optional[str] = None
 
 
 def load_model(checkpoint: Optional[str], source: Optional[str]) -> LoadedModel:
@@ -53,15 +55,25 @@ def load_model(checkpoint: Optional[str], source: Optional[str]) -> LoadedModel:
     path = resolve_checkpoint_path(checkpoint or "")
     saved = load_checkpoint(path)
     tokenizer = tokenizer_from_checkpoint(saved)
+    if saved.chat_template is not None:
+        from hellogpt.data.chat_template import chat_tokenizer, require_supported_template
+
+        require_supported_template(saved.chat_template, path)
+        tokenizer = chat_tokenizer(tokenizer)
     if isinstance(tokenizer, Gpt2Tokenizer):
         tokenizer.load()
     model = model_from_checkpoint(saved)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise UserError(
+            f"{path}: its tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size} "
+            "rows: it was not trained with these special tokens; tune it on a chat dataset to make a chat model"
+        )
     info = {"model": str(path), "origin": origin_text(saved.origin), "step": saved.step}
     if saved.val_loss is not None:
         info["val loss"] = f"{saved.val_loss:.4f}"
     saved_sample = (saved.config or {}).get("sample")
     defaults = Layer(f"checkpoint {path.name}", {"sample": dict(saved_sample)}) if isinstance(saved_sample, dict) else None
-    return LoadedModel(model, tokenizer, path.stem, info, defaults)
+    return LoadedModel(model, tokenizer, path.stem, info, defaults, saved.chat_template)
 
 
 def origin_text(origin: Any) -> str:

@@ -45,6 +45,15 @@ CHATML_TEMPLATE = (
 Message = Mapping[str, Any]
 
 
+def require_supported_template(template: str, where: object) -> None:
+    """A stored template is one this code renders: ChatML as written here (ids are built piecewise, not by Jinja)."""
+    if template.strip() != CHATML_TEMPLATE.strip():
+        raise UserError(
+            f"{where} has a chat template other than hellogpt's ChatML one, which is the only one it renders; "
+            "tune the model here to store that template"
+        )
+
+
 def chat_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
     """`tokenizer` with the two ChatML markers as special tokens (ordinary text keeps its ids)."""
     return tokenizer.with_special_tokens(CHAT_MARKERS)
@@ -118,6 +127,6 @@ def _marker_ids(tokenizer: Tokenizer) -> tuple[int, int]:
     if not all(marker in special for marker in CHAT_MARKERS):
         raise UserError(
             f"the {tokenizer.name} tokenizer has no chat markers ({', '.join(CHAT_MARKERS)}): "
-            "a chat model's tokenizer is made with chat_tokenizer()"
+            "this is not a chat model's tokenizer"
         )
     return special[TURN_START], special[TURN_END]
