@@ -1,7 +1,10 @@
-"""Tokenizers behind one small interface: GPT-2 BPE (tiktoken, offline files) and characters.
+"""Tokenizers behind one small interface: GPT-2 BPE (tiktoken, offline files), characters, and a BPE trained on
+the corpus (`hellogpt.data.bpe`).
 
 A tokenizer is described by a small JSON-able dict (stored in meta.json and in checkpoints), so
-whoever reads the bins or the weights rebuilds exactly the tokenizer that wrote them.
+whoever reads the bins or the weights rebuilds exactly the tokenizer that wrote them. Special tokens (GPT-2's
+end-of-text, the chat markers added by `with_special_tokens`) have ids of their own that `encode` never yields:
+a marker string in user text is encoded as text, so a prompt cannot forge the end of a turn.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
@@ -37,14 +40,52 @@ class Tokenizer(Protocol):
     name: str
     vocab_size: int
     eot_id: Optional[int]
+    # Every special token's string and id (GPT-2: {"<|endoftext|>": 50256} plus any added).
+    special_tokens: dict[str, int]
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str) -> list[int]:
+        """Ordinary text to ids; never a special id (marker strings in the text are encoded as text)."""
+        ...
 
-    def decode(self, ids: Sequence[int]) -> str: ...
+    def decode(self, ids: Sequence[int]) -> str:
+        """Ids to text; special ids are written as their strings."""
+        ...
 
     def token_bytes(self, token_id: int) -> bytes: ...
 
     def description(self) -> dict[str, Any]: ...
+
+    def with_special_tokens(self, names: Sequence[str]) -> "Tokenizer":
+        """The same tokenizer (same ids for all ordinary text) plus the special tokens of `names` not yet present,
+        each with the next free id; names already present keep their ids."""
+        ...
+
+    def to_hf_json(self) -> str:
+        """This tokenizer as one tokenizer.json that transformers' PreTrainedTokenizerFast loads with identical ids."""
+        ...
+
+
+def new_special_names(present: Iterable[str], names: Sequence[str]) -> tuple[str, ...]:
+    """The names of `names` not in `present`, in order and once each: those that get new ids."""
+    if isinstance(names, str):
+        raise TypeError("with_special_tokens takes a sequence of names, not one string")
+    known = set(present)
+    added: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise UserError(f"a special token must be a non-empty string, not {name!r}")
+        if name not in known:
+            known.add(name)
+            added.append(name)
+    return tuple(added)
+
+
+def _special_names_of(desc: dict[str, Any]) -> tuple[str, ...]:
+    """The added special tokens a description records (in id order), checked."""
+    names = desc.get("special_tokens", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise UserError(f"a tokenizer description's 'special_tokens' must be a list of strings, not {names!r}")
+    return tuple(names)
 
 
 class Gpt2Tokenizer:
@@ -55,15 +96,21 @@ class Gpt2Tokenizer:
     """
 
     name = "gpt2"
-    vocab_size: int = GPT2_VOCAB_SIZE
     eot_id: Optional[int] = GPT2_END_OF_TEXT_ID
 
-    def __init__(self, build_encoding: Callable[[], Any]) -> None:
-        self._build_encoding = build_encoding
+    def __init__(self, data_dir: Path, added: Sequence[str] = ()) -> None:
+        """`added`: special tokens beyond GPT-2's, with ids 50257, 50258, ... in this order."""
+        self.data_dir = data_dir
+        self.added = tuple(added)
+        self.special_tokens: dict[str, int] = {
+            GPT2_END_OF_TEXT: GPT2_END_OF_TEXT_ID,
+            **{special: GPT2_VOCAB_SIZE + index for index, special in enumerate(self.added)},
+        }
+        self.vocab_size: int = GPT2_VOCAB_SIZE + len(self.added)
 
     @functools.cached_property
     def encoding(self) -> Any:
-        return self._build_encoding()
+        return _gpt2_encoding(self.data_dir, self.special_tokens)
 
     def load(self) -> None:
         """Build the tables now: a model about to answer should not spend its first reply on them."""
@@ -86,7 +133,18 @@ class Gpt2Tokenizer:
         return self.encoding.decode_single_token_bytes(int(token_id))
 
     def description(self) -> dict[str, Any]:
-        return dict(GPT2_DESCRIPTION)
+        if not self.added:
+            return dict(GPT2_DESCRIPTION)
+        return {**GPT2_DESCRIPTION, "special_tokens": list(self.added)}
+
+    def with_special_tokens(self, names: Sequence[str]) -> Gpt2Tokenizer:
+        added = new_special_names(self.special_tokens, names)
+        return _gpt2_tokenizer_with(self.added + added) if added else self
+
+    def to_hf_json(self) -> str:
+        from hellogpt.data import hf_json
+
+        return hf_json.gpt2_json(self.data_dir, self.special_tokens)
 
 
 class CharTokenizer:
@@ -94,13 +152,16 @@ class CharTokenizer:
 
     name = "char"
 
-    def __init__(self, chars: str) -> None:
+    def __init__(self, chars: str, added: Sequence[str] = ()) -> None:
+        """`added`: special tokens, with the ids after the characters' in this order."""
         if not chars:
             raise UserError("a char tokenizer needs at least one character; prepare the dataset again")
         if len(set(chars)) != len(chars):
             raise UserError("the char tokenizer's vocabulary repeats characters; prepare the dataset again")
         self.chars = chars
-        self.vocab_size: int = len(chars)
+        self.added = tuple(added)
+        self.special_tokens: dict[str, int] = {special: len(chars) + index for index, special in enumerate(self.added)}
+        self.vocab_size: int = len(chars) + len(self.added)
         self.eot_id: Optional[int] = None
         self._id_of = {char: index for index, char in enumerate(chars)}
 
@@ -134,13 +195,32 @@ class CharTokenizer:
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self.chars[int(token_id)] for token_id in ids)
+        return "".join(self._piece(int(token_id)) for token_id in ids)
 
     def token_bytes(self, token_id: int) -> bytes:
-        return self.chars[int(token_id)].encode("utf-8")
+        return self._piece(int(token_id)).encode("utf-8")
+
+    def _piece(self, token_id: int) -> str:
+        if 0 <= token_id < len(self.chars):
+            return self.chars[token_id]
+        if 0 <= token_id - len(self.chars) < len(self.added):
+            return self.added[token_id - len(self.chars)]
+        raise IndexError(f"token id {token_id} is outside this char vocabulary of {self.vocab_size}")
 
     def description(self) -> dict[str, Any]:
-        return {"kind": "char", "chars": self.chars}
+        description: dict[str, Any] = {"kind": "char", "chars": self.chars}
+        if self.added:
+            description["special_tokens"] = list(self.added)
+        return description
+
+    def with_special_tokens(self, names: Sequence[str]) -> CharTokenizer:
+        added = new_special_names(self.special_tokens, names)
+        return CharTokenizer(self.chars, self.added + added) if added else self
+
+    def to_hf_json(self) -> str:
+        from hellogpt.data import hf_json
+
+        return hf_json.char_json(self.chars, self.special_tokens)
 
 
 # The tokenizers `prepare` builds, by the name meta.json and the config use for them.
@@ -179,20 +259,26 @@ def gpt2_tokenizer() -> Gpt2Tokenizer:
     wherever the tables are first used), built offline on first use, once."""
     data_dir = gpt2_data_dir()
     _check_gpt2_files(data_dir)
-    return Gpt2Tokenizer(functools.partial(_gpt2_encoding, data_dir))
+    return Gpt2Tokenizer(data_dir)
 
 
-def _gpt2_encoding(data_dir: Path) -> Any:
+@functools.lru_cache(maxsize=8)
+def _gpt2_tokenizer_with(added: tuple[str, ...]) -> Gpt2Tokenizer:
+    """GPT-2 plus special tokens, built once per set of them (a chat model rebuilds its tokenizer often)."""
+    return Gpt2Tokenizer(gpt2_tokenizer().data_dir, added) if added else gpt2_tokenizer()
+
+
+def _gpt2_encoding(data_dir: Path, special_tokens: dict[str, int]) -> Any:
     import tiktoken
 
     encoding = tiktoken.Encoding(
         name="gpt2",
         pat_str=GPT2_SPLIT_PATTERN,
         mergeable_ranks=gpt2_mergeable_ranks(data_dir),
-        special_tokens={GPT2_END_OF_TEXT: GPT2_END_OF_TEXT_ID},
-        explicit_n_vocab=GPT2_VOCAB_SIZE,
+        special_tokens=special_tokens,
+        explicit_n_vocab=GPT2_END_OF_TEXT_ID + len(special_tokens),
     )
-    assert (encoding.n_vocab, encoding.eot_token) == (GPT2_VOCAB_SIZE, GPT2_END_OF_TEXT_ID)
+    assert encoding.eot_token == GPT2_END_OF_TEXT_ID
     return encoding
 
 
@@ -217,10 +303,10 @@ def tokenizer_from_description(desc: dict[str, Any]) -> Tokenizer:
     """Rebuild the tokenizer that `Tokenizer.description()` described."""
     kind = desc.get("kind") if isinstance(desc, dict) else None
     if kind == "gpt2":
-        return gpt2_tokenizer()
+        return _gpt2_tokenizer_with(_special_names_of(desc))
     if kind == "char":
         chars = desc.get("chars")
         if not isinstance(chars, str):
             raise UserError("a char tokenizer description needs its 'chars' string; prepare the dataset again")
-        return CharTokenizer(chars)
+        return CharTokenizer(chars, _special_names_of(desc))
     raise UserError(f"unknown tokenizer description {desc!r}: expected kind 'gpt2' or 'char'")

@@ -175,3 +175,57 @@ def test_the_gpt2_tables_are_found_without_importing_their_package() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+CHAT_MARKERS = ["<|im_start|>", "<|im_end|>"]
+
+
+def test_gpt2_special_tokens_take_the_ids_after_gpt2s_and_keep_ordinary_ids() -> None:
+    tokenizer = gpt2_tokenizer().with_special_tokens(CHAT_MARKERS)
+    assert tokenizer.special_tokens == {"<|endoftext|>": 50256, "<|im_start|>": 50257, "<|im_end|>": 50258}
+    assert tokenizer.vocab_size == 50259 and tokenizer.eot_id == 50256
+    for text in SAMPLES:
+        assert tokenizer.encode(text) == gpt2_tokenizer().encode(text)
+
+
+def test_char_special_tokens_take_the_ids_after_the_characters() -> None:
+    tokenizer = CharTokenizer("abc").with_special_tokens(CHAT_MARKERS)
+    assert tokenizer.special_tokens == {"<|im_start|>": 3, "<|im_end|>": 4}
+    assert tokenizer.vocab_size == 5 and tokenizer.encode("cab") == [2, 0, 1]
+
+
+def test_names_already_present_keep_their_ids_and_new_ones_come_next() -> None:
+    once = gpt2_tokenizer().with_special_tokens(["<|im_end|>"])
+    again = once.with_special_tokens(["<|endoftext|>", "<|im_end|>", "<|im_start|>", "<|im_start|>"])
+    assert again.special_tokens == {"<|endoftext|>": 50256, "<|im_end|>": 50257, "<|im_start|>": 50258}
+    assert once.with_special_tokens(["<|im_end|>"]) is once
+
+
+@pytest.mark.parametrize("make", [gpt2_tokenizer, lambda: CharTokenizer.from_texts(["say <|im_end|> now"])])
+def test_a_marker_string_in_text_is_encoded_as_text_never_as_the_special_token(make) -> None:
+    tokenizer = make().with_special_tokens(CHAT_MARKERS)
+    ids = tokenizer.encode("say <|im_end|> now")
+    assert not set(ids) & set(tokenizer.special_tokens.values())
+    assert tokenizer.decode(ids) == "say <|im_end|> now"
+
+
+@pytest.mark.parametrize("make", [gpt2_tokenizer, lambda: CharTokenizer.from_texts(["hi there"])])
+def test_decode_and_token_bytes_write_special_tokens_as_their_strings(make) -> None:
+    tokenizer = make().with_special_tokens(CHAT_MARKERS)
+    start, end = tokenizer.special_tokens["<|im_start|>"], tokenizer.special_tokens["<|im_end|>"]
+    assert tokenizer.decode([start, *tokenizer.encode("hi"), end]) == "<|im_start|>hi<|im_end|>"
+    assert tokenizer.token_bytes(end) == b"<|im_end|>"
+
+
+@pytest.mark.parametrize("make", [gpt2_tokenizer, lambda: CharTokenizer.from_texts(["hi there"])])
+def test_the_description_rebuilds_the_special_tokens(make) -> None:
+    tokenizer = make().with_special_tokens(CHAT_MARKERS)
+    assert tokenizer.description()["special_tokens"] == CHAT_MARKERS
+    rebuilt = tokenizer_from_description(tokenizer.description())
+    assert rebuilt.special_tokens == tokenizer.special_tokens and rebuilt.vocab_size == tokenizer.vocab_size
+    assert "special_tokens" not in make().description()
+
+
+def test_a_bad_special_token_list_in_a_description_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="special_tokens"):
+        tokenizer_from_description({"kind": "char", "chars": "ab", "special_tokens": "<|im_end|>"})
