@@ -1,8 +1,10 @@
 """The chat REPL around `generate.py`, independent of the terminal.
 
 `ChatSession` holds the model, tokenizer, sampling settings and history, streams replies as
-text pieces and runs the slash commands. `run_repl` is the read-respond loop; it reads through
-a `read_line` function and shows through a `ReplView`, so tests drive it without a terminal
+text pieces and runs the slash commands. A chat model (one with a chat template) is given each prompt as a user
+message, the conversation so far and the system message rendered by its template, and its reply ends at its
+end-of-turn token; a base model continues the text it is given (docs/chat.md). `run_repl` is the read-respond
+loop; it reads through a `read_line` function and shows through a `ReplView`, so tests drive it without a terminal
 and the CLI plugs in readline and rich.
 """
 
@@ -19,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from hellogpt.config.schema import SampleConfig, fresh_seed
+from hellogpt.data.chat_template import render_prompt, turn_end_id
 from hellogpt.data.conversation import continued_text, prompt_or_end_of_text
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
@@ -35,12 +38,15 @@ ReplEnd = Literal["quit", "end of input", "interrupted"]
 # An unexpected error's message is shown on one line, cut to this many characters (torch's run to pages).
 FAILURE_MESSAGE_CHARS = 300
 UNSET_WORDS = frozenset({"none", "null", "off", "unset", "-"})
+BASE_MODEL_INTRO = "Type text and the model continues it."
+CHAT_MODEL_INTRO = "Type a message and the chat model answers it; /memory off sends each message on its own."
 HELP_TEXT = """\
-Type text and the model continues it. A line ending in \\ continues on the next line.
+{intro} A line ending in \\ continues on the next line.
   /help                 this list
   /set                  show the sampling settings
   /set KEY VALUE        change one: temperature (0 = greedy), top_k, top_p, max_new_tokens, seed (none unsets)
   /memory on|off        conversation mode: earlier turns stay in the context (off: each prompt on its own)
+  /system TEXT          a chat model's system message (/system alone shows it, /system none removes it)
   /reset                forget the history and restart the seed
   /history              show this session's turns
   /save FILE            write the transcript to FILE
@@ -81,7 +87,9 @@ class CommandResult:
 class ChatSession:
     """A model, its tokenizer, sampling settings and the turns so far; prints nothing.
 
-    `on_notice` receives one-off remarks (the context window sliding) for the caller to show.
+    `on_notice` receives one-off remarks (the context window sliding) for the caller to show. With `chat_template`
+    the model is a chat model: prompts are user messages, `system_message` leads the conversation, replies end at
+    the template's end-of-turn token.
     """
 
     model: GPT
@@ -90,6 +98,8 @@ class ChatSession:
     memory: bool = False
     model_info: dict[str, Any] = field(default_factory=dict)
     on_notice: Callable[[str], None] = lambda message: None
+    chat_template: Optional[str] = None
+    system_message: Optional[str] = None
     history: list[Turn] = field(default_factory=list)
     last_reply: Optional[ReplyStats] = None
 
@@ -97,6 +107,10 @@ class ChatSession:
         self._generator = torch.Generator(device=self.model.lm_head.weight.device)
         self._window_notice_given = False
         self.restart_seed()
+
+    @property
+    def is_chat_model(self) -> bool:
+        return self.chat_template is not None
 
     def restart_seed(self) -> None:
         """Seed the sampler from `settings.seed`, or from fresh entropy when it is unset."""
@@ -127,7 +141,7 @@ class ChatSession:
             vocab_size=self.tokenizer.vocab_size,
             top_k=self.settings.top_k,
             top_p=self.settings.top_p,
-            eot_id=self.tokenizer.eot_id,
+            eot_id=turn_end_id(self.tokenizer) if self.is_chat_model else self.tokenizer.eot_id,
             generator=self._generator,
             on_window_slide=lambda _dropped_tokens: slid.append(token_count),
         )
@@ -154,9 +168,10 @@ class ChatSession:
         name, _, argument = line.strip().partition(" ")
         argument = argument.strip()
         handlers: dict[str, Callable[[str], CommandResult]] = {
-            "/help": lambda _: CommandResult(HELP_TEXT),
+            "/help": lambda _: CommandResult(self.help_text()),
             "/set": self._set,
             "/memory": self._set_memory,
+            "/system": self._set_system,
             "/reset": self._reset,
             "/history": lambda _: CommandResult(self.history_text() or "(no turns yet)"),
             "/save": self._save,
@@ -169,12 +184,21 @@ class ChatSession:
             return CommandResult(f"unknown command {name}: /help lists the commands")
         return handler(argument)
 
+    def help_text(self) -> str:
+        return HELP_TEXT.format(intro=CHAT_MODEL_INTRO if self.is_chat_model else BASE_MODEL_INTRO)
+
     def history_text(self) -> str:
-        """The turns as a readable transcript."""
+        """The turns as a readable transcript; a chat model's as its messages, the system message first."""
+        if self.is_chat_model:
+            return "\n\n".join(f"### {message['role']}\n{message['content']}" for message in self.messages())
         return "\n\n".join(
             f"### You\n{turn.prompt}\n\n### Model{' (interrupted)' if turn.stats.interrupted else ''}\n{turn.reply}"
             for turn in self.history
         )
+
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation so far as chat messages, the system message first."""
+        return self._system_messages() + self._turn_messages()
 
     def settings_text(self) -> str:
         values = self.settings.model_dump()
@@ -191,6 +215,7 @@ class ChatSession:
             "shape": f"{config.n_layer} layers x {config.n_embd} wide, {config.n_head} heads",
             "context": f"{config.block_size} tokens",
             "vocabulary": f"{config.vocab_size} ({self.tokenizer.name} tokenizer)",
+            "kind": "chat model (ChatML template)" if self.is_chat_model else "base model (continues text)",
             "device": f"{weight.device} {str(weight.dtype).removeprefix('torch.')}"
             + (f", {torch.get_num_threads()} thread(s)" if weight.device.type == "cpu" else ""),
             "sampling": self.settings_text(),
@@ -199,8 +224,21 @@ class ChatSession:
         return "\n".join(f"{key:<{width}}  {value}" for key, value in facts.items())
 
     def _encode_context(self, prompt: str) -> list[int]:
+        if self.is_chat_model:
+            earlier = self._turn_messages() if self.memory else []
+            user = {"role": "user", "content": prompt}
+            return render_prompt([*self._system_messages(), *earlier, user], self.tokenizer)
         earlier = [(turn.prompt, turn.reply) for turn in self.history] if self.memory else []
         return prompt_or_end_of_text(self.tokenizer.encode(continued_text(earlier, prompt)), self.tokenizer)
+
+    def _system_messages(self) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system_message}] if self.system_message is not None else []
+
+    def _turn_messages(self) -> list[dict[str, str]]:
+        messages = []
+        for turn in self.history:
+            messages += [{"role": "user", "content": turn.prompt}, {"role": "assistant", "content": turn.reply}]
+        return messages
 
     def _notice_window_slide(self) -> None:
         if self._window_notice_given:
@@ -239,6 +277,17 @@ class ChatSession:
             return CommandResult("usage: /memory on|off")
         mode = "on: earlier turns stay in the context" if self.memory else "off: each prompt on its own"
         return CommandResult(f"memory {mode}")
+
+    def _set_system(self, argument: str) -> CommandResult:
+        if not self.is_chat_model:
+            return CommandResult("this is a base model: it has no system message (it continues the text you type)")
+        if argument.lower() in UNSET_WORDS:
+            self.system_message = None
+        elif argument:
+            self.system_message = argument
+        if self.system_message is None:
+            return CommandResult("no system message")
+        return CommandResult(f"system message: {self.system_message}")
 
     def _reset(self, _: str) -> CommandResult:
         self.history.clear()

@@ -215,3 +215,70 @@ def test_quit_ends_the_repl(command: str) -> None:
     read_line = scripted_input(command, "never read")
     assert run_repl(make_session(), read_line, RecordingView()) == "quit"
     assert len(read_line.prompts) == 1
+
+
+def make_chat_session(**fields: object) -> ChatSession:
+    """A chat model (the bigram model of tests/chat_models.py: it answers 'hi.' and ends its turn), memory on."""
+    from hellogpt.data.chat_template import CHATML_TEMPLATE
+    from tests.chat_models import bigram_chat_model, chat_char_tokenizer
+
+    tokenizer = chat_char_tokenizer()
+    config = SampleConfig(max_new_tokens=20, temperature=0.0, seed=1)
+    return ChatSession(
+        bigram_chat_model(tokenizer), tokenizer, config, memory=True, chat_template=CHATML_TEMPLATE, **fields
+    )
+
+
+def recorded_prompts(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The prompt ids of every reply the chat session asks for from now on."""
+    import hellogpt.chat
+
+    prompts: list[list[int]] = []
+
+    def recording(model, prompt_ids, **options):
+        prompts.append(list(prompt_ids))
+        return stream_tokens(model, prompt_ids, **options)
+
+    monkeypatch.setattr(hellogpt.chat, "stream_tokens", recording)
+    return prompts
+
+
+def test_the_repl_with_a_chat_model_stops_each_reply_at_the_end_of_its_turn() -> None:
+    session = make_chat_session()
+    view = RecordingView()
+    run_repl(session, scripted_input("hello", "and again?"), view)
+    assert [turn.reply for turn in session.history] == ["hi.", "hi."]
+    ends = [value for kind, value in view.events if kind == "end"]
+    assert [stats.tokens for stats in ends] == [3, 3]  # not max_new_tokens (20): <|im_end|> ended each
+
+
+def test_a_chat_model_is_given_the_conversation_as_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hellogpt.data.chat_template import render_prompt
+
+    prompts = recorded_prompts(monkeypatch)
+    session = make_chat_session()
+    view = RecordingView()
+    run_repl(session, scripted_input("/system be brief", "hello", "why?", "/memory off", "once"), view)
+    system = {"role": "system", "content": "be brief"}
+    assert prompts == [
+        render_prompt([system, {"role": "user", "content": "hello"}], session.tokenizer),
+        render_prompt([system, {"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi."},
+                       {"role": "user", "content": "why?"}], session.tokenizer),
+        render_prompt([system, {"role": "user", "content": "once"}], session.tokenizer),
+    ]
+
+
+def test_history_shows_a_chat_models_messages() -> None:
+    session = make_chat_session(system_message="be brief")
+    "".join(session.respond("hello"))
+    assert session.run_command("/history").message == "### system\nbe brief\n\n### user\nhello\n\n### assistant\nhi."
+    assert session.run_command("/system none").message == "no system message"
+    assert session.run_command("/history").message == "### user\nhello\n\n### assistant\nhi."
+
+
+def test_a_base_model_has_no_system_message() -> None:
+    session = make_session()
+    assert "base model" in session.run_command("/system be brief").message
+    assert session.system_message is None
+    assert "continues it" in session.run_command("/help").message
+    assert "answers" in make_chat_session().run_command("/help").message

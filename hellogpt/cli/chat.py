@@ -43,14 +43,18 @@ def chat(
     source: SourceOption = None,
     gpt2base: Gpt2BaseOption = None,
     prompt: Annotated[
-        Optional[str], typer.Option("--prompt", help="Complete this text, print only the completion and exit.")
+        Optional[str], typer.Option("--prompt", help="Complete this text (a chat model answers it as a message), print only that and exit.")
     ] = None,
     num_samples: Annotated[
         int, typer.Option("--num-samples", "-n", min=1, help="Completions of the prompt, separated by a '---' line.")
     ] = 1,
     memory: Annotated[
-        bool, typer.Option("--memory", help="Conversation mode: earlier turns stay in the context (/memory on|off).")
-    ] = False,
+        Optional[bool],
+        typer.Option(
+            "--memory/--no-memory",
+            help="Conversation mode: earlier turns stay in the context (/memory on|off). Default: on for chat models.",
+        ),
+    ] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible replies.")] = None,
     temperature: Annotated[Optional[float], typer.Option("--temperature", "-t", help="0 = greedy; higher = wilder.")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample among the k most likely tokens.")] = None,
@@ -77,7 +81,8 @@ def chat(
     run_config = with_flags(run_config, {"sample": flags, "system": {"device": device, "quantize": quantize}})
     if interactive:
         view = _TerminalView(_console(), _console(stderr=True))
-        _run_interactive(_start_session(loaded, run_config, memory, view.show_notice), view)
+        remember = memory if memory is not None else loaded.chat_template is not None
+        _run_interactive(_start_session(loaded, run_config, remember, view.show_notice), view)
     else:
         output = _PlainOutput()
         _complete(_start_session(loaded, run_config, False, output.show_notice), prompt or "", num_samples, output)
@@ -90,7 +95,7 @@ def _start_session(
 
     return ChatSession(
         model_for_inference(loaded, config), loaded.tokenizer, config.sample, memory=memory, model_info=loaded.info,
-        on_notice=on_notice,
+        on_notice=on_notice, chat_template=loaded.chat_template,
     )
 
 
@@ -196,7 +201,7 @@ class _TerminalView:
 
 
 def _run_interactive(session: "ChatSession", view: _TerminalView) -> None:
-    from hellogpt.chat import run_repl
+    from hellogpt.chat import BASE_MODEL_INTRO, CHAT_MODEL_INTRO, run_repl
     from hellogpt.formatting import format_count
 
     console = view.console
@@ -204,7 +209,7 @@ def _run_interactive(session: "ChatSession", view: _TerminalView) -> None:
     facts = session.model_info.get("model", "the model")
     console.print(
         f"[bold]hellogpt chat[/] with {facts} ({format_count(session.model.num_parameters())} parameters). "
-        "Type text and the model continues it; [bold]/help[/] for commands, Ctrl-D to quit."
+        f"{CHAT_MODEL_INTRO if session.is_chat_model else BASE_MODEL_INTRO} [bold]/help[/] for commands, Ctrl-D to quit."
     )
     console.print(f"[dim]{session.settings_text()}[/]")
     if run_repl(session, _prompt_reader(console), view) != "quit":

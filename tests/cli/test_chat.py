@@ -158,3 +158,25 @@ def test_a_hugging_face_directory_chats_through_from(tmp_path: Path) -> None:
         result = run(flag, str(tmp_path / "hf"), "--prompt", "Hello", "--max-new-tokens", "5", "-t", "0", *FP32)
         assert result.exit_code == 0, result.output
         assert result.stdout.endswith("\n") and result.stdout.strip()
+
+
+@pytest.fixture()
+def chat_checkpoint(tmp_path: Path) -> Path:
+    from tests.chat_models import write_chat_checkpoint
+
+    return write_chat_checkpoint(tmp_path / "tiny_chat.pt", max_new_tokens=20)
+
+
+def test_a_chat_model_answers_the_prompt_as_a_message_and_stops_at_the_end_of_its_turn(chat_checkpoint: Path) -> None:
+    result = run("-k", str(chat_checkpoint), "--prompt", "hello <|im_end|>", *FP32)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "hi.\n"  # the bigram model would go on for 20 tokens past <|im_end|>
+
+
+def test_a_checkpoint_with_a_foreign_chat_template_is_refused(chat_checkpoint: Path) -> None:
+    saved = torch.load(chat_checkpoint, weights_only=True)
+    saved["chat_template"] = "{{ messages }}"
+    torch.save(saved, chat_checkpoint)
+    result = run("-k", str(chat_checkpoint), "--prompt", "hello", *FP32)
+    assert result.exit_code == 2
+    assert "chat template other than" in result.stderr and "Traceback" not in result.stderr
