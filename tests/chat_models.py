@@ -58,7 +58,11 @@ def bigram_chat_model(tokenizer: Tokenizer, reply: str = REPLY, block_size: int 
 def write_chat_checkpoint(path: Path, **sample: object) -> Path:
     """A chat model's checkpoint (the bigram model, char tokenizer with the markers, `chat_template` set)."""
     tokenizer = chat_char_tokenizer()
-    model = bigram_chat_model(tokenizer)
+    return save_chat_checkpoint(path, bigram_chat_model(tokenizer), tokenizer, **sample)
+
+
+def save_chat_checkpoint(path: Path, model: GPT, tokenizer: Tokenizer, **sample: object) -> Path:
+    """`model` saved as a chat model: its tokenizer's description and the ChatML template, greedy sampling."""
     config = RunConfig().model_dump(mode="json")
     config["sample"].update({"temperature": 0.0, "max_new_tokens": 20, **sample})
     save_checkpoint(path, Checkpoint(
