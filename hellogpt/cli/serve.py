@@ -149,6 +149,8 @@ def _serve(
         "context": str(model.config.block_size),
         "tokenizer": loaded.tokenizer.name,
         "device": device_text,
+        # How /v1/chat/completions turns messages into a prompt (the chat page says which kind of model it talks to).
+        "template": "chatml" if loaded.chat_template is not None else "transcript",
     }
     served = ServedModel(loaded.name, model.config.block_size, facts)
     # The generation thread holds the GIL between its tensor operations and takes it straight back after each; the

@@ -34,3 +34,14 @@ def test_an_empty_prompt_is_the_end_of_text_token_where_the_tokenizer_has_one() 
 def test_an_empty_prompt_without_an_end_of_text_token_is_a_user_error() -> None:
     with pytest.raises(UserError, match="the prompt is empty"):
         prompt_or_end_of_text([], CharTokenizer("abc"))
+
+
+def test_a_chat_model_gets_the_turns_rendered_by_its_template_developer_as_system() -> None:
+    from hellogpt.data.chat_template import render_prompt
+    from hellogpt.data.conversation import render_chat_turns
+    from tests.chat_models import chat_char_tokenizer
+
+    tokenizer = chat_char_tokenizer()
+    turns = [("developer", "be brief."), ("user", "hello")]
+    expected = [{"role": "system", "content": "be brief."}, {"role": "user", "content": "hello"}]
+    assert render_chat_turns(turns, tokenizer) == render_prompt(expected, tokenizer)
