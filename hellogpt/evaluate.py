@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hellogpt.data.loader import TokenDataset
-from hellogpt.data.tokenizer import Tokenizer
+from hellogpt.data.tokenizer import Tokenizer, reads_ids_of
 from hellogpt.errors import UserError
 from hellogpt.model.gpt import GPT, GPTConfig
 
@@ -85,11 +85,11 @@ def huggingface_target(spec: str) -> EvalTarget:
 
 def check_tokenizer(target: EvalTarget, dataset: TokenDataset) -> None:
     """A model scores only text in its own ids: its tokenizer must be the dataset's."""
-    if target.tokenizer == dataset.tokenizer.description():
+    if reads_ids_of(target.tokenizer, dataset.tokenizer.description()):
         return
     theirs, ours = target.tokenizer.get("kind", "?"), dataset.tokenizer.name
     detail = f"the {theirs} tokenizer, {dataset.path} with {ours}" if theirs != ours else f"another {ours} vocabulary than {dataset.path}"
-    flag = f" --tokenizer {theirs}" if theirs in ("gpt2", "char") else ""
+    flag = f" --tokenizer {theirs}" if theirs in ("gpt2", "char") else (" --tokenizer bpe:N" if theirs == "bpe" else "")
     raise UserError(
         f"{target.label} was trained with {detail}: evaluate it on data prepared with its tokenizer "
         f"(`hellogpt prepare TEXTS --out DIR{flag}`)"
@@ -166,5 +166,8 @@ def evaluate_model(
 
 
 def _bytes_per_token(tokenizer: Tokenizer) -> np.ndarray:
-    """UTF-8 bytes of every token id (what bits per byte divides by)."""
-    return np.array([len(tokenizer.token_bytes(token_id)) for token_id in range(tokenizer.vocab_size)], dtype=np.int64)
+    """UTF-8 bytes of every token id (what bits per byte divides by); special tokens (end-of-text between documents,
+    chat markers) stand for no text and count none, so tokenizers that separate documents differently compare fairly."""
+    sizes = np.array([len(tokenizer.token_bytes(token_id)) for token_id in range(tokenizer.vocab_size)], dtype=np.int64)
+    sizes[list(tokenizer.special_tokens.values())] = 0
+    return sizes

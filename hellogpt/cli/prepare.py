@@ -9,11 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from hellogpt.data.tokenizer import TOKENIZER_NAMES
-from hellogpt.gpt2 import GPT2_VOCAB_SIZE
-
-# The tokenizers `prepare` knows, as the choices of --tokenizer.
-TokenizerChoice = Enum("TokenizerChoice", {name: name for name in TOKENIZER_NAMES}, type=str)  # type: ignore[misc]
+from hellogpt.config.tokenizer_names import TOKENIZER_NAMES_HELP
 
 
 class EncodingErrors(str, Enum):
@@ -40,11 +36,11 @@ def prepare(
                      show_default=False),
     ] = None,
     tokenizer: Annotated[
-        Optional[TokenizerChoice],
+        Optional[str],
         typer.Option(
             "--tokenizer",
             "-t",
-            help=f"gpt2 (BPE, {GPT2_VOCAB_SIZE} ids) or char (one id per character); default: data.tokenizer (gpt2).",
+            help=f"{TOKENIZER_NAMES_HELP}; default: data.tokenizer (gpt2).",
             show_default=False,
         ),
     ] = None,
@@ -99,7 +95,7 @@ def prepare(
         result = prepare_dataset(
             sources,
             out_dir,
-            tokenizer=tokenizer.value if tokenizer is not None else defaults.tokenizer,
+            tokenizer=tokenizer if tokenizer is not None else defaults.tokenizer,
             val_fraction=val_fraction if val_fraction is not None else defaults.val_fraction,
             glob=glob,
             force=force,

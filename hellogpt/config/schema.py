@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hellogpt.config.defaults import DEFAULT_TOKENIZER, DEFAULT_VAL_FRACTION
+from hellogpt.config.tokenizer_names import check_tokenizer_name
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # torch seeds take 0..2**64-1 (negatives wrap) and numpy's generators only non-negative ones; training seeds
@@ -71,8 +72,17 @@ class DataConfig(_Section):
         None, description="What `train` prepares by itself when the dataset is missing: a path, or builtin:pydoc, "
         "builtin:edgar_poe or builtin:poems."
     )
-    tokenizer: Literal["gpt2", "char"] = Field(DEFAULT_TOKENIZER, description="Tokenizer used when preparing `source`.")
+    tokenizer: str = Field(
+        DEFAULT_TOKENIZER,
+        description="Tokenizer used when preparing `source`: gpt2 (GPT-2's BPE, 50257 ids), char (one id per "
+        "character of the corpus) or bpe:N (a byte-level BPE of N ids trained on the training split, 256 <= N <= 65536).",
+    )
     val_fraction: float = Field(DEFAULT_VAL_FRACTION, gt=0.0, lt=1.0, description="Share of the text kept for validation.")
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _known_tokenizer(cls, name: str) -> str:
+        return check_tokenizer_name(name)
 
 
 class OptimConfig(_Section):

@@ -35,7 +35,8 @@ from hellogpt.data.sources import (
     hash_sources,
     read_text_chunks,
 )
-from hellogpt.data.tokenizer import GPT2_DESCRIPTION, TOKENIZER_NAMES, CharTokenizer, Tokenizer, gpt2_tokenizer
+from hellogpt.config.tokenizer_names import bpe_size, check_tokenizer_name
+from hellogpt.data.tokenizer import GPT2_DESCRIPTION, CharTokenizer, Tokenizer, gpt2_tokenizer
 from hellogpt.errors import UserError
 from hellogpt.gpt2 import GPT2_VOCAB_SIZE
 
@@ -58,6 +59,8 @@ PROCESS_POOL_MIN_BYTES = 32 * 1024 * 1024
 CHUNKS_PER_MESSAGE = 8
 # Whole documents make the validation split when some of them add up to roughly the wanted share.
 WHOLE_DOCUMENT_TOLERANCE = 0.5
+# A trained BPE's tokenizer.json, written beside the bins (meta.json carries the same text in its description).
+TOKENIZER_FILE = "tokenizer.json"
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -116,11 +119,8 @@ def prepare_dataset(
                 out_dir, True, existing["train_tokens"], existing["val_tokens"], total_bytes, 0.0, existing
             )
     with _early_gpt2_workers(tokenizer, total_bytes) as processes:
-        if tokenizer == "char":
-            chosen: Tokenizer = CharTokenizer(_corpus_characters(documents, encoding_errors, chunk_chars))
-        else:
-            chosen = gpt2_tokenizer()
         plan = plan_split([document.size for document in documents], val_fraction)
+        chosen = _build_tokenizer(tokenizer, documents, plan, encoding_errors, chunk_chars)
         meta = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -139,6 +139,8 @@ def prepare_dataset(
         }
         writer = _DatasetWriter(out_dir)
         try:
+            if bpe_size(tokenizer) is not None:
+                writer.add_file(TOKENIZER_FILE, chosen.to_hf_json().encode("utf-8"))
             counts = _encode_corpus(documents, plan, chosen, writer, encoding_errors, chunk_chars, progress, processes)
             meta.update(train_tokens=counts["train"], val_tokens=counts["val"])
             if counts["train"] == 0:
@@ -157,7 +159,7 @@ def _early_gpt2_workers(tokenizer: str, total_bytes: int) -> Iterator[Optional[P
     """GPT-2's worker processes need nothing from the corpus: started here, they load their tables while this
     process builds its own. Closed on the way out (the encoding normally closes them first)."""
     processes = None
-    if tokenizer != "char":
+    if tokenizer == GPT2_DESCRIPTION["kind"]:
         processes = start_worker_processes(GPT2_DESCRIPTION, dtype_for_vocab(GPT2_VOCAB_SIZE), total_bytes)
     try:
         yield processes
@@ -176,12 +178,30 @@ def _outside(out_dir: Path, documents: list[Document]) -> list[Document]:
 
 
 def _check_settings(tokenizer: str, val_fraction: float, encoding_errors: str) -> None:
-    if tokenizer not in TOKENIZER_NAMES:
-        raise UserError(f"unknown tokenizer {tokenizer!r}: use one of {', '.join(TOKENIZER_NAMES)}")
+    try:
+        check_tokenizer_name(tokenizer)
+    except ValueError as error:
+        raise UserError(f"--tokenizer: {error}") from None
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"--val-fraction {val_fraction} is out of range: give a share between 0 and 1, e.g. 0.1")
     if encoding_errors not in ENCODING_ERROR_MODES:
         raise UserError(f"--encoding-errors {encoding_errors!r}: use one of {', '.join(ENCODING_ERROR_MODES)}")
+
+
+def _build_tokenizer(
+    name: str, documents: list[Document], plan: SplitPlan, encoding_errors: str, chunk_chars: int
+) -> Tokenizer:
+    """The tokenizer `name` for this corpus: GPT-2's, the corpus's characters, or a BPE trained on the training
+    split alone (validation text must stay unseen, or its loss would flatter the model)."""
+    size = bpe_size(name)
+    if size is not None:
+        from hellogpt.data.bpe import train_bpe
+
+        pieces = _pieces(documents, plan, encoding_errors, chunk_chars)
+        return train_bpe((piece.text for piece in pieces if piece.split == "train"), size)
+    if name == "char":
+        return CharTokenizer(_corpus_characters(documents, encoding_errors, chunk_chars))
+    return gpt2_tokenizer()
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
@@ -346,13 +366,18 @@ class _Encoders:
     ) -> None:
         """`processes`: workers already started for this tokenizer (`start_worker_processes`), to use and close."""
         self._encode = workers.array_encoder(tokenizer, dtype)
+        # A trained BPE encodes a whole batch on every core itself (its library's own threads).
+        self._encode_batch = getattr(tokenizer, "encode_batch_to_arrays", None)
+        self._dtype = dtype
         self._pool: Executor
-        if processes is None:
+        if processes is None and self._encode_batch is None:
             processes = start_worker_processes(tokenizer.description(), dtype, total_bytes)
         self.in_processes = processes is not None
         self._pool = processes if processes is not None else ThreadPoolExecutor(_usable_cores())
 
     def map(self, texts: list[str]) -> Iterator[np.ndarray]:
+        if self._encode_batch is not None:
+            return iter(self._encode_batch(texts, self._dtype))
         if self.in_processes:
             return self._pool.map(workers.encode, texts, chunksize=CHUNKS_PER_MESSAGE)
         return self._pool.map(self._encode, texts)
@@ -438,6 +463,12 @@ class _DatasetWriter:
 
     def token_counts(self) -> dict[str, int]:
         return dict(self._counts)
+
+    def add_file(self, name: str, data: bytes) -> None:
+        """One more file for the folder (the trained tokenizer.json), renamed into place with the bins."""
+        self._open_temp_file(name)
+        with self._reported_as(self.out_dir / name):
+            self._files[name].write(data)
 
     def commit(self, meta: dict[str, Any]) -> None:
         """Fsync every file, then rename them into place, meta.json last: a folder with a meta.json is complete."""

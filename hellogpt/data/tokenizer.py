@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
@@ -223,8 +223,6 @@ class CharTokenizer:
         return hf_json.char_json(self.chars, self.special_tokens)
 
 
-# The tokenizers `prepare` builds, by the name meta.json and the config use for them.
-TOKENIZER_NAMES: tuple[str, ...] = (Gpt2Tokenizer.name, CharTokenizer.name)
 
 
 def gpt2_data_dir() -> Path:
@@ -287,16 +285,40 @@ def gpt2_mergeable_ranks(data_dir: Path) -> dict[bytes, int]:
     (0.04 s against 0.14, paid by every `prepare` worker and every chat start), which replays vocab.bpe's merges
     and then asserts that they give exactly encoder.json's table. For the files `_check_gpt2_files` admits
     (OpenAI's, by sha256) that assertion holds, so the table is the same (a test compares the two)."""
-    # GPT-2 writes each byte as a printable character: printable Latin-1 bytes stand for themselves, the
-    # others (controls, space, ...) for chr(256 + n) in byte order. The same mapping as tiktoken's loader.
-    printable = [byte for byte in range(256) if chr(byte).isprintable() and chr(byte) != " "]
-    others = [byte for byte in range(256) if byte not in printable]
-    to_latin1 = str.maketrans({chr(256 + n): chr(byte) for n, byte in enumerate(others)})
+    to_bytes = byte_level_decoder()
     with open(data_dir / "encoder.json", "rb") as file:
         encoder = json.load(file)
     for special in (GPT2_END_OF_TEXT, "<|startoftext|>"):
         encoder.pop(special, None)
-    return {token.translate(to_latin1).encode("latin-1"): rank for token, rank in encoder.items()}
+    return {to_bytes(token): rank for token, rank in encoder.items()}
+
+
+def byte_level_decoder() -> Callable[[str], bytes]:
+    """A byte-level BPE token as written in its vocabulary -> its bytes.
+
+    GPT-2 (and every byte-level BPE of Hugging Face `tokenizers`) writes each byte as a printable character:
+    printable Latin-1 bytes stand for themselves, the others (controls, space, ...) for chr(256 + n) in byte
+    order. The same mapping as tiktoken's loader.
+    """
+    printable = [byte for byte in range(256) if chr(byte).isprintable() and chr(byte) != " "]
+    others = [byte for byte in range(256) if byte not in printable]
+    to_latin1 = str.maketrans({chr(256 + n): chr(byte) for n, byte in enumerate(others)})
+    return lambda token: token.translate(to_latin1).encode("latin-1")
+
+
+def ordinary_description(desc: dict[str, Any]) -> dict[str, Any]:
+    """A description without its added special tokens: equal for two tokenizers that give all text the same ids."""
+    return {key: value for key, value in desc.items() if key != "special_tokens"}
+
+
+def reads_ids_of(model_desc: dict[str, Any], data_desc: dict[str, Any]) -> bool:
+    """Whether a model with tokenizer `model_desc` knows every id of data written with `data_desc`: the same
+    ordinary ids, and the data's added special tokens are the model's first ones (a chat model reads plain text)."""
+    model_specials, data_specials = list(model_desc.get("special_tokens", [])), list(data_desc.get("special_tokens", []))
+    return (
+        ordinary_description(model_desc) == ordinary_description(data_desc)
+        and model_specials[: len(data_specials)] == data_specials
+    )
 
 
 def tokenizer_from_description(desc: dict[str, Any]) -> Tokenizer:
@@ -309,4 +331,18 @@ def tokenizer_from_description(desc: dict[str, Any]) -> Tokenizer:
         if not isinstance(chars, str):
             raise UserError("a char tokenizer description needs its 'chars' string; prepare the dataset again")
         return CharTokenizer(chars, _special_names_of(desc))
-    raise UserError(f"unknown tokenizer description {desc!r}: expected kind 'gpt2' or 'char'")
+    if kind == "bpe":
+        tokenizer_json = desc.get("tokenizer_json")
+        if not isinstance(tokenizer_json, str):
+            raise UserError("a bpe tokenizer description needs its 'tokenizer_json' string; prepare the dataset again")
+        return _bpe_tokenizer(tokenizer_json, _special_names_of(desc))
+    shown = {key: value for key, value in desc.items() if key != "tokenizer_json"} if isinstance(desc, dict) else desc
+    raise UserError(f"unknown tokenizer description {shown!r}: expected kind 'gpt2', 'char' or 'bpe'")
+
+
+@functools.lru_cache(maxsize=4)
+def _bpe_tokenizer(tokenizer_json: str, added: tuple[str, ...]) -> Tokenizer:
+    """A trained BPE, built once per document and specials (the chat REPL and server rebuild it per model)."""
+    from hellogpt.data.bpe import BpeTokenizer
+
+    return BpeTokenizer(tokenizer_json, added)

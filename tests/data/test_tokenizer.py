@@ -153,14 +153,21 @@ def test_gpt2_facts_are_those_of_the_tokenizer_files() -> None:
     assert tokenizer.encoding.encode(GPT2_END_OF_TEXT, allowed_special="all") == [GPT2_END_OF_TEXT_ID]
 
 
-def test_the_tokenizer_names_are_those_the_config_accepts() -> None:
-    from typing import get_args
+@pytest.mark.parametrize("name", ["gpt2", "char", "bpe:256", "bpe:4096", "bpe:65536"])
+def test_the_config_accepts_every_tokenizer_prepare_builds(name: str) -> None:
+    from hellogpt.config.schema import DataConfig
+
+    assert DataConfig(tokenizer=name).tokenizer == name
+
+
+@pytest.mark.parametrize("name", ["bpe:7", "bpe:abc", "bpe:65537", "BPE:512", "sentencepiece"])
+def test_the_config_refuses_other_tokenizer_names_saying_what_is_accepted(name: str) -> None:
+    from pydantic import ValidationError
 
     from hellogpt.config.schema import DataConfig
-    from hellogpt.data.tokenizer import TOKENIZER_NAMES
 
-    assert set(TOKENIZER_NAMES) == set(get_args(DataConfig.model_fields["tokenizer"].annotation))
-    assert DataConfig.model_fields["tokenizer"].default in TOKENIZER_NAMES
+    with pytest.raises(ValidationError, match="use gpt2, char or bpe:N"):
+        DataConfig(tokenizer=name)
 
 
 def test_the_gpt2_tables_are_found_without_importing_their_package() -> None:
