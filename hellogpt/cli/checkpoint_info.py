@@ -35,6 +35,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "n_params": _base_parameters(checkpoint.model_args) if checkpoint.is_lora else count_parameters(checkpoint.model),
         "architecture": checkpoint.model_args.to_dict(),
         "tokenizer": _describe_tokenizer(checkpoint.tokenizer),
+        "chat": "ChatML template (a chat model)" if checkpoint.chat_template else "no template (a base model)",
         "origin": checkpoint.origin,
         "size_bytes": stat.st_size,
         "modified": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc).isoformat(timespec="seconds"),

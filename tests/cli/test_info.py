@@ -47,3 +47,12 @@ def test_info_on_a_corrupt_file_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert result.output.strip().count("\n") == 0 and "not a readable checkpoint" in result.output
+
+
+def test_describe_says_whether_a_checkpoint_is_a_chat_model(tmp_path: Path) -> None:
+    from tests.chat_models import write_chat_checkpoint
+
+    save_checkpoint(tmp_path / "tiny.pt", tiny_checkpoint())
+    assert describe_checkpoint(tmp_path / "tiny.pt")["chat"] == "no template (a base model)"
+    chat = describe_checkpoint(write_chat_checkpoint(tmp_path / "chat.pt"))
+    assert chat["chat"] == "ChatML template (a chat model)"
