@@ -106,6 +106,7 @@ class ChatSession:
     def __post_init__(self) -> None:
         self._generator = torch.Generator(device=self.model.lm_head.weight.device)
         self._window_notice_given = False
+        self._turns_notice_given = False
         self.restart_seed()
 
     @property
@@ -225,11 +226,33 @@ class ChatSession:
 
     def _encode_context(self, prompt: str) -> list[int]:
         if self.is_chat_model:
-            earlier = self._turn_messages() if self.memory else []
-            user = {"role": "user", "content": prompt}
-            return render_prompt([*self._system_messages(), *earlier, user], self.tokenizer)
+            return self._chat_context(prompt)
         earlier = [(turn.prompt, turn.reply) for turn in self.history] if self.memory else []
         return prompt_or_end_of_text(self.tokenizer.encode(continued_text(earlier, prompt)), self.tokenizer)
+
+    def _chat_context(self, prompt: str) -> list[int]:
+        """The conversation for a chat model, its oldest exchanges left out while it would not leave room in the
+        context for the reply (up to half of it): cutting whole turns keeps the system message and every turn's
+        markers, where the sliding window would cut into the first turn it keeps."""
+        config = self.model.config
+        budget = config.block_size - min(self.settings.max_new_tokens, config.block_size // 2)
+        earlier = self._turn_messages() if self.memory else []
+        user = {"role": "user", "content": prompt}
+        while True:
+            ids = render_prompt([*self._system_messages(), *earlier, user], self.tokenizer)
+            if len(ids) <= budget or not earlier:
+                return ids
+            earlier = earlier[2:]  # one exchange: the user's message and the reply
+            self._notice_turns_left_out()
+
+    def _notice_turns_left_out(self) -> None:
+        if self._turns_notice_given:
+            return
+        self._turns_notice_given = True
+        self.on_notice(
+            f"the conversation is longer than the model's {self.model.config.block_size} tokens: "
+            "its oldest turns are left out"
+        )
 
     def _system_messages(self) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system_message}] if self.system_message is not None else []

@@ -217,7 +217,7 @@ def test_quit_ends_the_repl(command: str) -> None:
     assert len(read_line.prompts) == 1
 
 
-def make_chat_session(**fields: object) -> ChatSession:
+def make_chat_session(block_size: int = 256, **fields: object) -> ChatSession:
     """A chat model (the bigram model of tests/chat_models.py: it answers 'hi.' and ends its turn), memory on."""
     from hellogpt.data.chat_template import CHATML_TEMPLATE
     from tests.chat_models import bigram_chat_model, chat_char_tokenizer
@@ -225,7 +225,7 @@ def make_chat_session(**fields: object) -> ChatSession:
     tokenizer = chat_char_tokenizer()
     config = SampleConfig(max_new_tokens=20, temperature=0.0, seed=1)
     return ChatSession(
-        bigram_chat_model(tokenizer), tokenizer, config, memory=True, chat_template=CHATML_TEMPLATE, **fields
+        bigram_chat_model(tokenizer, block_size=block_size), tokenizer, config, memory=True, chat_template=CHATML_TEMPLATE, **fields
     )
 
 
@@ -282,3 +282,22 @@ def test_a_base_model_has_no_system_message() -> None:
     assert session.system_message is None
     assert "continues it" in session.run_command("/help").message
     assert "answers" in make_chat_session().run_command("/help").message
+
+
+def test_a_long_conversation_leaves_out_its_oldest_turns_and_keeps_the_system_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hellogpt.data.chat_template import render_prompt
+
+    prompts = recorded_prompts(monkeypatch)
+    notices: list[str] = []
+    session = make_chat_session(block_size=120, system_message="be brief", on_notice=notices.append)
+    for index in range(4):
+        "".join(session.respond(f"question {'abcd'[index]}"))
+    system = {"role": "system", "content": "be brief"}
+    last_two = [{"role": "user", "content": "question c"}, {"role": "assistant", "content": "hi."},
+                {"role": "user", "content": "question d"}]
+    assert prompts[-1] == render_prompt([system, *last_two], session.tokenizer)
+    assert all(len(ids) <= 120 - 20 for ids in prompts)  # room for max_new_tokens
+    assert [reply.reply for reply in session.history] == ["hi."] * 4
+    assert len(notices) == 1 and "oldest turns are left out" in notices[0]
