@@ -20,6 +20,7 @@ INFERENCE_PATHS = (
     "hellogpt.generate",
     "hellogpt.evaluate",
     "hellogpt.export",
+    "hellogpt.gguf_export",
     "hellogpt.model_source",
     "hellogpt.serve",
     "hellogpt.decode",

