@@ -35,8 +35,8 @@ PROMPT_LENGTH = 16
 BANDWIDTH_PROBE_COLUMNS = 4096
 BANDWIDTH_PROBE_BYTES = 2**30
 SHAPES = {
-    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, dropout=0.0, bias=True),
-    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257, dropout=0.0, bias=True),
+    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, dropout=0.0, bias=True, arch="gpt2"),
+    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257, dropout=0.0, bias=True, arch="gpt2"),
 }
 
 

@@ -36,7 +36,7 @@ def rss_bytes():
 def naive(path):
     hf_model = GPT2LMHeadModel.from_pretrained(path)
     c = hf_model.config
-    model = GPT(GPTConfig(c.n_layer, c.n_head, c.n_embd, c.n_positions, c.vocab_size, 0.0, True))
+    model = GPT(GPTConfig(c.n_layer, c.n_head, c.n_embd, c.n_positions, c.vocab_size, 0.0, True, arch="gpt2"))
     state = {name: (t.t().contiguous() if name.endswith(CONV1D_WEIGHT_SUFFIXES) else t.clone())
              for name, t in hf_model.state_dict().items() if not name.endswith((".attn.bias", ".attn.masked_bias"))}
     model.load_state_dict(state, strict=False)

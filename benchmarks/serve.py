@@ -44,8 +44,8 @@ PROMPT_LENGTH = 16
 CONCURRENT = 8
 CHAR_VOCABULARY = "".join(chr(code) for code in range(32, 127)) + "\n\t\u00e9\u00e8\u00e0\u00fc\u00f6\u00e4\u2014"
 SHAPES = {
-    "char": GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=len(CHAR_VOCABULARY), bias=True, dropout=0.0),
-    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, bias=True, dropout=0.0),
+    "char": GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=len(CHAR_VOCABULARY), bias=True, dropout=0.0, arch="gpt2"),
+    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, bias=True, dropout=0.0, arch="gpt2"),
 }
 DEFAULT_TOKENS = {"char": 200, "gpt2": 48}
 CHAT_ROW = "chat, 1 reply"

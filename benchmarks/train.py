@@ -63,8 +63,8 @@ class Case:
 
 
 CASES = {
-    "char": Case("(a) char 4x128", GPTConfig(4, 4, 128, 64, 65, dropout=0.0, bias=False), 12, 1e-3, "char"),
-    "poe": Case("(b) edgar_poe 12x384", GPTConfig(12, 12, 384, 256, 50304, dropout=0.0, bias=False), 4, 5e-4, "gpt2"),
+    "char": Case("(a) char 4x128", GPTConfig(4, 4, 128, 64, 65, dropout=0.0, bias=False, arch="gpt2"), 12, 1e-3, "char"),
+    "poe": Case("(b) edgar_poe 12x384", GPTConfig(12, 12, 384, 256, 50304, dropout=0.0, bias=False, arch="gpt2"), 4, 5e-4, "gpt2"),
 }
 
 

@@ -22,7 +22,7 @@ WINDOW = 8
 
 def uniform_model(vocab_size: int) -> GPT:
     """A model whose logits are all zero (the final LayerNorm's gain is zero): every token costs ln(vocab)."""
-    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=WINDOW, vocab_size=vocab_size, bias=False, dropout=0.0))
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=WINDOW, vocab_size=vocab_size, bias=False, dropout=0.0, arch="gpt2"))
     with torch.no_grad():
         model.transformer.ln_f.weight.zero_()
     return model
@@ -57,7 +57,7 @@ def test_bits_per_byte_by_hand_on_a_uniform_model(dataset) -> None:
 def test_the_batch_size_changes_nothing_but_speed(dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     vocab_size = dataset.tokenizer.vocab_size
-    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=WINDOW, vocab_size=vocab_size, dropout=0.0, bias=True))
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=WINDOW, vocab_size=vocab_size, dropout=0.0, bias=True, arch="gpt2"))
     starts = window_starts(dataset, "val", WINDOW, None)
     scores = []
     for batch_size in (EVAL_BATCH_SIZE, 1):

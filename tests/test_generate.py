@@ -25,7 +25,7 @@ def make_model(block_size: int = 32, vocab_size: int = 40, seed: int = 0) -> GPT
     """A tiny GPT that does not just repeat its last token (tied embeddings make a random one do that):
     positions and blocks get large weights."""
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size, vocab_size=vocab_size, bias=True, dropout=0.0))
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size, vocab_size=vocab_size, bias=True, dropout=0.0, arch="gpt2"))
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "wpe" in name or ".attn." in name or ".mlp." in name:

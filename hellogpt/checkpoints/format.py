@@ -27,7 +27,8 @@ from hellogpt.checkpoints.resume_state import DamagedRngState, check_rng_state, 
 from hellogpt.errors import UserError
 from hellogpt.files import atomic_file
 from hellogpt.hardware.devices import DTYPES_BY_NAME
-from hellogpt.model.gpt import GPT2_SMALL, GPTConfig
+from hellogpt.model.architectures import ARCHITECTURES
+from hellogpt.model.base import GPT2_SMALL, GPTConfig
 
 # Format 2 adds LoRA checkpoints (adapters plus a reference to their base); plain checkpoints are still
 # written as format 1, so an older hellogpt reads them, and refuses a LoRA one with "upgrade".
@@ -310,7 +311,13 @@ def gpt_config_from_args(model_args: Mapping[str, Any]) -> GPTConfig:
         raise UserError(
             f"the checkpoint's model_args has keys this hellogpt does not know ({', '.join(unknown)}): upgrade hellogpt"
         )
-    return GPTConfig(**{**GPT2_SMALL.to_dict(), **model_args})
+    config = GPTConfig(**{**GPT2_SMALL.to_dict(), **model_args})
+    if config.arch not in ARCHITECTURES:
+        raise UserError(
+            f"the checkpoint's architecture {config.arch!r} is not one this hellogpt knows "
+            f"({', '.join(ARCHITECTURES)}): upgrade hellogpt"
+        )
+    return config
 
 
 def _check_is_ours(path: Path, payload: Any) -> None:

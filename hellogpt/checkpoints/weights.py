@@ -12,21 +12,24 @@ import torch
 
 from hellogpt.checkpoints.format import MAX_NAMES_IN_ERROR
 from hellogpt.errors import UserError
-from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.model.architectures import build_model
+from hellogpt.model.base import CausalLM, GPTConfig
 
 # Prefixes that torch.compile (`_orig_mod.`) and DDP/DataParallel (`module.`) put on parameter names.
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
-def gpt_from_state_dict(config: GPTConfig, state_dict: Mapping[str, torch.Tensor]) -> GPT:
-    """A GPT built around `state_dict`'s own tensors (assigned, not copied: no random init, no second copy)."""
+def gpt_from_state_dict(config: GPTConfig, state_dict: Mapping[str, torch.Tensor]) -> CausalLM:
+    """The model of `config.arch` built around `state_dict`'s own tensors (assigned, not copied: no random init,
+    no second copy)."""
     with torch.device("meta"):
-        model = GPT(config)
+        model = build_model(config)
     _check_weights_fit(model, state_dict, config)
     complete = dict(state_dict)
-    complete.setdefault("lm_head.weight", complete["transformer.wte.weight"])
+    for name, source in model.tied_weights.items():
+        complete.setdefault(name, complete[source])
     model.load_state_dict(complete, strict=True, assign=True)
-    model.lm_head.weight = model.transformer.wte.weight  # assigning untied them
+    model.finish_loading()  # assigning untied the tied weights; derived tables are rebuilt beside the weights
     return model
 
 
@@ -53,11 +56,11 @@ def count_parameters(state_dict: Mapping[str, torch.Tensor]) -> int:
     return sum(tensor.numel() for name, tensor in state_dict.items() if name not in skipped)
 
 
-def _check_weights_fit(model: GPT, state_dict: Mapping[str, torch.Tensor], config: GPTConfig) -> None:
+def _check_weights_fit(model: CausalLM, state_dict: Mapping[str, torch.Tensor], config: GPTConfig) -> None:
     """One readable line instead of load_state_dict's multi-line RuntimeError."""
     expected = model.state_dict()
-    tied_head_ok = "transformer.wte.weight" in state_dict
-    missing = [name for name in expected if name not in state_dict and not (name == "lm_head.weight" and tied_head_ok)]
+    tied = {name for name, source in model.tied_weights.items() if source in state_dict}
+    missing = [name for name in expected if name not in state_dict and name not in tied]
     unexpected = [name for name in state_dict if name not in expected]
     wrong_shape = [
         f"{name} {tuple(state_dict[name].shape)} vs {tuple(tensor.shape)}"

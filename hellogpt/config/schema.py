@@ -45,6 +45,11 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Architecture of the GPT."""
 
+    arch: Literal["gpt2", "qwen3"] = Field(
+        "gpt2",
+        description="gpt2: learned positions, LayerNorm, GELU, tied head; qwen3: Qwen3's block (rotary, QK-norm, "
+        "RMSNorm, SwiGLU, untied head, no biases), exported as transformers' Qwen3ForCausalLM.",
+    )
     n_layer: int = Field(12, gt=0, description="Transformer blocks.")
     n_head: int = Field(12, gt=0, description="Attention heads per block.")
     n_embd: int = Field(768, gt=0, description="Width of the residual stream.")
@@ -59,6 +64,8 @@ class ModelConfig(_Section):
     def _heads_divide_width(self) -> "ModelConfig":
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.arch == "qwen3" and self.bias:
+            raise ValueError("qwen3 has no biases: set model.bias=false (or model.arch=gpt2)")
         return self
 
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from hellogpt.model.gpt import GPT
+from hellogpt.model.base import CausalLM
 
 
 class BatchedKVCache:
@@ -23,9 +23,9 @@ class BatchedKVCache:
     compute: cheaper than picking the live rows out of every layer's keys and values.
     """
 
-    def __init__(self, model: GPT, slots: int, max_length: Optional[int] = None, spare_slot: bool = False) -> None:
+    def __init__(self, model: CausalLM, slots: int, max_length: Optional[int] = None, spare_slot: bool = False) -> None:
         config = model.config
-        weight = model.transformer.wte.weight
+        weight = model.input_embeddings().weight
         self.max_length = max_length or config.block_size
         self.spare_slot: Optional[int] = slots if spare_slot else None
         shape = (config.n_layer, slots + int(spare_slot), config.n_head, self.max_length, config.head_dim)
@@ -84,7 +84,7 @@ class SlotWindow:
 
 
 @torch.inference_mode()
-def prefill_slot(model: GPT, cache: BatchedKVCache, slot: int, context: Sequence[int]) -> torch.Tensor:
+def prefill_slot(model: CausalLM, cache: BatchedKVCache, slot: int, context: Sequence[int]) -> torch.Tensor:
     """Run `context` alone through the model into `slot` (replacing what it held); the next token's logits.
 
     The model's own cached forward does the work, writing its keys and values into the slot.

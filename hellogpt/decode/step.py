@@ -15,42 +15,44 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hellogpt.decode.cache import BatchedKVCache
-from hellogpt.model.gpt import GPT, BlockLayers, block_forward
+from hellogpt.model.base import CausalLM
 
 
 class DecodingModel:
-    """A model's layers as plain callables for the per-token path: one step runs about 120 small operations, and
+    """A model's parts as plain callables for the per-token path: one step runs about 120 small operations, and
     looking up each module and parameter through `nn.Module` every time would cost a sixth of the step.
 
+    The model hands over its parts (`embed`, what attention needs of positions, each block's `layers()` and the
+    block function that runs them, the final norm and the LM head), so that any architecture decodes here.
     Built from the model as it will decode (after any packing or quantisation: those layers keep their own forward),
     by `chat` per reply and by the server once. Dropout is left out: decoding is evaluation.
     """
 
-    def __init__(self, model: GPT) -> None:
+    def __init__(self, model: CausalLM) -> None:
         self.model = model
         self.config = model.config
-        transformer = model.transformer
-        self.token_embedding = transformer.wte.weight
-        self.position_embedding = transformer.wpe.weight
-        # Each block's own parts (`Block.layers`), each made lean; the block itself is `block_forward`, written once.
-        self._parts = [[_lean(part) for part in block.layers(dropout=False)] for block in transformer.h]
-        self._blocks_by_chunk: dict[Optional[int], list[BlockLayers]] = {}
-        self.ln_f = _layer_norm(transformer.ln_f)
+        self.embed = model.embed
+        self.attention_positions = model.attention_positions
+        self.block_forward = model.block_forward
+        # Each block's own parts (`layers`), each made lean; the block itself is the model's `block_forward`.
+        self._parts = [_lean_parts(block.layers(dropout=False)) for block in model.blocks]
+        self._blocks_by_chunk: dict[Optional[int], list[NamedTuple]] = {}
+        self.final_norm = _lean(model.final_norm)
         self.head = _Linear(model.lm_head)
 
-    def blocks(self, chunk: Optional[int]) -> list[BlockLayers]:
+    def blocks(self, chunk: Optional[int]) -> list[NamedTuple]:
         """The blocks' lean parts, their products grouped by `chunk` rows (see `_Linear`)."""
         blocks = self._blocks_by_chunk.get(chunk)
         if blocks is None:
             bind = lambda part: functools.partial(part, chunk=chunk) if isinstance(part, _Linear) else part  # noqa: E731
-            blocks = self._blocks_by_chunk[chunk] = [BlockLayers(*map(bind, parts)) for parts in self._parts]
+            blocks = self._blocks_by_chunk[chunk] = [type(parts)(*map(bind, parts)) for parts in self._parts]
         return blocks
 
 
@@ -88,16 +90,28 @@ class _Linear:
         return products.view(count, -1)
 
 
+def _lean_parts(parts: NamedTuple) -> NamedTuple:
+    """A block's parts (a NamedTuple of the architecture's own kind) with each part made lean."""
+    return type(parts)(*map(_lean, parts))
+
+
 def _lean(part: Rows) -> Rows:
-    """A block's part for the per-token path: LayerNorms and linear layers called on their tensors, functions kept."""
+    """A block's part for the per-token path: norms and linear layers called on their tensors, functions kept."""
     if isinstance(part, nn.LayerNorm):
         return _layer_norm(part)
+    if isinstance(part, nn.RMSNorm):
+        return _rms_norm(part)
     return _Linear(part) if isinstance(part, nn.Module) else part
 
 
 def _layer_norm(layer: nn.LayerNorm) -> Rows:
     shape, weight, bias, eps = layer.normalized_shape, layer.weight, layer.bias, layer.eps
     return lambda rows: torch.layer_norm(rows, shape, weight, bias, eps)  # F.layer_norm's checks cost more than it
+
+
+def _rms_norm(layer: nn.RMSNorm) -> Rows:
+    shape, weight, eps = layer.normalized_shape, layer.weight, layer.eps
+    return lambda rows: torch.rms_norm(rows, shape, weight, eps)
 
 
 @torch.inference_mode()
@@ -142,7 +156,8 @@ def decode_step(
         len(row_slots),
     )
     masks = _padding_masks(cache, runs, row_slots, ends) if attention_bucket is not None else [None] * len(runs)
-    x = F.embedding(token_ids, model.token_embedding) + F.embedding(position_ids, model.position_embedding)
+    x = model.embed(token_ids, position_ids)
+    placed = model.attention_positions(position_ids)
 
     def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Write the rows' keys and values into their slots; each row's attention over its own cached positions."""
@@ -166,11 +181,12 @@ def decode_step(
         attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return attended.view(count + copies, width)
 
+    block_forward = model.block_forward
     for layer, block in enumerate(model.blocks(chunk)):
-        x = block_forward(x, block, functools.partial(attend, layer))
+        x = block_forward(x, block, functools.partial(attend, layer), placed)
     for _, slot in live:
         cache.lengths[slot] += 1
-    logits = model.head(model.ln_f(x), chunk)
+    logits = model.head(model.final_norm(x), chunk)
     return {slot: logits[row] for row, slot in live}
 
 

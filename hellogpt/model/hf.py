@@ -335,6 +335,7 @@ def _gpt_config_from_hf(hf_config: Any, spec: str) -> GPTConfig:
         vocab_size=hf_config.vocab_size,
         dropout=0.0,
         bias=True,
+        arch="gpt2",
     )
 
 

@@ -1,4 +1,4 @@
-"""LoRA: low-rank adapters on a GPT's linear layers; wrap, read out, load, merge. Pure torch.
+"""LoRA: low-rank adapters on a model's linear layers; wrap, read out, load, merge. Pure torch.
 
 An adapted layer computes W x + b + (alpha / r) * B A dropout(x): A (r x in) starts random and B (out x r) at
 zero, so a fresh adapter changes nothing. Only A and B train; W stays frozen, may be held in bf16/fp16, and
@@ -17,9 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ADAPTER_SUFFIXES = (".lora_A", ".lora_B")
-# Frozen weights held in half precision: the matrices of the blocks. Embeddings (tied to the LM head),
-# LayerNorms and biases stay fp32: they are small, and the residual stream keeps fp32's precision.
-BLOCK_PREFIX = "transformer.h."
+# Frozen weights held in half precision: the matrices of the blocks (GPT-2's, Qwen3's). Embeddings, the LM head,
+# norms and biases stay fp32: they are small, and the residual stream keeps fp32's precision.
+BLOCK_PREFIXES = ("transformer.h.", "model.layers.")
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 
 def frozen_storage_dtype(name: str, ndim: int, half: torch.dtype) -> torch.dtype:
     """The dtype a frozen base tensor is held in: `half` for the blocks' matrices, fp32 for the rest."""
-    return half if name.startswith(BLOCK_PREFIX) and name.endswith(".weight") and ndim == 2 else torch.float32
+    return half if name.startswith(BLOCK_PREFIXES) and name.endswith(".weight") and ndim == 2 else torch.float32
 
 
 def hold_frozen_weights_in(model: nn.Module, half: torch.dtype) -> None:

@@ -24,6 +24,7 @@ from hellogpt.data.loader import TokenDataset, open_dataset
 from hellogpt.errors import UserError
 from hellogpt.hardware.devices import needs_grad_scaler, refuse_quantized_training
 from hellogpt.hardware.probes.peak import peak_flops
+from hellogpt.model.architectures import build_model
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.lora import LoraSpec, add_adapters, hold_frozen_weights_in, load_adapter_state_dict
 from hellogpt.train.batches import BatchSource
@@ -43,7 +44,7 @@ from hellogpt.train.resume import (
 )
 
 # Architecture keys a tuned or resumed model must share with its source; dropout may change.
-ARCHITECTURE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
+ARCHITECTURE_KEYS = ("arch", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
 # Shown while a missing dataset is prepared: `preparing(data, data_dir)` wraps the work (the CLI shows a status).
 Preparing = Callable[[DataConfig, Path], ContextManager[Any]]
 
@@ -110,7 +111,7 @@ def build_run(
     lora = _lora_of_run(resolved, resumed, resumed_path, source)
 
     torch.manual_seed(config.train.seed + context.rank)
-    model = GPT(model_config) if source is None else _model_on(model_config, source["model"])
+    model = build_model(model_config) if source is None else _model_on(model_config, source["model"])
     if lora is not None and source is not None:
         _add_lora(model, lora, source, dtype)
     model.activation_checkpointing = config.train.activation_checkpointing

@@ -78,7 +78,7 @@ def test_a_huge_temperature_completes(temperature: str, tiny: Path) -> None:
 def padded_gpt2_model() -> GPT:
     """A one-layer model with GPT-2's padded vocabulary (50304 over 50257) whose padding ids score highest."""
     tokenizer_size = gpt2_tokenizer().vocab_size
-    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=16, vocab_size=50304, bias=True, dropout=0.0))
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=16, vocab_size=50304, bias=True, dropout=0.0, arch="gpt2"))
     with torch.no_grad():
         model.transformer.ln_f.weight.zero_()  # the final hidden state is the bias, all ones...
         model.transformer.ln_f.bias.fill_(1.0)

@@ -13,7 +13,7 @@ from hellogpt.config.schema import RunConfig
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.train.rng_state import capture_rng_state, generator_state
 
-TINY = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11, dropout=0.0, bias=False)
+TINY = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11, dropout=0.0, bias=False, arch="gpt2")
 CHARS = "abcdefghij\n"
 
 

@@ -136,7 +136,7 @@ def test_tune_from_a_hugging_face_name_goes_through_the_hf_seam(workdir: Path, m
     ids[:-500].tofile(folder / "train.bin")
     ids[-500:].tofile(folder / "val.bin")
     (folder / "meta.json").write_text(json.dumps({"tokenizer": {"kind": "gpt2"}, "vocab_size": 50257, "dtype": "uint16"}))
-    small_gpt2 = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=16, vocab_size=50257, bias=True, dropout=0.0))
+    small_gpt2 = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=16, vocab_size=50257, bias=True, dropout=0.0, arch="gpt2"))
     monkeypatch.setattr(hf, "load_pretrained", lambda spec: (small_gpt2, {"kind": "huggingface", "source": spec}))
     loop_settings = [item for item in [*TINY_SETTINGS, "train.max_iters=2"] if not item.startswith("model.")]
     result = invoke("tune", "--from", "gpt2", "--data", "data/bpe", "--plain", *sets_of(loop_settings))

@@ -18,8 +18,8 @@ from hellogpt.hardware.devices import (
 )
 from hellogpt.model.gpt import GPTConfig
 
-CHAR_MODEL = GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, dropout=0.0, bias=True)
-POE_MODEL = GPTConfig(n_layer=12, n_head=12, n_embd=384, block_size=256, vocab_size=50304, dropout=0.0, bias=True)
+CHAR_MODEL = GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, dropout=0.0, bias=True, arch="gpt2")
+POE_MODEL = GPTConfig(n_layer=12, n_head=12, n_embd=384, block_size=256, vocab_size=50304, dropout=0.0, bias=True, arch="gpt2")
 
 
 @pytest.fixture

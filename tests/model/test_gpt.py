@@ -10,7 +10,7 @@ import torch
 from hellogpt.decode.cache import BatchedKVCache
 from hellogpt.model.gpt import GPT, GPTConfig
 
-TINY = GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=64, vocab_size=97, dropout=0.0, bias=True)
+TINY = GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=64, vocab_size=97, dropout=0.0, bias=True, arch="gpt2")
 
 
 def _model(config: GPTConfig = TINY, seed: int = 0) -> GPT:
@@ -72,7 +72,7 @@ def test_sequences_longer_than_the_block_are_refused() -> None:
 
 
 def test_loss_at_init_is_close_to_log_vocab() -> None:
-    config = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=1000, dropout=0.0, bias=True)
+    config = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=1000, dropout=0.0, bias=True, arch="gpt2")
     model = _model(config)
     generator = torch.Generator().manual_seed(5)
     inputs = torch.randint(0, config.vocab_size, (8, 32), generator=generator)
@@ -141,7 +141,7 @@ def test_lm_head_is_tied_to_the_token_embedding() -> None:
 
 
 def test_residual_projections_get_the_scaled_init() -> None:
-    config = GPTConfig(n_layer=8, n_head=4, n_embd=128, block_size=16, vocab_size=64, dropout=0.0, bias=True)
+    config = GPTConfig(n_layer=8, n_head=4, n_embd=128, block_size=16, vocab_size=64, dropout=0.0, bias=True, arch="gpt2")
     model = _model(config)
     scaled_std = model.transformer.h[0].mlp.c_proj.weight.std().item()
     plain_std = model.transformer.h[0].mlp.c_fc.weight.std().item()

@@ -49,7 +49,7 @@ def random_ids(length: int, batch: int = 2, seed: int = 0, vocab: int = GPT2_VOC
 def tiny_payload(bias: bool = True, vocab_size: int = 50304, tokenizer: dict | None = None, seed: int = 0) -> dict:
     """A checkpoint payload (contract 3) around a random model, as the training loop would save it."""
     torch.manual_seed(seed)
-    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=vocab_size, bias=bias, dropout=0.0)
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=vocab_size, bias=bias, dropout=0.0, arch="gpt2")
     model = GPT(config)
     with torch.no_grad():  # non-zero biases and LayerNorm parameters, so that a mix-up shows in the logits
         for name, parameter in model.named_parameters():
@@ -71,7 +71,7 @@ def test_load_pretrained_returns_an_fp32_cpu_model_and_its_origin(
     monkeypatch.chdir(hf_dir.parent)
     _, origin = load_pretrained(hf_dir.name)
     assert origin == {"kind": "huggingface", "source": str(hf_dir.resolve())}  # absolute: readable from anywhere
-    assert our_model.config == GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=1024, vocab_size=GPT2_VOCAB, dropout=0.0, bias=True)
+    assert our_model.config == GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=1024, vocab_size=GPT2_VOCAB, dropout=0.0, bias=True, arch="gpt2")
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in our_model.parameters())
     assert our_model.lm_head.weight is our_model.transformer.wte.weight
 

@@ -17,7 +17,7 @@ from hellogpt.model.lora import (
     merge_adapters,
 )
 
-CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.0, bias=True)
+CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.0, bias=True, arch="gpt2")
 SPEC = LoraSpec(rank=4, alpha=8.0, dropout=0.0, targets=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))
 
 
@@ -127,7 +127,7 @@ def test_the_weights_digest_ignores_order_and_sees_any_change() -> None:
 
 
 def test_activation_checkpointing_gives_identical_losses_and_gradients() -> None:
-    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.1, bias=True)
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.1, bias=True, arch="gpt2")
     results = []
     for recompute in (False, True):
         torch.manual_seed(0)

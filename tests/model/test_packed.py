@@ -9,7 +9,7 @@ from hellogpt.decode.cache import BatchedKVCache
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.packed import PackedLinear, can_pack_linear_layers, pack_linear_layers
 
-CONFIG = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=97, bias=True, dropout=0.0)
+CONFIG = GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=97, bias=True, dropout=0.0, arch="gpt2")
 
 
 def bf16_model() -> GPT:

@@ -29,7 +29,7 @@ LOGITS_RELATIVE_TOLERANCE = 0.05
 
 
 def tiny_config(vocab_size: int) -> GPTConfig:
-    return GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=vocab_size, dropout=0.0, bias=True)
+    return GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=vocab_size, dropout=0.0, bias=True, arch="gpt2")
 
 
 @pytest.fixture(scope="module")

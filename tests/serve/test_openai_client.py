@@ -124,7 +124,7 @@ def test_a_character_split_over_several_tokens_arrives_whole(
     wanted = "a 🙂 é 漢字"
     script = iter(tokenizer.encode(wanted) + [tokenizer.eot_id])
     monkeypatch.setattr(sequence, "sample_next_token", lambda logits, **settings: next(script))
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50304, dropout=0.0, bias=True)).eval()
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50304, dropout=0.0, bias=True, arch="gpt2")).eval()
     server = start_server(model, tokenizer)
     chunks = [chunk.choices[0].text for chunk in client(server).completions.create(model=MODEL_ID, prompt="x", stream=True)]
     assert "".join(chunks) == wanted
