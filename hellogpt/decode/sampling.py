@@ -1,4 +1,5 @@
-"""Sampling: pure functions from logits to token ids (temperature, top-k, top-p, greedy), safe at any temperature.
+"""Sampling: pure functions from logits to token ids (temperature, top-k, top-p, greedy, the OpenAI penalties), safe at
+any temperature.
 
 Kept apart from the loops that feed the model, as in litgpt's `generate/base.py`: `chat`, training-time samples
 and the server all draw through these.
@@ -7,6 +8,7 @@ and the server all draw through these.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Optional
 
 import torch
@@ -33,6 +35,23 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     safe = shifted / max(temperature, SMALLEST_TEMPERATURE)
     overflowed = ~torch.isfinite(scaled).all(dim=-1, keepdim=True)
     return torch.where(overflowed, safe, scaled)
+
+
+def apply_penalties(
+    logits: torch.Tensor, counts: Mapping[int, int], frequency_penalty: float, presence_penalty: float
+) -> torch.Tensor:
+    """OpenAI's frequency and presence penalties, as its API reference defines them: each token's logit minus
+    `count * frequency_penalty + (count > 0) * presence_penalty`, `count` being how often the reply already holds it.
+
+    A new float32 row (the caller's is left as it is); the same row when nothing applies.
+    """
+    if not counts or (frequency_penalty == 0 and presence_penalty == 0):
+        return logits
+    ids = torch.tensor(list(counts), dtype=torch.long, device=logits.device)
+    times = torch.tensor(list(counts.values()), dtype=torch.float32, device=logits.device)
+    penalised = logits.float().clone()
+    penalised[ids] -= times * frequency_penalty + (times > 0).float() * presence_penalty
+    return penalised
 
 
 def top_p_mask(logits: torch.Tensor, top_p: Optional[float]) -> torch.Tensor:

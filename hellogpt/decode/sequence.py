@@ -12,7 +12,7 @@ from typing import Callable, Literal, Optional
 
 import torch
 
-from hellogpt.decode.sampling import sample_next_token
+from hellogpt.decode.sampling import apply_penalties, sample_next_token
 from hellogpt.decode.stops import StopMatcher
 from hellogpt.decode.text import StreamingDecoder, TokenBytes
 
@@ -48,6 +48,8 @@ class DecodingSequence:
         stops: Sequence[str] = (),
         text: Optional[TokenBytes] = None,
         on_window_slide: Optional[Callable[[int], None]] = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
     ) -> None:
         if not prompt_ids:
             raise ValueError("the prompt is empty: give at least one token")
@@ -58,6 +60,8 @@ class DecodingSequence:
         self.max_tokens = max_tokens
         self.temperature, self.top_k, self.top_p, self.generator = temperature, top_k, top_p, generator
         self.eot_id = eot_id
+        self.frequency_penalty, self.presence_penalty = frequency_penalty, presence_penalty
+        self._counts: dict[int, int] = {}  # the reply's tokens and how often each came (what the penalties weigh)
         self.produced = 0
         self.finish_reason: Optional[FinishReason] = None
         self._keep = max(1, int(block_size * SLIDE_KEEP_FRACTION))
@@ -72,8 +76,9 @@ class DecodingSequence:
 
     @property
     def greedy(self) -> bool:
-        """Whether the next token is the argmax (which a batch may pick for many sequences at once)."""
-        return self.temperature == 0
+        """Whether the next token is the argmax of the raw logits (which a batch may pick for many sequences at once):
+        temperature 0 and no penalty."""
+        return self.temperature == 0 and self.frequency_penalty == 0 and self.presence_penalty == 0
 
     @property
     def finished(self) -> bool:
@@ -92,8 +97,9 @@ class DecodingSequence:
 
     def choose(self, logits: torch.Tensor) -> int:
         """The next token from the model's logits for it, by this sequence's sampling settings."""
+        logits = apply_penalties(logits[: self.vocab_size], self._counts, self.frequency_penalty, self.presence_penalty)
         return sample_next_token(
-            logits[: self.vocab_size], temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            logits, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
             generator=self.generator,
         )
 
@@ -104,6 +110,7 @@ class DecodingSequence:
             return self._finish("stop")
         self.produced += 1
         self.context.append(token)
+        self._counts[token] = self._counts.get(token, 0) + 1
         piece = self._stops.push(self._decoder.push(token)) if self._decoder is not None else ""
         if self._stops.stopped:
             return piece + self._finish("stop")

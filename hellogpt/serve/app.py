@@ -29,18 +29,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hellogpt.config.schema import SampleConfig
 from hellogpt.data.conversation import TRANSCRIPT_STOPS, prompt_or_end_of_text, render_transcript
 from hellogpt.data.tokenizer import Tokenizer
+from hellogpt.decode.logprobs import TokenLogprob
 from hellogpt.errors import UserError
 from hellogpt.serve.batching import QueueFull, Scheduler, SequenceHandle
-from hellogpt.serve.events import Failed, Finished, SamplingSettings, TextPiece
+from hellogpt.serve.events import Failed, Finished, PromptScored, SamplingSettings, TextPiece
 from hellogpt.serve.guards import BodyLimit, LocalOnly
 from hellogpt.serve.limits import RETRY_AFTER_SECONDS, ServeLimits
 from hellogpt.serve.protocol import (
     ChatCompletionRequest,
     ChatReply,
+    ChoiceOutput,
     CompletionReply,
     CompletionRequest,
+    FieldProblem,
     Reply,
     error_body,
+    usage,
 )
 
 DROPPED_TOKENS_HEADER = "X-Prompt-Tokens-Dropped"
@@ -122,9 +126,19 @@ def create_app(
     async def completions(request: Request) -> Response:
         body = _parse(CompletionRequest, await request.body())
         _check_model(body.model, served)
-        _check_length(body.prompt, "prompt", limits)
-        prompt_ids = await _encode(tokenizer, body.prompt, "prompt")
-        return await _answer(request, scheduler, prompt_ids, body.sampling(defaults), body, CompletionReply(served.id), served)
+        texts, prompts = [], []
+        for number, prompt in enumerate(body.prompt_list()):
+            field_name = "prompt" if len(body.prompt_list()) == 1 else f"prompt.{number}"
+            if isinstance(prompt, str):
+                _check_length(prompt, field_name, limits)
+                texts.append(prompt)
+                prompts.append(await _encode(tokenizer, prompt, field_name))
+            else:
+                _check_ids(prompt, field_name, tokenizer.vocab_size, limits)
+                texts.append(tokenizer.decode(prompt))
+                prompts.append(prompt)
+        reply = CompletionReply(served.id, tokenizer, texts, body.n, body.echo, body.logprobs)
+        return await _answer(request, scheduler, prompts, body.sampling(defaults), body, reply, served)
 
     @api.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -139,7 +153,8 @@ def create_app(
         _check_length(prompt, "messages", limits)
         prompt_ids = await _encode(tokenizer, prompt, "messages")
         settings = body.sampling(defaults, extra_stops=TRANSCRIPT_STOPS)
-        return await _answer(request, scheduler, prompt_ids, settings, body, ChatReply(served.id), served)
+        reply = ChatReply(served.id, tokenizer, body.logprobs)
+        return await _answer(request, scheduler, [prompt_ids], settings, body, reply, served)
 
     app.include_router(api)
     return app
@@ -186,6 +201,9 @@ def _parse(model: type[BaseModel], body: bytes) -> Any:
         problem = max(problems, key=lambda candidate: len(_field_path(candidate["loc"])))
         location = ".".join(_field_path(problem["loc"]))
         message = problem["msg"].removeprefix("Value error, ")
+        cause = problem.get("ctx", {}).get("error")
+        if isinstance(cause, FieldProblem):  # a rule across fields: the field it names
+            raise ApiError(400, str(cause), param=cause.field) from None
         if problem["type"] == "json_invalid":
             raise ApiError(400, f"the body is not valid JSON ({problem['ctx'].get('error', message)})") from None
         if problem["type"] == "model_type" and not problem["loc"]:
@@ -215,6 +233,20 @@ def _check_length(text: str, field_name: str, limits: ServeLimits) -> None:
         )
 
 
+def _check_ids(ids: list[int], field_name: str, vocab_size: int, limits: ServeLimits) -> None:
+    """A prompt given as token ids: each one of the tokenizer's, and no more of them than characters a text may have."""
+    if len(ids) > limits.max_prompt_chars:
+        raise ApiError(
+            400, f"{field_name}: the prompt is {len(ids)} tokens; this server takes at most {limits.max_prompt_chars} "
+            "(--max-prompt-chars)", code="prompt_too_long", param=field_name,
+        )
+    outside = next((token for token in ids if not 0 <= token < vocab_size), None)
+    if outside is not None:
+        raise ApiError(
+            400, f"{field_name}: token id {outside} is not in the vocabulary (0 to {vocab_size - 1})", param=field_name
+        )
+
+
 def _model_object(served: ServedModel) -> dict[str, Any]:
     return {"id": served.id, "object": "model", "created": served.created, "owned_by": "hellogpt", **served.facts}
 
@@ -230,43 +262,61 @@ async def _encode(tokenizer: Tokenizer, text: str, field_name: str) -> list[int]
 
 
 async def _answer(
-    request: Request, scheduler: Scheduler, prompt_ids: list[int], settings: SamplingSettings,
+    request: Request, scheduler: Scheduler, prompts: list[list[int]], settings: SamplingSettings,
     body: Union[CompletionRequest, ChatCompletionRequest], reply: Reply, served: ServedModel,
 ) -> Response:
-    """Submit the sequence and answer with its whole text, or stream it as server-sent events."""
+    """Submit every prompt's `n` samples and answer with their whole text, or stream them as server-sent events."""
     try:
-        handle = scheduler.submit(prompt_ids, settings)
+        handle = scheduler.submit_many(prompts, settings, body.n)
     except UserError as error:
         raise ApiError(503, str(error), "server_error", code="server_shutdown") from None
     except QueueFull as error:
         raise ApiError(429, f"the server is busy: {error}; try again shortly", "server_error", code="queue_full") from None
-    dropped = max(0, len(prompt_ids) - served.block_size)
+    dropped = max(0, max(len(prompt) for prompt in prompts) - served.block_size)
     headers = {DROPPED_TOKENS_HEADER: str(dropped)} if dropped else {}
+    prompt_tokens = sum(len(prompt) for prompt in prompts)
+    window = [prompt for prompt in prompts for _ in range(body.n)]  # each choice's prompt
     if body.stream:
-        events = _stream(handle, reply, body.include_usage)
+        events = _stream(handle, reply, body.include_usage, prompt_tokens, window)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
-    text, finished = await _collect(request, handle)
-    return JSONResponse(reply.response(text, finished), headers=headers)
+    choices = await _collect(request, handle, reply, window)
+    counts = usage(prompt_tokens, sum(choice.finished.completion_tokens for choice in choices.values()))
+    return JSONResponse(reply.response(choices, counts), headers=headers)
 
 
-async def _collect(request: Request, handle: SequenceHandle) -> tuple[str, Finished]:
-    """The whole reply; a client that hangs up first cancels its sequence."""
+def _prompt_scores(event: PromptScored, prompt: list[int]) -> tuple[TokenLogprob, ...]:
+    """A prompt's scores, the tokens that fell out of the window first (unscored: the model never saw them)."""
+    dropped = prompt[: len(prompt) - len(event.tokens)]
+    return tuple(TokenLogprob(token, None) for token in dropped) + event.tokens
+
+
+async def _collect(
+    request: Request, handle: SequenceHandle, reply: Reply, window: list[list[int]]
+) -> dict[int, ChoiceOutput]:
+    """Every choice whole; a client that hangs up first cancels its sequences."""
     watcher = asyncio.create_task(_cancel_on_disconnect(request, handle))
-    pieces: list[str] = []
+    pieces: dict[int, list[str]] = {index: [reply.echoed(index)] for index in range(handle.choices)}
+    tokens: dict[int, list[TokenLogprob]] = {index: [] for index in range(handle.choices)}
+    choices: dict[int, ChoiceOutput] = {}
     try:
-        async for event in handle.events():
-            if isinstance(event, TextPiece):
-                pieces.append(event.text)
+        async for index, event in handle.choice_events():
+            if isinstance(event, PromptScored):
+                tokens[index].extend(_prompt_scores(event, window[index]))
+            elif isinstance(event, TextPiece):
+                pieces[index].append(event.text)
+                tokens[index].extend(event.tokens)
             elif isinstance(event, Finished):
-                return "".join(pieces), event
+                choices[index] = ChoiceOutput("".join(pieces[index]), tokens[index], event)
             else:
                 raise _failure(event)
     finally:
         watcher.cancel()
         handle.cancel()
-    raise ApiError(500, "the reply ended without an outcome", "server_error")
+    if len(choices) < handle.choices:
+        raise ApiError(500, "the reply ended without an outcome", "server_error")
+    return choices
 
 
 async def _cancel_on_disconnect(request: Request, handle: SequenceHandle) -> None:
@@ -277,25 +327,35 @@ async def _cancel_on_disconnect(request: Request, handle: SequenceHandle) -> Non
             return
 
 
-async def _stream(handle: SequenceHandle, reply: Reply, include_usage: bool) -> AsyncIterator[str]:
-    """Server-sent events: the chunks, the closing chunk with `finish_reason`, usage if asked, then [DONE].
+async def _stream(
+    handle: SequenceHandle, reply: Reply, include_usage: bool, prompt_tokens: int, window: list[list[int]]
+) -> AsyncIterator[str]:
+    """Server-sent events: each choice's chunks and its closing chunk with `finish_reason`, usage (if asked) once
+    every choice ended, then [DONE]; a failure ends the stream with an error event.
 
-    A client that disconnects closes this generator, and its sequence leaves the batch.
+    A client that disconnects closes this generator, and its sequences leave the batch.
     """
+    completion_tokens = 0
     try:
-        for chunk in reply.opening_chunks():
+        for chunk in reply.opening_chunks(handle.choices):
             yield _event(chunk)
-        async for event in handle.events():
-            if isinstance(event, TextPiece):
-                yield _event(reply.chunk(event.text))
+        async for index, event in handle.choice_events():
+            if isinstance(event, PromptScored):
+                chunk = reply.prompt_chunk(index, _prompt_scores(event, window[index]))
+                if chunk is not None:
+                    yield _event(chunk)
+            elif isinstance(event, TextPiece):
+                yield _event(reply.chunk(index, event.text, event.tokens))
             elif isinstance(event, Finished):
-                yield _event(reply.closing_chunk(event))
-                if include_usage:
-                    yield _event(reply.usage_chunk(event))
-                yield "data: [DONE]\n\n"
+                completion_tokens += event.completion_tokens
+                yield _event(reply.closing_chunk(index, event))
             else:
                 failure = _failure(event)
                 yield _event(error_body(failure.message, failure.error_type, failure.code))
+                return
+        if include_usage:
+            yield _event(reply.usage_chunk(usage(prompt_tokens, completion_tokens)))
+        yield "data: [DONE]\n\n"
     finally:
         handle.cancel()
 

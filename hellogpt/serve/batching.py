@@ -4,7 +4,9 @@ One generation thread owns the model. Between decoding steps it admits waiting s
 slots of a batched KV cache (one prefill each), then runs one step for every active sequence at once,
 each at its own position, with its own sampling settings, seed and stop conditions. A finished or
 cancelled sequence leaves its slot at the next step. Requests live on the asyncio side: `submit`
-returns a `SequenceHandle` whose `events()` yield text pieces and then how the sequence ended.
+returns a `SequenceHandle` whose `events()` yield text pieces and then how the sequence ended. A request may
+ask for several prompts (each queued as if it came alone) and several samples of each (`n`): the samples of a prompt
+are admitted together and share its one prefill, copied into each one's slot.
 
 A failure while decoding one sequence (its prefill, its sampling, or a batched step it was in) fails that sequence
 alone; a failure anywhere else (admission, delivery) fails every request, marks the scheduler failed (`failure`)
@@ -34,12 +36,13 @@ from hellogpt.config.schema import fresh_seed
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
 from hellogpt.decode.cache import BatchedKVCache, prefill_slot
+from hellogpt.decode.logprobs import TokenLogprob, score_prompt, score_token
 from hellogpt.decode.sampling import greedy_tokens
 from hellogpt.decode.step import DecodingModel, decode_step
 from hellogpt.decode.sequence import DecodingSequence
 from hellogpt.generate import choose_decode_threads
 from hellogpt.model.gpt import GPT
-from hellogpt.serve.events import Event, Failed, Finished, SamplingSettings, TextPiece
+from hellogpt.serve.events import Event, Failed, Finished, PromptScored, SamplingSettings, TextPiece
 from hellogpt.serve.steps import ATTENTION_BUCKET, StepLayout, measure_step_layout, step_rows
 
 # How often an idle generation thread looks for a stop request (set from a signal handler, so without a lock).
@@ -55,13 +58,16 @@ class QueueFull(Exception):
 
 
 class SequenceHandle:
-    """The request's side of a sequence: its events as they come, and a way to give up on it."""
+    """The request's side of its sequences (one per choice): their events as they come, and a way to give up on
+    them."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, withdraw: Callable[[SequenceHandle], None] = lambda handle: None
+        self, loop: asyncio.AbstractEventLoop, withdraw: Callable[[SequenceHandle], None] = lambda handle: None,
+        choices: int = 1,
     ) -> None:
         self.loop = loop
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.choices = choices
+        self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         self._withdraw = withdraw
         self.cancelled = False
 
@@ -72,23 +78,31 @@ class SequenceHandle:
             self._withdraw(self)
 
     async def events(self) -> AsyncIterator[Event]:
-        """Text pieces, then one `Finished` or `Failed`. Pieces that arrived while the reader was busy come as one,
-        so a slow client costs one chunk per read, not one per token."""
-        while True:
-            event = await self._queue.get()
-            while isinstance(event, TextPiece) and not self._queue.empty():
-                following = self._queue.get_nowait()
-                if not isinstance(following, TextPiece):
-                    yield event
-                    event = following
-                    break
-                event = TextPiece(event.text + following.text)
+        """The events of a one-choice request: text pieces, then one `Finished` or `Failed`."""
+        async for _, event in self.choice_events():
             yield event
-            if not isinstance(event, TextPiece):
-                return
 
-    def _put(self, event: Event) -> None:
-        self._queue.put_nowait(event)
+    async def choice_events(self) -> AsyncIterator[tuple[int, Event]]:
+        """(choice index, event) until every choice has ended: each choice's prompt scores (if asked), text pieces,
+        then one `Finished` or `Failed`. A choice's pieces that arrived while the reader was busy come as one, so a
+        slow client costs one chunk per read, not one per token."""
+        pending: Optional[tuple[int, Event]] = None
+        open_choices = self.choices
+        while open_choices:
+            index, event = pending if pending is not None else await self._queue.get()
+            pending = None
+            while isinstance(event, TextPiece) and not self._queue.empty():
+                following_index, following = self._queue.get_nowait()
+                if following_index != index or not isinstance(following, TextPiece):
+                    pending = (following_index, following)
+                    break
+                event = TextPiece(event.text + following.text, event.tokens + following.tokens)
+            yield index, event
+            if isinstance(event, (Finished, Failed)):
+                open_choices -= 1
+
+    def _put(self, index: int, event: Event) -> None:
+        self._queue.put_nowait((index, event))
 
 
 @dataclass(eq=False)
@@ -98,9 +112,13 @@ class _Sequence:
     handle: SequenceHandle
     prompt_tokens: int
     state: DecodingSequence
+    settings: SamplingSettings
+    choice: int = 0
     slot: int = -1
     outcome: Optional[Event] = None
     pieces: list[str] = field(default_factory=list)
+    scored: list[TokenLogprob] = field(default_factory=list)  # chosen tokens' log-probabilities not yet delivered
+    prompt_scores: Optional[tuple[TokenLogprob, ...]] = None  # the prompt's, until delivered
     text_delivered: bool = False
 
     @property
@@ -142,7 +160,7 @@ class Scheduler:
         self._ready = threading.Event()
         self._startup_error: Optional[BaseException] = None
         self._device = model.transformer.wte.weight.device
-        self._waiting: deque[_Sequence] = deque()
+        self._waiting: deque[list[_Sequence]] = deque()  # groups: a prompt's samples, admitted together
         self._active: dict[int, _Sequence] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -194,32 +212,52 @@ class Scheduler:
 
     def submit(self, prompt_ids: Sequence[int], settings: SamplingSettings) -> SequenceHandle:
         """Queue a sequence; call from the event loop that will read its events."""
-        seed = settings.seed if settings.seed is not None else fresh_seed()
+        return self.submit_many([prompt_ids], settings)
+
+    def submit_many(self, prompts: Sequence[Sequence[int]], settings: SamplingSettings, n: int = 1) -> SequenceHandle:
+        """Queue `n` samples of each prompt, choice `prompt * n + sample`: each prompt waits as a request of its own,
+        its samples admitted together on one prefill (at most `max_batch` per prefill). Sample j is seeded
+        `seed + j` (a fresh seed each without one), so a prompt's samples are the same whether it came alone or in
+        a list. Call from the event loop that will read the events."""
+        if self._stopping or not self._thread.is_alive() or self.failure is not None:
+            raise UserError("the server is shutting down")
+        handle = SequenceHandle(asyncio.get_running_loop(), self._withdraw, choices=len(prompts) * n)
+        groups: list[list[_Sequence]] = []
+        for index, prompt_ids in enumerate(prompts):
+            samples = [self._sequence(handle, prompt_ids, settings, index * n + sample, sample) for sample in range(n)]
+            group_size = n if settings.max_tokens == 0 else self.max_batch  # scoring alone takes no slot
+            groups += [samples[first : first + group_size] for first in range(0, n, group_size)]
+        if self.max_waiting is not None and len(self._waiting) + len(groups) > self.max_waiting:
+            raise QueueFull(
+                f"{len(self._waiting)} requests already wait for a slot and this one brings {len(groups)} "
+                f"(--max-waiting {self.max_waiting})"
+            )
+        with self._wake:
+            self._waiting.extend(groups)
+            self._wake.notify()
+        return handle
+
+    def _sequence(
+        self, handle: SequenceHandle, prompt_ids: Sequence[int], settings: SamplingSettings, choice: int, sample: int
+    ) -> _Sequence:
+        seed = settings.seed + sample if settings.seed is not None else fresh_seed()
         state = DecodingSequence(
             prompt_ids, block_size=self.model.config.block_size, vocab_size=self.tokenizer.vocab_size,
             max_tokens=settings.max_tokens, temperature=settings.temperature, top_k=settings.top_k,
             top_p=settings.top_p, generator=torch.Generator(device=self._device).manual_seed(seed),
             eot_id=self.tokenizer.eot_id, stops=settings.stops, text=self.tokenizer,
+            frequency_penalty=settings.frequency_penalty, presence_penalty=settings.presence_penalty,
         )
-        if self._stopping or not self._thread.is_alive() or self.failure is not None:
-            raise UserError("the server is shutting down")
-        if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
-            raise QueueFull(f"{len(self._waiting)} requests already wait for a slot (--max-waiting {self.max_waiting})")
-        handle = SequenceHandle(asyncio.get_running_loop(), self._withdraw)
-        sequence = _Sequence(handle=handle, prompt_tokens=len(prompt_ids), state=state)
-        with self._wake:
-            self._waiting.append(sequence)
-            self._wake.notify()
-        return handle
+        return _Sequence(handle=handle, prompt_tokens=len(prompt_ids), state=state, settings=settings, choice=choice)
 
     def _withdraw(self, handle: SequenceHandle) -> None:
         """A cancelled request still waiting for a slot leaves the queue now and ends (on the event loop's thread)."""
         with self._wake:
-            waiting = next((sequence for sequence in self._waiting if sequence.handle is handle), None)
-            if waiting is not None:
-                self._waiting.remove(waiting)
-        if waiting is not None:
-            handle._put(Finished("stop", waiting.prompt_tokens, 0))
+            waiting = [group for group in self._waiting if group[0].handle is handle]
+            for group in waiting:
+                self._waiting.remove(group)
+        for sequence in (sequence for group in waiting for sequence in group):
+            handle._put(sequence.choice, Finished("stop", sequence.prompt_tokens, 0))
 
     def _run(self) -> None:
         try:
@@ -247,36 +285,51 @@ class Scheduler:
                 return
             arrivals, dropped = self._take_arrivals() if self._waiting else ([], [])
         self._step(arrivals)
-        self._deliver([*dropped, *arrivals, *self._active.values()])
+        arrived = [sequence for group in arrivals for sequence in group]
+        self._deliver(list(dict.fromkeys([*dropped, *arrived, *self._active.values()])))
         self._release_finished()
 
-    def _take_arrivals(self) -> tuple[list[_Sequence], list[_Sequence]]:
-        """Waiting sequences that get a free slot now, and cancelled ones met on the way (they end without a slot);
-        call holding the lock."""
+    def _take_arrivals(self) -> tuple[list[list[_Sequence]], list[_Sequence]]:
+        """Waiting groups (a prompt's samples) that get free slots now, in order (scoring alone needs none), and
+        the sequences of cancelled ones met on the way (they end without a slot); call holding the lock."""
         free = [slot for slot in range(self.max_batch) if slot not in self._active]
-        arrivals: list[_Sequence] = []
+        arrivals: list[list[_Sequence]] = []
         dropped: list[_Sequence] = []
-        while self._waiting and len(arrivals) < len(free):
-            sequence = self._waiting.popleft()
-            if sequence.handle.cancelled:
-                sequence.outcome = Finished("stop", sequence.prompt_tokens, 0)
-                dropped.append(sequence)
+        taken = 0
+        while self._waiting:
+            group = self._waiting[0]
+            if group[0].handle.cancelled:
+                self._waiting.popleft()
+                for sequence in group:
+                    sequence.outcome = Finished("stop", sequence.prompt_tokens, 0)
+                dropped += group
                 continue
-            sequence.slot = free[len(arrivals)]
-            arrivals.append(sequence)
+            needed = 0 if group[0].settings.max_tokens == 0 else len(group)
+            if taken + needed > len(free):
+                break
+            self._waiting.popleft()
+            for sequence in group if needed else ():
+                sequence.slot = free[taken]
+                taken += 1
+            arrivals.append(group)
         return arrivals, dropped
 
-    def _step(self, arrivals: list[_Sequence]) -> None:
+    def _step(self, arrivals: list[list[_Sequence]]) -> None:
         """One new token for every live sequence: new ones from their prefill, the rest from one batched step."""
         for sequence in self._active.values():
             if sequence.handle.cancelled:
                 sequence.outcome = sequence.outcome or Finished("stop", sequence.prompt_tokens, sequence.produced)
-        for sequence in arrivals:
-            self._active[sequence.slot] = sequence
-            self._prefill(sequence)
+        for group in arrivals:
+            if group[0].settings.max_tokens == 0:
+                self._score_only(group)
+                continue
+            for sequence in group:
+                self._active[sequence.slot] = sequence
+            self._prefill_group(group)
+        arrived = {id(sequence) for group in arrivals for sequence in group}
         decoding = {
             slot: sequence for slot, sequence in self._active.items()
-            if sequence.outcome is None and sequence not in arrivals
+            if sequence.outcome is None and id(sequence) not in arrived
         }
         full = [
             sequence for sequence in decoding.values() if sequence.state.window_is_full(self._cache.lengths[sequence.slot])
@@ -303,11 +356,46 @@ class Scheduler:
                     if token is None:  # scores that are not finite: the sampler words the failure
                         self._sample(decoding[slot], logits[slot])
                     else:
-                        self._append_token(decoding[slot], token)
+                        self._append_token(decoding[slot], token, logits[slot])
             for slot, sequence in decoding.items():
                 if not sequence.state.greedy:
                     with _failing_alone(sequence):
                         self._sample(sequence, logits[slot])
+
+    def _score_only(self, group: list[_Sequence]) -> None:
+        """A prompt scored and nothing generated (`max_tokens` 0): one forward pass, no slot."""
+        leader = group[0]
+        try:
+            scores = tuple(self._score_prompt(leader))
+        except Exception as error:
+            for sequence in group:
+                sequence.outcome = Failed(_describe(error), "server_error")
+            return
+        for sequence in group:
+            sequence.prompt_scores = scores
+            sequence.outcome = Finished("length", sequence.prompt_tokens, 0)
+
+    def _score_prompt(self, sequence: _Sequence) -> list[TokenLogprob]:
+        top = sequence.settings.logprobs or 0
+        return score_prompt(self.model, sequence.context, top, self.tokenizer.vocab_size)
+
+    def _prefill_group(self, group: list[_Sequence]) -> None:
+        """Prefill the first sample's slot (and score its prompt, if asked), copy it into the others' slots, and draw
+        each one's first token from the same logits; a failure there ends the whole group."""
+        leader = group[0]
+        try:
+            scores = tuple(self._score_prompt(leader)) if leader.settings.score_prompt else None
+            logits = prefill_slot(self.model, self._cache, leader.slot, leader.context)
+            for sequence in group[1:]:
+                _copy_slot(self._cache, leader.slot, sequence.slot)
+        except Exception as error:
+            for sequence in group:
+                sequence.outcome = sequence.outcome or Failed(_describe(error), "server_error")
+            return
+        for sequence in group:
+            sequence.prompt_scores = scores
+            with _failing_alone(sequence):
+                self._sample(sequence, logits)
 
     def _prefill(self, sequence: _Sequence) -> None:
         """Fill the sequence's slot with its context and draw its next token; a failure (out of memory on a long
@@ -322,10 +410,13 @@ class Scheduler:
         except UserError as error:
             sequence.outcome = Failed(str(error), "server_error")
             return
-        self._append_token(sequence, token)
+        self._append_token(sequence, token, logits)
 
-    def _append_token(self, sequence: _Sequence, token: int) -> None:
-        """Append a chosen token and turn it into text, or end the sequence."""
+    def _append_token(self, sequence: _Sequence, token: int, logits: torch.Tensor) -> None:
+        """Append a chosen token (with its log-probability, if asked) and turn it into text, or end the sequence."""
+        top = sequence.settings.logprobs
+        if top is not None and token != sequence.state.eot_id:  # end-of-text ends the reply without joining it
+            sequence.scored.append(score_token(logits, token, top, self.tokenizer.vocab_size))
         sequence.pieces.append(sequence.state.accept(token))
         if sequence.state.finish_reason is not None:
             sequence.outcome = Finished(sequence.state.finish_reason, sequence.prompt_tokens, sequence.produced)
@@ -334,20 +425,27 @@ class Scheduler:
         """Hand text and outcomes to each request's event loop, one wake-up per loop: a sequence's first text and its
         end at once, the text in between to every sequence together at most every `DELIVERY_INTERVAL_SECONDS` (one
         wake-up of the event loop for all of them, not one per sequence at its own moments)."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[SequenceHandle, Event]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[SequenceHandle, int, Event]]] = {}
         now = time.monotonic()
         due = now - self._last_delivery >= DELIVERY_INTERVAL_SECONDS
         for sequence in sequences:
-            if sequence.outcome is None and not (any(sequence.pieces) and (due or not sequence.text_delivered)):
+            news = any(sequence.pieces) or bool(sequence.scored) or sequence.prompt_scores is not None
+            if sequence.outcome is None and not (news and (due or not sequence.text_delivered)):
                 continue
-            text = "".join(sequence.pieces)
+            events: list[Event] = []
+            if sequence.prompt_scores is not None:
+                events.append(PromptScored(sequence.prompt_scores))
+                sequence.prompt_scores = None
+            text, scored = "".join(sequence.pieces), tuple(sequence.scored)
             sequence.pieces.clear()
-            events: list[Event] = [TextPiece(text)] if text else []
+            sequence.scored.clear()
+            if text or scored:
+                events.append(TextPiece(text, scored))
             if sequence.outcome is not None:
                 events.append(sequence.outcome)
             sequence.text_delivered = sequence.text_delivered or bool(text)
             for event in events:
-                by_loop.setdefault(sequence.handle.loop, []).append((sequence.handle, event))
+                by_loop.setdefault(sequence.handle.loop, []).append((sequence.handle, sequence.choice, event))
         if due and by_loop:
             self._last_delivery = now
         for loop, deliveries in by_loop.items():
@@ -363,7 +461,7 @@ class Scheduler:
     def _shut_down(self, outcome: Failed) -> None:
         """End every sequence, running or waiting, with `outcome` (unless it had ended): the thread is leaving."""
         with self._wake:
-            ending = [*self._active.values(), *self._waiting]
+            ending = [*self._active.values(), *(sequence for group in self._waiting for sequence in group)]
             self._active.clear()
             self._waiting.clear()
         for sequence in ending:
@@ -373,12 +471,23 @@ class Scheduler:
         except Exception:  # delivery itself failed: the outcomes go out one by one, plainly
             for sequence in ending:
                 with contextlib.suppress(RuntimeError):
-                    sequence.handle.loop.call_soon_threadsafe(_put_all, [(sequence.handle, sequence.outcome)])
+                    sequence.handle.loop.call_soon_threadsafe(
+                        _put_all, [(sequence.handle, sequence.choice, sequence.outcome)]
+                    )
 
 
-def _put_all(deliveries: list[tuple[SequenceHandle, Event]]) -> None:
-    for handle, event in deliveries:
-        handle._put(event)
+def _put_all(deliveries: list[tuple[SequenceHandle, int, Event]]) -> None:
+    for handle, choice, event in deliveries:
+        handle._put(choice, event)
+
+
+def _copy_slot(cache: BatchedKVCache, source: int, target: int) -> None:
+    """Give `target` the keys and values `source` holds (a prompt's prefill shared by its samples); past the copied
+    length the target keeps zeros, as every slot must (see `BatchedKVCache`)."""
+    end = min(max(cache.lengths[source], cache.lengths[target] + 1), cache.max_length)
+    cache.keys[:, target, :, :end] = cache.keys[:, source, :, :end]
+    cache.values[:, target, :, :end] = cache.values[:, source, :, :end]
+    cache.lengths[target] = cache.lengths[source]
 
 
 @contextlib.contextmanager

@@ -8,12 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from hellogpt.decode.logprobs import TokenLogprob
 from hellogpt.decode.sequence import FinishReason
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """What one request asks for: the same knobs as `chat`'s `sample` section, plus stop strings."""
+    """What one request asks for: the same knobs as `chat`'s `sample` section, plus stop strings, OpenAI's penalties,
+    and log-probabilities: `logprobs` (None: none) is how many likeliest alternatives each token lists,
+    `score_prompt` asks for the prompt's own tokens' too (`echo`). `max_tokens` 0 scores the prompt only."""
 
     max_tokens: int
     temperature: float
@@ -21,13 +24,26 @@ class SamplingSettings:
     top_p: Optional[float] = None
     seed: Optional[int] = None
     stops: tuple[str, ...] = ()
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logprobs: Optional[int] = None
+    score_prompt: bool = False
 
 
 @dataclass(frozen=True)
 class TextPiece:
-    """Reply text, whole characters only."""
+    """Reply text, whole characters only, and (when asked) the log-probabilities of the tokens chosen since the last
+    piece (a token's text may still be held back: an incomplete character, a possible stop string)."""
 
     text: str
+    tokens: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class PromptScored:
+    """The prompt's tokens with their log-probabilities (asked by `score_prompt`); it comes before any text."""
+
+    tokens: tuple[TokenLogprob, ...]
 
 
 @dataclass(frozen=True)
@@ -47,4 +63,4 @@ class Failed:
     code: str
 
 
-Event = Union[TextPiece, Finished, Failed]
+Event = Union[PromptScored, TextPiece, Finished, Failed]

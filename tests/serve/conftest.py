@@ -55,6 +55,19 @@ StartServer = Callable[..., LiveServer]
 @pytest.fixture()
 def start_server() -> Iterator[StartServer]:
     """Start servers on 127.0.0.1:<free port>; all are stopped when the test ends."""
+    yield from _servers()
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[LiveServer]:
+    """One server for a whole module's tests that each leave it as they found it (refused requests, say)."""
+    servers = _servers()
+    yield next(servers)()
+    next(servers, None)
+
+
+def _servers() -> Iterator[StartServer]:
+    """Yields a function that starts servers, then (resumed) stops every server it started."""
     stops: list[Callable[[], None]] = []
 
     def start(

@@ -21,11 +21,26 @@ BAD_REQUESTS = [
     (COMPLETIONS, [1, 2], 400, None, "JSON object"),
     (COMPLETIONS, {}, 400, "prompt", "Field required"),
     (COMPLETIONS, {"prompt": 42}, 400, "prompt", "valid string"),
-    (COMPLETIONS, {"prompt": ["a", "b"]}, 400, "prompt", "valid string"),
+    (COMPLETIONS, {"prompt": [["a"]]}, 400, "prompt.0.0", "valid integer"),
+    (COMPLETIONS, {"prompt": []}, 400, "prompt", "at least one prompt"),
+    (COMPLETIONS, {"prompt": [[1, 2], []]}, 400, "prompt", "at least one id"),
+    (COMPLETIONS, {"prompt": [1, 34]}, 400, "prompt", "token id 34 is not in the vocabulary (0 to 33)"),
+    (COMPLETIONS, {"prompt": [[1], [2, -1]]}, 400, "prompt.1", "token id -1 is not in the vocabulary"),
+    (COMPLETIONS, {"prompt": ["a", "ABC"]}, 400, "prompt.1", "not in this char-level vocabulary"),
+    (COMPLETIONS, {"prompt": "a", "echo": "yes"}, 400, "echo", "valid boolean"),
+    (COMPLETIONS, {"prompt": "a", "logprobs": 6}, 400, "logprobs", "less than or equal to 5"),
+    (COMPLETIONS, {"prompt": "a", "logprobs": -1}, 400, "logprobs", "greater than or equal to 0"),
+    (COMPLETIONS, {"prompt": "a", "logprobs": True}, 400, "logprobs", "valid integer"),
+    (COMPLETIONS, {"prompt": "a", "n": 0}, 400, "n", "greater than or equal to 1"),
+    (COMPLETIONS, {"prompt": "a", "n": 9}, 400, "n", "less than or equal to 8"),
+    (COMPLETIONS, {"prompt": "a", "best_of": 3}, 400, "best_of", "not implemented"),
+    (COMPLETIONS, {"prompt": "a", "frequency_penalty": 2.5}, 400, "frequency_penalty", "less than or equal to 2"),
+    (COMPLETIONS, {"prompt": "a", "presence_penalty": -3}, 400, "presence_penalty", "greater than or equal to -2"),
+    (COMPLETIONS, {"prompt": "a", "presence_penalty": "lots"}, 400, "presence_penalty", "valid number"),
     (COMPLETIONS, {"prompt": "a", "max_tokens": "5"}, 400, "max_tokens", "valid integer"),
     (COMPLETIONS, {"prompt": "a", "max_tokens": 2.5}, 400, "max_tokens", "valid integer"),
-    (COMPLETIONS, {"prompt": "a", "max_tokens": -1}, 400, "max_tokens", "greater than or equal to 1"),
-    (COMPLETIONS, {"prompt": "a", "max_tokens": 0}, 400, "max_tokens", "greater than or equal to 1"),
+    (COMPLETIONS, {"prompt": "a", "max_tokens": -1}, 400, "max_tokens", "greater than or equal to 0"),
+    (COMPLETIONS, {"prompt": "a", "max_tokens": 0}, 400, "max_tokens", "needs `echo: true`"),
     (COMPLETIONS, {"prompt": "a", "max_tokens": 10**12}, 400, "max_tokens", "less than or equal to 8192"),
     (COMPLETIONS, {"prompt": "a", "temperature": -0.5}, 400, "temperature", "greater than or equal to 0"),
     (COMPLETIONS, b'{"prompt": "a", "temperature": 1e999}', 400, "temperature", "less than or equal to 2"),
@@ -37,7 +52,6 @@ BAD_REQUESTS = [
     (COMPLETIONS, {"prompt": "a", "stop": ["", "x"]}, 400, "stop", "must not be empty"),
     (COMPLETIONS, {"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "at most 4"),
     (COMPLETIONS, {"prompt": "a", "stream": "yes"}, 400, "stream", "valid boolean"),
-    (COMPLETIONS, {"prompt": "a", "n": 2}, 400, "n", "1"),
     (COMPLETIONS, {"prompt": "a", "model": "gpt-4o"}, 404, "model", "does not exist"),
     (COMPLETIONS, {"prompt": "ABC"}, 400, "prompt", "not in this char-level vocabulary"),
     (COMPLETIONS, {"prompt": ""}, 400, "prompt", "empty"),
@@ -51,6 +65,12 @@ BAD_REQUESTS = [
     (CHAT, {"messages": HELLO, "max_completion_tokens": -2}, 400, "max_completion_tokens", "greater than or equal to 1"),
     (CHAT, {"messages": [{"role": "user", "content": "HELLO"}]}, 400, "messages", "not in this char-level vocabulary"),
     (CHAT, {"messages": HELLO, "model": "nope"}, 404, "model", "does not exist"),
+    (CHAT, {"messages": HELLO, "max_tokens": 0}, 400, "max_tokens", "greater than or equal to 1"),
+    (CHAT, {"messages": HELLO, "logprobs": 1}, 400, "logprobs", "valid boolean"),
+    (CHAT, {"messages": HELLO, "logprobs": True, "top_logprobs": 21}, 400, "top_logprobs", "less than or equal to 20"),
+    (CHAT, {"messages": HELLO, "top_logprobs": 2}, 400, "top_logprobs", "needs `logprobs: true`"),
+    (CHAT, {"messages": HELLO, "n": 9}, 400, "n", "less than or equal to 8"),
+    (CHAT, {"messages": HELLO, "frequency_penalty": -2.01}, 400, "frequency_penalty", "greater than or equal to -2"),
 ]
 
 
@@ -68,8 +88,9 @@ def assert_still_serving(server: LiveServer) -> None:
 
 @pytest.mark.parametrize(("endpoint", "body", "status", "param", "words"), BAD_REQUESTS)
 def test_a_bad_request_is_an_openai_error_and_the_server_goes_on(
-    server: LiveServer, endpoint: str, body: Any, status: int, param: Optional[str], words: str
+    shared_server: LiveServer, endpoint: str, body: Any, status: int, param: Optional[str], words: str
 ) -> None:
+    server = shared_server
     reply = post(server, endpoint, body)
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]
