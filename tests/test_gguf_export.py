@@ -16,6 +16,7 @@ from hellogpt import files
 from hellogpt.checkpoints.format import Checkpoint, gpt_config_from_args, save_checkpoint
 from hellogpt.checkpoints.lora_base import checkpoint_base
 from hellogpt.checkpoints.loading import model_from_checkpoint, tokenizer_from_checkpoint
+from hellogpt.data.bpe import train_bpe
 from hellogpt.data.chat_template import CHATML_TEMPLATE
 from hellogpt.decode.stream import stream_tokens
 from hellogpt.errors import UserError
@@ -170,8 +171,8 @@ def test_gguf_tokenizer_is_gpt2_bpe_with_the_chat_markers_as_control_tokens(f32_
     types = keys["tokenizer.ggml.token_type"]
     assert {types[50256], types[50257], types[50258]} == {gguf.TokenType.CONTROL} and types[0] == gguf.TokenType.NORMAL
     assert keys["tokenizer.ggml.merges"][0] == "Ġ t"
-    assert keys["tokenizer.ggml.eos_token_id"] == 50256
-    assert keys["tokenizer.ggml.eot_token_id"] == 50258  # <|im_end|>
+    assert keys["tokenizer.ggml.bos_token_id"] == 50256
+    assert keys["tokenizer.ggml.eos_token_id"] == keys["tokenizer.ggml.eot_token_id"] == 50258  # a reply ends at <|im_end|>
     assert keys["tokenizer.ggml.add_bos_token"] is False
     assert keys["tokenizer.chat_template"] == CHATML_TEMPLATE
 
@@ -224,9 +225,29 @@ def test_a_char_model_is_refused_in_one_line_saying_why(tmp_path: Path) -> None:
     chars = "\n !abcdefghijklmnopqrstuvwxyz"
     config = tiny_config(vocab_size=len(chars))
     checkpoint = Checkpoint(model_args=config, model=GPT(config).state_dict(), tokenizer={"kind": "char", "chars": chars})
-    with pytest.raises(UserError, match="llama.cpp cannot run a character-level model: .* end-of-text token"):
+    with pytest.raises(UserError, match="GGUF export does not take character-level models .* end-of-text token"):
         export_gguf(checkpoint, tmp_path / "model.gguf")
     assert not (tmp_path / "model.gguf").exists()
+
+
+@pytest.fixture(scope="module")
+def bpe_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Path]:
+    """A model over a BPE of 300 ids trained by `prepare --tokenizer bpe:300`'s code, and its f32 GGUF."""
+    tokenizer = train_bpe([TRAINING_TEXT * 8, "Once upon a midnight dreary, while I pondered, weak and weary."], 300)
+    config = tiny_config(vocab_size=320)
+    checkpoint = Checkpoint(model_args=config, model=GPT(config).state_dict(), tokenizer=tokenizer.description())
+    return checkpoint, export_gguf(checkpoint, tmp_path_factory.mktemp("bpe") / "bpe.gguf", tensor_type="f32").path
+
+
+def test_a_trained_bpe_is_written_with_its_own_tokens_merges_and_end_of_text(bpe_model: tuple[Checkpoint, Path]) -> None:
+    checkpoint, path = bpe_model
+    tokenizer = tokenizer_from_checkpoint(checkpoint)
+    keys = read_gguf(path).keys
+    assert (keys["tokenizer.ggml.model"], keys["tokenizer.ggml.pre"]) == ("gpt2", "gpt-2")
+    assert len(keys["tokenizer.ggml.tokens"]) == tokenizer.vocab_size < 320  # cut to the tokenizer, not the model
+    assert keys["tokenizer.ggml.tokens"][0] == "<|endoftext|>" and keys["tokenizer.ggml.token_type"][0] == 3
+    assert keys["tokenizer.ggml.eos_token_id"] == tokenizer.eot_id == 0
+    assert len(keys["tokenizer.ggml.merges"]) == tokenizer.vocab_size - 257  # 256 bytes and <|endoftext|> unmerged
 
 
 def test_a_refused_write_is_one_line_and_leaves_nothing(
@@ -276,11 +297,22 @@ def test_llama_cpp_decodes_the_f32_gguf_greedily_to_hellogpts_exact_tokens(
     assert llama_cpp_greedy(gguf_f32, prompt_ids) == ours
 
 
-def test_llama_cpp_tokenizes_text_as_hellogpt_does(gguf_f32: Path, lora_checkpoint: Checkpoint) -> None:
+TOKENIZED_TEXT = "Hello world! Once upon a midnight dreary, 1234 times:\n\tnaïve café ☕  <|im_end|>'s  end"
+
+
+def llama_cpp_tokens(path: Path, text: str) -> list[int]:
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp's Python binding: pip install llama-cpp-python")
-    llm = llama_cpp.Llama(model_path=str(gguf_f32), n_ctx=CONTEXT, vocab_only=True, verbose=False)
-    text = "Hello world! Once upon a midnight dreary, 1234 times:\n\tnaïve café ☕ <|im_end|>"
-    assert llm.tokenize(text.encode("utf-8"), add_bos=False) == tokenizer_from_checkpoint(lora_checkpoint).encode(text)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=CONTEXT, vocab_only=True, verbose=False)
+    return llm.tokenize(text.encode("utf-8"), add_bos=False)
+
+
+def test_llama_cpp_tokenizes_text_as_hellogpt_does(gguf_f32: Path, lora_checkpoint: Checkpoint) -> None:
+    assert llama_cpp_tokens(gguf_f32, TOKENIZED_TEXT) == tokenizer_from_checkpoint(lora_checkpoint).encode(TOKENIZED_TEXT)
+
+
+def test_llama_cpp_tokenizes_text_with_a_trained_bpe_as_hellogpt_does(bpe_model: tuple[Checkpoint, Path]) -> None:
+    checkpoint, path = bpe_model
+    assert llama_cpp_tokens(path, TOKENIZED_TEXT) == tokenizer_from_checkpoint(checkpoint).encode(TOKENIZED_TEXT)
 
 
 def test_llama_cpp_agrees_with_hellogpt_on_most_greedy_tokens_of_the_q8_0_gguf(
