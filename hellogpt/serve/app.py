@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hellogpt.config.schema import SampleConfig
-from hellogpt.data.conversation import TRANSCRIPT_STOPS, prompt_or_end_of_text, render_transcript
+from hellogpt.data.conversation import TRANSCRIPT_STOPS, prompt_or_end_of_text, render_chat_turns, render_transcript
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.decode.logprobs import TokenLogprob
 from hellogpt.errors import UserError
@@ -61,6 +61,7 @@ class ServedModel:
     id: str
     block_size: int
     facts: dict[str, str] = field(default_factory=dict)
+    chat_template: Optional[str] = None  # a chat model's (its messages are rendered with it), else the transcript
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -149,10 +150,19 @@ def create_app(
                 400, f"messages: {len(body.messages)} messages; this server takes at most {limits.max_messages} "
                 "(--max-messages)", code="too_many_messages", param="messages",
             )
-        prompt = render_transcript([(message.role, message.text()) for message in body.messages])
-        _check_length(prompt, "messages", limits)
-        prompt_ids = await _encode(tokenizer, prompt, "messages")
-        settings = body.sampling(defaults, extra_stops=TRANSCRIPT_STOPS)
+        turns = [(message.role, message.text()) for message in body.messages]
+        if served.chat_template is not None:  # the scheduler's eot_id (the end of turn) ends the reply
+            _check_length("".join(text for _, text in turns), "messages", limits)
+            try:
+                prompt_ids = render_chat_turns(turns, tokenizer)
+            except UserError as error:
+                raise ApiError(400, f"messages: {error}", param="messages") from None
+            settings = body.sampling(defaults)
+        else:
+            prompt = render_transcript(turns)
+            _check_length(prompt, "messages", limits)
+            prompt_ids = await _encode(tokenizer, prompt, "messages")
+            settings = body.sampling(defaults, extra_stops=TRANSCRIPT_STOPS)
         reply = ChatReply(served.id, tokenizer, body.logprobs)
         return await _answer(request, scheduler, [prompt_ids], settings, body, reply, served)
 

@@ -135,15 +135,17 @@ class Scheduler:
 
     def __init__(
         self, model: GPT, tokenizer: Tokenizer, max_batch: int, threads: Optional[int] = None,
-        max_waiting: Optional[int] = None, measure: Optional[str] = None,
+        max_waiting: Optional[int] = None, measure: Optional[str] = None, eot_id: Optional[int] = None,
     ) -> None:
         """`threads`: the intra-op threads to choose from for decoding (timed on this thread's first steps, as
         `chat` does); None keeps torch's setting as it is. `max_waiting`: requests that may wait for a slot (None:
-        any number)."""
+        any number). `eot_id`: the token that ends a reply (a chat model's end of turn; default: the tokenizer's
+        end-of-text)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model = model
         self.tokenizer = tokenizer
+        self.eot_id = eot_id if eot_id is not None else tokenizer.eot_id
         self.max_batch = max_batch
         self.max_waiting = max_waiting
         # Set when the generation thread failed outside a sequence's decoding and ended every request.
@@ -245,7 +247,7 @@ class Scheduler:
             prompt_ids, block_size=self.model.config.block_size, vocab_size=self.tokenizer.vocab_size,
             max_tokens=settings.max_tokens, temperature=settings.temperature, top_k=settings.top_k,
             top_p=settings.top_p, generator=torch.Generator(device=self._device).manual_seed(seed),
-            eot_id=self.tokenizer.eot_id, stops=settings.stops, text=self.tokenizer,
+            eot_id=self.eot_id, stops=settings.stops, text=self.tokenizer,
             frequency_penalty=settings.frequency_penalty, presence_penalty=settings.presence_penalty,
         )
         return _Sequence(handle=handle, prompt_tokens=len(prompt_ids), state=state, settings=settings, choice=choice)
@@ -415,7 +417,7 @@ class Scheduler:
     def _append_token(self, sequence: _Sequence, token: int, logits: torch.Tensor) -> None:
         """Append a chosen token (with its log-probability, if asked) and turn it into text, or end the sequence."""
         top = sequence.settings.logprobs
-        if top is not None and token != sequence.state.eot_id:  # end-of-text ends the reply without joining it
+        if top is not None and token != self.eot_id:  # end-of-text ends the reply without joining it
             sequence.scored.append(score_token(logits, token, top, self.tokenizer.vocab_size))
         sequence.pieces.append(sequence.state.accept(token))
         if sequence.state.finish_reason is not None:

@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 
 from hellogpt.config.schema import SampleConfig
+from hellogpt.data.chat_template import turn_end_id
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer
 from hellogpt.model.gpt import GPT
 from hellogpt.serve.app import ServedModel, create_app
@@ -73,12 +74,13 @@ def _servers() -> Iterator[StartServer]:
     def start(
         model: Optional[GPT] = None, tokenizer: Optional[Tokenizer] = None, *, max_batch: int = 8,
         api_key: Optional[str] = None, defaults: Optional[SampleConfig] = None, limits: ServeLimits = ServeLimits(),
-        allowed_origins: tuple[str, ...] = (),
+        allowed_origins: tuple[str, ...] = (), chat_template: Optional[str] = None,
     ) -> LiveServer:
         tokenizer = tokenizer or char_tokenizer()
         model = model or tiny_model(tokenizer)
-        scheduler = Scheduler(model, tokenizer, max_batch, max_waiting=limits.max_waiting)
-        served = ServedModel(MODEL_ID, model.config.block_size, {"tokenizer": tokenizer.name})
+        eot_id = turn_end_id(tokenizer) if chat_template is not None else None
+        scheduler = Scheduler(model, tokenizer, max_batch, max_waiting=limits.max_waiting, eot_id=eot_id)
+        served = ServedModel(MODEL_ID, model.config.block_size, {"tokenizer": tokenizer.name}, chat_template=chat_template)
         app = create_app(
             scheduler, tokenizer, served, defaults or SampleConfig(max_new_tokens=20), api_key, limits,
             allowed_origins=allowed_origins,
