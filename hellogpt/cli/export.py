@@ -97,7 +97,7 @@ def export(
         "load it with: from transformers import AutoTokenizer, GPT2LMHeadModel; "
         f"GPT2LMHeadModel.from_pretrained('{written}'); AutoTokenizer.from_pretrained('{written}')"
     )
-    if (loaded.tokenizer or {}).get("kind") == "char":
+    if (loaded.tokenizer or {}).get("kind") != "gpt2":  # hellogpt reads only GPT-2-tokenizer exports back
         console.print(f"or talk to it: hellogpt chat --checkpoint {checkpoint_path}")
         return
     console.print(f"or talk to it: hellogpt chat --from {written}")

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPT2LMHeadModel
+from transformers import AutoTokenizer, GPT2LMHeadModel
 from typer.testing import CliRunner
 
 from hellogpt.checkpoints.format import Checkpoint, load_checkpoint, save_checkpoint
 from hellogpt.cli import app
 from hellogpt.model.gpt import GPT, GPTConfig
-from hellogpt.model.hf import CHAR_VOCABULARY_FILE
 from tests.model.test_hf import GPT2_VOCAB, our_logits, random_ids, tiny_payload
 
 
@@ -62,7 +61,7 @@ def test_export_command_refuses_an_existing_directory_in_one_line(tmp_path: Path
     ]
 
 
-def test_export_command_says_a_char_model_has_no_transformers_tokenizer(tmp_path: Path) -> None:
+def test_export_command_gives_a_char_model_a_tokenizer_that_auto_tokenizer_loads(tmp_path: Path) -> None:
     checkpoint_path = tmp_path / "shakespeare_char.pt"
     chars = "".join(map(chr, range(32, 97)))
     save_checkpoint(
@@ -70,5 +69,6 @@ def test_export_command_says_a_char_model_has_no_transformers_tokenizer(tmp_path
     )
     result = CliRunner().invoke(app, ["export", str(checkpoint_path), str(tmp_path / "exported")])
     assert result.exit_code == 0, result.output
-    assert f"no transformers tokenizer; its characters (id order) are in {CHAR_VOCABULARY_FILE}" in result.output
+    assert "AutoTokenizer.from_pretrained" in result.output and "hellogpt chat --checkpoint" in result.output
     assert (tmp_path / "exported" / "model.safetensors").exists()
+    assert AutoTokenizer.from_pretrained(tmp_path / "exported")("ABC")["input_ids"] == [33, 34, 35]
