@@ -93,9 +93,20 @@ class DataConfig(_Section):
 
 
 class OptimConfig(_Section):
-    """AdamW and the learning-rate schedule."""
+    """The optimizer (AdamW, or Muon with AdamW) and the learning-rate schedule."""
 
-    learning_rate: float = Field(6e-4, gt=0.0, description="Peak learning rate, reached at the end of warmup.")
+    name: Literal["adamw", "muon"] = Field(
+        "adamw",
+        description="adamw for every weight; muon: Muon for the matrices inside the blocks, AdamW (learning_rate) for "
+        "embeddings, head and vectors. LoRA adapters always tune with AdamW.",
+    )
+    learning_rate: float = Field(
+        6e-4, gt=0.0, description="Peak AdamW learning rate, reached at the end of warmup (every weight's with adamw)."
+    )
+    muon_learning_rate: float = Field(
+        0.02, gt=0.0, description="Peak Muon learning rate of the block matrices (optim.name=muon); same schedule."
+    )
+    muon_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="Muon's Nesterov momentum (optim.name=muon).")
     weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay, applied to matrices only.")
     beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW decay rate of the gradient's running mean.")
     beta2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW decay rate of the squared gradient's running mean.")
@@ -103,7 +114,9 @@ class OptimConfig(_Section):
     decay_lr: bool = Field(True, description="Cosine decay after warmup; false keeps the rate constant.")
     warmup_iters: int = Field(2000, ge=0, description="Steps of linear warmup up to learning_rate.")
     lr_decay_iters: int = Field(600000, gt=0, description="Step at which the cosine decay reaches min_lr.")
-    min_lr: float = Field(6e-5, ge=0.0, description="Learning rate at the end of the decay and after it.")
+    min_lr: float = Field(
+        6e-5, ge=0.0, description="AdamW learning rate at the end of the decay and after it; Muon's decays in proportion."
+    )
 
 
 class TrainConfig(_Section):

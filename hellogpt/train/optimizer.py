@@ -1,27 +1,110 @@
-"""AdamW with weight decay on the matrices only (embeddings and Linear weights), as GPT-2 and nanoGPT do."""
+"""The optimizer of a run: AdamW (weight decay on matrices only, as GPT-2 and nanoGPT), or Muon for the matrices
+inside the transformer blocks with AdamW for the rest; and the per-step learning rate of each of its groups."""
 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 
 from hellogpt.config.schema import OptimConfig
+from hellogpt.errors import UserError
+from hellogpt.train.muon import MuonWithAdamW
+from hellogpt.train.schedule import learning_rate_at
+
+# The private foreach kernels MuonWithAdamW steps with; torch has had them since before our floor.
+_MUON_TORCH_OPS = ("_foreach_lerp_", "_foreach_lerp", "_foreach_add_", "_foreach_div")
+MUON_MIN_TORCH = "2.6"
 
 
-def build_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over `model`: decay on >=2-D tensors, none on biases and LayerNorm gains; fused on CUDA and CPU."""
+def build_optimizer(
+    model: nn.Module, optim: OptimConfig, device: torch.device, *, tunes_adapters: bool = False
+) -> torch.optim.AdamW:
+    """The run's optimizer over `model`'s trainable weights; fused AdamW on CUDA and CPU.
+
+    With optim.name=muon, Muon takes the 2-D weights inside the blocks (any model whose blocks sit in an
+    nn.ModuleList, whatever they are named). LoRA adapters (`tunes_adapters`) always get AdamW: each is one factor of
+    a low-rank update, and orthogonalising the factors apart does not orthogonalise their product."""
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    decayed = [parameter for parameter in parameters if parameter.dim() >= 2]
-    not_decayed = [parameter for parameter in parameters if parameter.dim() < 2]
+    hidden = _hidden_matrix_ids(model) if optim.name == "muon" and not tunes_adapters else set()
+    muon = [parameter for parameter in parameters if id(parameter) in hidden]
+    rest = [parameter for parameter in parameters if id(parameter) not in hidden]
     groups = [
-        {"params": decayed, "weight_decay": optim.weight_decay},
-        {"params": not_decayed, "weight_decay": 0.0},
+        {"params": [parameter for parameter in rest if parameter.dim() >= 2], "weight_decay": optim.weight_decay},
+        {"params": [parameter for parameter in rest if parameter.dim() < 2], "weight_decay": 0.0},
     ]
+    extra = {"fused": True} if _fused_adamw_available(device) else {}
+    betas = (optim.beta1, optim.beta2)
+    if not muon:
+        return torch.optim.AdamW(groups, lr=optim.learning_rate, betas=betas, **extra)
+    _require_muon_support()
+    return MuonWithAdamW(
+        groups,
+        muon,
+        learning_rate=optim.learning_rate,
+        muon_learning_rate=optim.muon_learning_rate,
+        muon_momentum=optim.muon_momentum,
+        betas=betas,
+        **extra,
+    )
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, optim: OptimConfig) -> None:
+    """Each group's rate for the optimizer step with 0-based index `step`: the schedule (warmup, decay) applied to
+    the group's own peak rate. Muon's momentum is set here too, so a resumed run follows the config, not the file."""
+    adamw_rate = learning_rate_at(step, optim)
+    muon_rate = adamw_rate * (optim.muon_learning_rate / optim.learning_rate)
+    for group in optimizer.param_groups:
+        if group.get("kind") == "muon":
+            group["lr"] = muon_rate
+            group["momentum"] = optim.muon_momentum
+        else:
+            group["lr"] = adamw_rate
+
+
+def optimizer_name_of_state(state: dict[str, Any]) -> str:
+    """Which optim.name wrote an optimizer state dict: muon when a group is Muon's (states from before Muon have no
+    `kind` and are AdamW's)."""
+    groups = state.get("param_groups") or []
+    return "muon" if any(isinstance(group, dict) and group.get("kind") == "muon" for group in groups) else "adamw"
+
+
+def require_same_optimizer(optimizer: torch.optim.Optimizer, saved: Optional[dict[str, Any]], path: Path) -> None:
+    """A run resumes with the optimizer that wrote its state: the other one's state does not fit it."""
+    wanted = optimizer_name_of_state(optimizer.state_dict())
+    found = optimizer_name_of_state(saved or {})
+    if wanted != found:
+        raise UserError(
+            f"{path} was trained with optim.name={found} and this run asks for {wanted}: resume with "
+            f"--set optim.name={found}, or start anew from its weights with `hellogpt tune --from {path}`"
+        )
+
+
+def _hidden_matrix_ids(model: nn.Module) -> set[int]:
+    """The 2-D weights inside the repeated blocks: the parameters under any nn.ModuleList."""
+    block_lists = [module for module in model.modules() if isinstance(module, nn.ModuleList)]
+    return {
+        id(parameter)
+        for block_list in block_lists
+        for parameter in block_list.parameters()
+        if parameter.dim() == 2 and parameter.requires_grad
+    }
+
+
+def _fused_adamw_available(device: torch.device) -> bool:
     # The fused kernel does the whole update in one launch per step on CUDA; on CPU (torch >= 2.4) it is
     # about 6x faster than the per-tensor loop (benchmarks/train.py), with the same updates to 1e-7.
     cpu_fused = device.type == "cpu" and tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 4)
-    fused = (device.type == "cuda" or cpu_fused) and "fused" in inspect.signature(torch.optim.AdamW).parameters
-    extra = {"fused": True} if fused else {}
-    return torch.optim.AdamW(groups, lr=optim.learning_rate, betas=(optim.beta1, optim.beta2), **extra)
+    return (device.type == "cuda" or cpu_fused) and "fused" in inspect.signature(torch.optim.AdamW).parameters
+
+
+def _require_muon_support() -> None:
+    missing = [name for name in _MUON_TORCH_OPS if not hasattr(torch, name)]
+    if missing:
+        raise UserError(
+            f"optim.name=muon needs torch >= {MUON_MIN_TORCH} (this is torch {torch.__version__}, which lacks "
+            f"torch.{missing[0]}): upgrade torch, or set optim.name=adamw"
+        )

@@ -31,7 +31,7 @@ from hellogpt.train.batches import BatchSource
 from hellogpt.train.dataset import dataset_exists, missing_dataset_message, prepare_missing_dataset
 from hellogpt.train.distributed import DistributedContext, local_accumulation_steps, wait_for_main_rank
 from hellogpt.train.lora import frozen_dtype, lora_spec
-from hellogpt.train.optimizer import build_optimizer
+from hellogpt.train.optimizer import build_optimizer, require_same_optimizer
 from hellogpt.train.precision import agree_on_dtype, run_dtype
 from hellogpt.train.rng_state import restore_rng_state
 from hellogpt.train.resume import (
@@ -117,7 +117,7 @@ def build_run(
     model.activation_checkpointing = config.train.activation_checkpointing
     model.to(context.device)
     refuse_quantized_training(config.system.quantize)
-    optimizer = build_optimizer(model, config.optim, context.device)
+    optimizer = build_optimizer(model, config.optim, context.device, tunes_adapters=lora is not None)
     scaler = torch.amp.GradScaler(context.device.type, enabled=needs_grad_scaler(dtype))
     data_rng = np.random.default_rng(config.train.seed + context.rank)
     progress = RunProgress()
@@ -222,6 +222,7 @@ def _add_lora(model: GPT, lora: LoraSpec, source: dict[str, Any], dtype: torch.d
 def _load_optimizer_state(
     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, checkpoint: Checkpoint, path: Path
 ) -> None:
+    require_same_optimizer(optimizer, checkpoint.optimizer, path)
     try:
         optimizer.load_state_dict(checkpoint.optimizer or {})
         if checkpoint.scaler and scaler.is_enabled():

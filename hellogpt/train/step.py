@@ -19,7 +19,7 @@ from hellogpt.train.distributed import DistributedContext
 from hellogpt.train.events import RunEnd, StepProgress
 from hellogpt.train.progress import ProgressClock
 from hellogpt.train.rng_state import capture_rng_state, generator_state
-from hellogpt.train.schedule import learning_rate_at
+from hellogpt.train.optimizer import set_learning_rates
 
 @dataclass(frozen=True)
 class StepOutcome:
@@ -57,8 +57,7 @@ class UpdateStep:
         """The micro-batches of step `step + 1`, reporting progress in long ones. A stop between micro-batches drops
         the step (`stop_requested` is agreed among ranks, so all drop it before the gradient all-reduce); so does the
         end of the budget in a single process (ranks agree on the budget only at the end of a step)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, self.optim)
+        set_learning_rates(self.optimizer, step, self.optim)
         self.start_states = (generator_state(self.data_rng), capture_rng_state())
         may_run_out = not self.context.is_distributed
         total_loss = torch.zeros((), device=self.context.device)

@@ -36,9 +36,9 @@ def test_accumulation_steps_are_shared_out_among_ranks() -> None:
         local_accumulation_steps(5, 2)
 
 
-def run_hellogpt(launcher: list[str], workdir: Path, checkpoint: str) -> subprocess.CompletedProcess:
+def run_hellogpt(launcher: list[str], workdir: Path, checkpoint: str, *settings: str) -> subprocess.CompletedProcess:
     arguments = ["train", "--data", "data/tiny", "--checkpoint", checkpoint, "--plain"]
-    for assignment in SETTINGS:
+    for assignment in [*SETTINGS, *settings]:
         arguments += ["--set", assignment]
     return launch([*launcher, "-m", "hellogpt", *arguments], workdir)
 
@@ -58,13 +58,14 @@ def what_failed(run: subprocess.CompletedProcess) -> str:
 def test_two_gloo_ranks_agree_save_once_and_track_a_single_process(tmp_path: Path) -> None:
     write_char_dataset(tmp_path / "data" / "tiny", shakespeare_text())
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    distributed = run_hellogpt(torchrun, tmp_path, "ddp.pt")
+    # With Muon (a step of its own beside AdamW's): the ranks must still make the same updates.
+    distributed = run_hellogpt(torchrun, tmp_path, "ddp.pt", "optim.name=muon")
     # The loop compares the ranks' weight digests at the end and fails loudly if they differ.
     assert distributed.returncode == 0, what_failed(distributed)
     assert "device cpu x2" in distributed.stdout
     assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["ddp.pt"]
     assert distributed.stdout.count("run records") == 1
-    single = run_hellogpt([sys.executable], tmp_path, "single.pt")
+    single = run_hellogpt([sys.executable], tmp_path, "single.pt", "optim.name=muon")
     assert single.returncode == 0, what_failed(single)
     ddp_loss, single_loss = (float(VAL_LOSS.search(run.stdout).group(1)) for run in (distributed, single))
     assert abs(ddp_loss - single_loss) < 0.1
