@@ -133,6 +133,15 @@ def _check_server_packages() -> None:
         raise UserError(f"hellogpt serve needs {error.name}: pip install 'hellogpt[serve]'") from None
 
 
+def _reply_end_id(loaded: LoadedModel) -> Optional[int]:
+    """A chat model's replies end at its end-of-turn token; None: the tokenizer's end of text."""
+    if loaded.chat_template is None:
+        return None
+    from hellogpt.data.chat_template import turn_end_id
+
+    return turn_end_id(loaded.tokenizer)
+
+
 def _serve(
     loaded: LoadedModel, model: Any, run_config: Any, sock: Any, access: _Access, limits: ServeLimits, max_batch: int,
     decode_threads: int,
@@ -152,7 +161,7 @@ def _serve(
         # How /v1/chat/completions turns messages into a prompt (the chat page says which kind of model it talks to).
         "template": "chatml" if loaded.chat_template is not None else "transcript",
     }
-    served = ServedModel(loaded.name, model.config.block_size, facts)
+    served = ServedModel(loaded.name, model.config.block_size, facts, chat_template=loaded.chat_template)
     # The generation thread holds the GIL between its tensor operations and takes it straight back after each; the
     # event loop, waiting for it, would get it only when the interpreter forces a switch (5 ms by default): every
     # first token and every chunk of text would wait that long.
@@ -161,7 +170,7 @@ def _serve(
     api_key = access.api_key
     scheduler = Scheduler(
         model, loaded.tokenizer, max_batch, threads=decode_threads, max_waiting=limits.max_waiting,
-        measure=run_config.system.measure,
+        measure=run_config.system.measure, eot_id=_reply_end_id(loaded),
     )
     app = create_app(
         scheduler, loaded.tokenizer, served, run_config.sample, api_key, limits, access.loopback, access.allowed_origins

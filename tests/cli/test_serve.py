@@ -140,3 +140,18 @@ def test_a_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["serve", "-k", str(tmp_path / "nothing.pt")])
     assert result.exit_code == 2
     assert "nothing.pt" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_a_chat_checkpoint_is_served_as_a_chat_model(tmp_path: Path) -> None:
+    from tests.chat_models import write_chat_checkpoint
+
+    checkpoint = write_chat_checkpoint(tmp_path / "tiny_chat.pt")
+    with serving("-k", str(checkpoint), "--port", "0") as (process, url, _, _):
+        model = httpx.get(url + "v1/models", timeout=30).json()["data"][0]
+        messages = [{"role": "user", "content": "hello"}]
+        answer = httpx.post(url + "v1/chat/completions", json={"messages": messages}, timeout=30).json()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+    assert model["template"] == "chatml"  # what the chat page shows as "chat model"
+    assert answer["choices"][0]["message"]["content"] == "hi."  # ended by <|im_end|>, not the 20 max_new_tokens
