@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -22,7 +22,6 @@ from hellogpt.checkpoints.format import Checkpoint
 from hellogpt.checkpoints.loading import model_from_checkpoint, tokenizer_from_checkpoint
 from hellogpt.data.chat_template import TURN_END, chat_tokenizer, require_supported_template
 from hellogpt.errors import UserError
-from hellogpt.model.gpt import GPT
 
 if TYPE_CHECKING:
     from hellogpt.data.tokenizer import Tokenizer
@@ -81,21 +80,22 @@ def export_gguf(
     _check_replaceable(out_path, force)
     vocabulary = gguf_vocabulary(checkpoint_tokenizer(checkpoint, checkpoint.model_args.vocab_size))
     model = model_from_checkpoint(checkpoint)
-    architecture = "gpt2"
-    writer = gguf.GGUFWriter(None, architecture)
+    architecture = GGUF_ARCHITECTURES[getattr(model.config, "arch", "gpt2")]
+    writer = gguf.GGUFWriter(None, architecture.name)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name or out_path.stem)
-    _add_gpt2_hyperparameters(writer, model, tensor_type)
+    architecture.add_hyperparameters(writer, model)
+    writer.add_file_type(_file_type(tensor_type))
     _add_vocabulary(writer, vocabulary)
     if checkpoint.chat_template:
         writer.add_chat_template(checkpoint.chat_template)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    for tensor_name, array in _gpt2_tensors(model, len(vocabulary.tokens)):
+    for tensor_name, array in _tensors(model, architecture, len(vocabulary.tokens)):
         stored, qtype = _stored(array, tensor_name, tensor_type)
         writer.add_tensor(tensor_name, stored, raw_dtype=qtype)
     _write_file(writer, out_path)
     return GgufExport(
-        path=out_path, architecture=architecture, tensor_type=tensor_type, vocab_size=len(vocabulary.tokens),
+        path=out_path, architecture=architecture.name, tensor_type=tensor_type, vocab_size=len(vocabulary.tokens),
         size_bytes=out_path.stat().st_size, has_chat_template=bool(checkpoint.chat_template),
     )
 
@@ -184,10 +184,16 @@ def _add_vocabulary(writer: Any, vocabulary: GgufVocabulary) -> None:
     writer.add_add_bos_token(False)
 
 
-def _add_gpt2_hyperparameters(writer: Any, model: GPT, tensor_type: str) -> None:
-    """The `gpt2.*` keys llama.cpp reads for GPT-2 (convert_hf_to_gguf.py's GPT2Model writes the same)."""
+def _file_type(tensor_type: str) -> int:
+    """llama.cpp's `general.file_type` for the matrices' type ("mostly": 1-D tensors stay f32)."""
     import gguf
 
+    file_types = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
+    return int(gguf.LlamaFileType[file_types[tensor_type]])
+
+
+def _add_gpt2_hyperparameters(writer: Any, model: Any) -> None:
+    """The `gpt2.*` keys llama.cpp reads (convert_hf_to_gguf.py's GPT2Model writes the same)."""
     config = model.config
     writer.add_block_count(config.n_layer)
     writer.add_context_length(config.block_size)
@@ -195,44 +201,94 @@ def _add_gpt2_hyperparameters(writer: Any, model: GPT, tensor_type: str) -> None
     writer.add_feed_forward_length(model.transformer.h[0].mlp.c_fc.out_features)
     writer.add_head_count(config.n_head)
     writer.add_layer_norm_eps(model.transformer.ln_f.eps)
-    file_types = {
-        "f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-    }
-    writer.add_file_type(file_types[tensor_type])
 
 
-# Our GPT-2 parameter names (within a block: after `transformer.h.N.`) -> llama.cpp's tensor (gguf.MODEL_TENSOR).
-GPT2_TOP_TENSORS = {"transformer.wte": "TOKEN_EMBD", "transformer.wpe": "POS_EMBD", "transformer.ln_f": "OUTPUT_NORM"}
-GPT2_BLOCK_TENSORS = {
-    "ln_1": "ATTN_NORM", "attn.c_attn": "ATTN_QKV", "attn.c_proj": "ATTN_OUT",
-    "ln_2": "FFN_NORM", "mlp.c_fc": "FFN_UP", "mlp.c_proj": "FFN_DOWN",
+def _add_qwen3_hyperparameters(writer: Any, model: Any) -> None:
+    """The `qwen3.*` keys llama.cpp reads (what convert_hf_to_gguf.py writes from a Qwen3Config): one key/value
+    head per query head, rotary base, RMSNorm epsilon; llama.cpp's qwen3 rotates as transformers does (NeoX)."""
+    from hellogpt.model.qwen3 import ROPE_THETA
+
+    config = model.config
+    writer.add_block_count(config.n_layer)
+    writer.add_context_length(config.block_size)
+    writer.add_embedding_length(config.n_embd)
+    writer.add_feed_forward_length(model.model.layers[0].mlp.gate_proj.out_features)
+    writer.add_head_count(config.n_head)
+    writer.add_head_count_kv(config.n_head)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_rope_freq_base(ROPE_THETA)
+    writer.add_layer_norm_rms_eps(model.model.norm.eps)
+
+
+@dataclass(frozen=True)
+class GgufArchitecture:
+    """How one of our architectures is written: llama.cpp's name for it, its keys, and its tensors as one table
+    (our module name -> gguf.MODEL_TENSOR), outside the blocks and within each (`block_prefix` + name)."""
+
+    name: str
+    add_hyperparameters: Callable[[Any, Any], None]
+    top_tensors: dict[str, str]
+    block_prefix: str
+    block_tensors: dict[str, str]
+    # llama.cpp's GPT-2 requires every bias: a model trained without them gets zeros (which change nothing).
+    zero_biases: bool
+
+
+GGUF_ARCHITECTURES = {
+    "gpt2": GgufArchitecture(
+        name="gpt2",
+        add_hyperparameters=_add_gpt2_hyperparameters,
+        top_tensors={"transformer.wte": "TOKEN_EMBD", "transformer.wpe": "POS_EMBD", "transformer.ln_f": "OUTPUT_NORM"},
+        block_prefix="transformer.h.{block}.",
+        block_tensors={
+            "ln_1": "ATTN_NORM", "attn.c_attn": "ATTN_QKV", "attn.c_proj": "ATTN_OUT",
+            "ln_2": "FFN_NORM", "mlp.c_fc": "FFN_UP", "mlp.c_proj": "FFN_DOWN",
+        },
+        zero_biases=True,
+    ),
+    "qwen3": GgufArchitecture(
+        name="qwen3",
+        add_hyperparameters=_add_qwen3_hyperparameters,
+        top_tensors={"model.embed_tokens": "TOKEN_EMBD", "model.norm": "OUTPUT_NORM", "lm_head": "OUTPUT"},
+        block_prefix="model.layers.{block}.",
+        block_tensors={
+            "input_layernorm": "ATTN_NORM", "self_attn.q_proj": "ATTN_Q", "self_attn.k_proj": "ATTN_K",
+            "self_attn.v_proj": "ATTN_V", "self_attn.q_norm": "ATTN_Q_NORM", "self_attn.k_norm": "ATTN_K_NORM",
+            "self_attn.o_proj": "ATTN_OUT", "post_attention_layernorm": "FFN_NORM", "mlp.gate_proj": "FFN_GATE",
+            "mlp.up_proj": "FFN_UP", "mlp.down_proj": "FFN_DOWN",
+        },
+        zero_biases=False,
+    ),
 }
 
 
-def _gpt2_tensors(model: GPT, vocab_size: int) -> Iterator[tuple[str, np.ndarray]]:
-    """Every tensor under its GGUF name, as float32 arrays shaped (out, in) as nn.Linear stores them (ggml's
-    layout). A model without biases gets zero ones (llama.cpp's GPT-2 requires them; zeros change nothing); the
-    tied head is not written (llama.cpp then uses the token embedding, as transformers does)."""
+def _tensors(model: Any, architecture: GgufArchitecture, vocab_size: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Every parameter under its GGUF name, as float32 arrays shaped (out, in) as nn.Linear stores them (ggml's
+    layout, so nothing is transposed); the vocabulary's rows cut to the tokenizer's. A head tied to the embedding
+    is not written: llama.cpp then uses the token embedding, as transformers does."""
     import gguf
 
     state = model.state_dict()
-    if not torch.equal(state["lm_head.weight"], state["transformer.wte.weight"]):
-        raise ValueError("the GPT-2 export expects the head tied to the token embedding")
-    modules = [(prefix, kind, None) for prefix, kind in GPT2_TOP_TENSORS.items()] + [
-        (f"transformer.h.{block}.{part}", kind, block)
+    unwritten = set(state) - set(getattr(model, "tied_weights", {"lm_head.weight": "transformer.wte.weight"}))
+    modules = [(prefix, kind, None) for prefix, kind in architecture.top_tensors.items()] + [
+        (architecture.block_prefix.format(block=block) + part, kind, block)
         for block in range(model.config.n_layer)
-        for part, kind in GPT2_BLOCK_TENSORS.items()
+        for part, kind in architecture.block_tensors.items()
     ]
     for prefix, kind, block in modules:
         base_name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR[kind]].format(bid=block)
         weight = state[f"{prefix}.weight"]
-        if kind == "TOKEN_EMBD":
-            weight = weight[:vocab_size]
-        yield f"{base_name}.weight", _array(weight)
-        if kind in ("TOKEN_EMBD", "POS_EMBD"):
-            continue
+        unwritten.discard(f"{prefix}.weight")
+        yield f"{base_name}.weight", _array(weight[:vocab_size] if kind in ("TOKEN_EMBD", "OUTPUT") else weight)
         bias = state.get(f"{prefix}.bias")
-        yield f"{base_name}.bias", _array(bias) if bias is not None else np.zeros(weight.shape[0], dtype=np.float32)
+        unwritten.discard(f"{prefix}.bias")
+        if bias is not None:
+            yield f"{base_name}.bias", _array(bias)
+        elif architecture.zero_biases and kind not in ("TOKEN_EMBD", "POS_EMBD"):
+            yield f"{base_name}.bias", np.zeros(weight.shape[0], dtype=np.float32)
+    if unwritten:
+        raise ValueError(f"the {architecture.name} GGUF table has no place for {sorted(unwritten)}")
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:
