@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from hellogpt.data.chat_template import CHATML_TEMPLATE, TURN_END, TURN_START, chat_tokenizer, render_prompt
-from hellogpt.data.tokenizer import gpt2_tokenizer
+from hellogpt.data.bpe import train_bpe
+from hellogpt.data.tokenizer import Tokenizer, gpt2_tokenizer
 from hellogpt.export import export_checkpoint
 from hellogpt.model.gpt import GPT, GPTConfig
 from tests.chat_models import chat_char_tokenizer, save_chat_checkpoint, write_chat_checkpoint
@@ -22,22 +23,26 @@ CONVERSATIONS = [
 ]
 
 
-def gpt2_chat_checkpoint(path: Path) -> Path:
-    """A tiny model over GPT-2's tokenizer with the markers (ids 50257, 50258 in its 50304 padded rows)."""
+def chat_checkpoint(path: Path, tokenizer: Tokenizer, rows: int) -> Path:
+    """A tiny random model with `rows` embedding rows, saved as a chat model over `tokenizer`."""
     torch.manual_seed(0)
-    config = GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=32, vocab_size=50304, bias=True, dropout=0.0,
+    config = GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=32, vocab_size=rows, bias=True, dropout=0.0,
                        arch="gpt2")
-    return save_chat_checkpoint(path, GPT(config), chat_tokenizer(gpt2_tokenizer()))
+    return save_chat_checkpoint(path, GPT(config), tokenizer)
 
 
-@pytest.mark.parametrize("kind", ["char", "gpt2"])
+@pytest.mark.parametrize("kind", ["char", "gpt2", "bpe"])
 def test_transformers_prompts_an_exported_chat_model_with_our_ids(kind: str, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     if kind == "char":
         checkpoint, ours = write_chat_checkpoint(tmp_path / "chat.pt"), chat_char_tokenizer()
+    elif kind == "gpt2":  # the markers get ids 50257, 50258, within the 50304 padded rows
+        ours = chat_tokenizer(gpt2_tokenizer())
+        checkpoint = chat_checkpoint(tmp_path / "chat.pt", ours, 50304)
     else:
-        checkpoint, ours = gpt2_chat_checkpoint(tmp_path / "chat.pt"), chat_tokenizer(gpt2_tokenizer())
+        ours = chat_tokenizer(train_bpe([message["content"] for message in CONVERSATIONS[1]] * 10, 280))
+        checkpoint = chat_checkpoint(tmp_path / "chat.pt", ours, ours.vocab_size)
     out = export_checkpoint(torch.load(checkpoint, weights_only=True), tmp_path / "exported")
     config = json.loads((out / "tokenizer_config.json").read_text("utf-8"))
     assert config["chat_template"] == CHATML_TEMPLATE
