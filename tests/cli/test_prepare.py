@@ -141,3 +141,17 @@ def test_ctrl_c_says_interrupted_exits_130_and_writes_nothing(
     assert result.exit_code == 130, result.output
     assert result.stderr.strip() == "interrupted" and "Traceback" not in result.output
     assert not out_dir.exists()
+
+
+def test_prepare_trains_a_bpe_on_the_corpus_and_says_its_vocabulary(small_text: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    result = runner.invoke(app, ["prepare", str(small_text), "--out", str(out_dir), "--tokenizer", "bpe:300"])
+    assert result.exit_code == 0, result.output
+    assert "(bpe:300, vocab " in result.stdout and "uint16" in result.stdout
+    assert sorted(path.name for path in out_dir.iterdir()) == ["meta.json", "tokenizer.json", "train.bin", "val.bin"]
+
+
+@pytest.mark.parametrize("name", ["bpe:7", "bpe:abc"])
+def test_a_bad_bpe_size_is_one_line_saying_what_is_accepted(name: str, small_text: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["prepare", str(small_text), "--out", str(tmp_path / "out"), "--tokenizer", name])
+    _assert_one_line_user_error(result, f"unknown tokenizer '{name}'", "bpe:N", "256 <= N <= 65536")

@@ -110,3 +110,13 @@ def test_a_bad_tokenizer_name_is_one_user_error(name: str, poems_dir: Path, tmp_
 def test_an_unreadable_tokenizer_json_is_a_user_error() -> None:
     with pytest.raises(UserError, match="tokenizer.json"):
         BpeTokenizer("{not json")
+
+
+def test_bits_per_byte_divides_by_the_texts_bytes_and_special_tokens_count_none(poems_bpe: Path) -> None:
+    from hellogpt.evaluate import _bytes_per_token
+
+    tokenizer = open_dataset(poems_bpe).tokenizer.with_special_tokens(["<|im_end|>"])
+    sizes = _bytes_per_token(tokenizer)
+    text = "Nevermore — 東京 🚀"
+    assert int(sizes[tokenizer.encode(text)].sum()) == len(text.encode("utf-8"))
+    assert all(sizes[token_id] == 0 for token_id in tokenizer.special_tokens.values())
