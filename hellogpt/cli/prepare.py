@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from hellogpt.config.tokenizer_names import TOKENIZER_NAMES_HELP
+
+if TYPE_CHECKING:
+    from hellogpt.data.prepare import PrepareResult
 
 
 class EncodingErrors(str, Enum):
@@ -54,6 +57,15 @@ def prepare(
     ] = None,
     glob: Annotated[str, typer.Option("--glob", help="Which files of a folder to read.")] = "*.txt",
     force: Annotated[bool, typer.Option("--force", help="Prepare again even when the output is up to date.")] = False,
+    block_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--block-size",
+            help="Conversations only: the model's context length; longer ones are cut at a turn start into rows "
+            "of at most this many tokens. Default: model.block_size.",
+            show_default=False,
+        ),
+    ] = None,
     encoding_errors: Annotated[
         EncodingErrors,
         typer.Option("--encoding-errors", help="strict stops at bytes that are not UTF-8; replace turns them into U+FFFD."),
@@ -101,6 +113,7 @@ def prepare(
             force=force,
             encoding_errors=encoding_errors.value,
             progress=show_progress,
+            block_size=block_size,
         )
     finally:
         bar.stop()
@@ -110,9 +123,27 @@ def prepare(
             "--force prepares it again"
         )
         return
+    if result.meta.get("format") == "chat":
+        typer.echo(chat_summary(out_dir, result))
+        return
     typer.echo(
         f"wrote {out_dir}: {result.train_tokens:,} train + {result.val_tokens:,} val tokens "
         f"({result.meta['tokenizer_name']}, vocab {result.meta['vocab_size']:,}, {result.meta['dtype']}) "
         f"from {result.meta['documents']} document(s), {result.source_bytes / 1e6:.2f} MB "
         f"in {result.seconds:.1f} s"
+    )
+
+
+def chat_summary(out_dir: Path, result: "PrepareResult") -> str:
+    """What a chat dataset holds: conversations, turns, the share of tokens trained on, how many were cut."""
+    meta = result.meta
+    conversations = meta["conversations"]
+    share = meta["trained_tokens"] / max(1, result.train_tokens + result.val_tokens)
+    cut = meta["cut_conversations"]
+    cut_note = f"; {cut} longer than --block-size {meta['block_size']} cut at turn starts" if cut else ""
+    return (
+        f"wrote {out_dir}: {conversations['train']:,} train + {conversations['val']:,} val conversations, "
+        f"{meta['turns']:,} turns, {result.train_tokens:,} + {result.val_tokens:,} tokens "
+        f"({meta['tokenizer_name']} + chat markers, vocab {meta['vocab_size']:,}), {share:.0%} trained on "
+        f"(assistant replies){cut_note}, in {result.seconds:.1f} s"
     )

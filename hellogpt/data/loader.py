@@ -22,11 +22,24 @@ SPLITS = ("train", "val")
 LEGACY_SPLIT_FILES = {"train": "train.bin", "val": "validate.bin"}
 SUPPORTED_DTYPES = ("uint16", "uint32")
 MAX_SOURCES_SHOWN = 10
+# meta.json's "format" of a conversation dataset (ids, a loss mask and row starts per split).
+CHAT_FORMAT = "chat"
+ROW_LENGTH_MULTIPLE = 64
 
 
 def split_file_name(split: str) -> str:
     """The bin of a split in a folder written by `hellogpt prepare`."""
     return f"{split}.bin"
+
+
+def mask_file_name(split: str) -> str:
+    """A chat dataset's loss mask of a split: one uint8 per id, 1 where the id is a trained target."""
+    return f"{split}.mask.bin"
+
+
+def rows_file_name(split: str) -> str:
+    """A chat dataset's row starts of a split (uint64): each row is one batch line, never mixed with another."""
+    return f"{split}.rows.bin"
 
 
 @dataclass
@@ -39,6 +52,8 @@ class TokenDataset:
     split_paths: dict[str, Path]
     dtype: np.dtype
     _memmaps: dict[str, np.memmap] = field(default_factory=dict, repr=False)
+    _masks: dict[str, np.memmap] = field(default_factory=dict, repr=False)
+    _rows: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def num_tokens(self, split: str) -> int:
         """Tokens in `split`, from the file size (no reading)."""
@@ -52,10 +67,19 @@ class TokenDataset:
             self._memmaps[split] = np.memmap(self._split_path(split), dtype=self.dtype, mode="r")
         return self._memmaps[split]
 
+    @property
+    def is_chat(self) -> bool:
+        """Conversations with a loss mask (meta.json "format": "chat"), sampled a row per batch line."""
+        return self.meta.get("format") == CHAT_FORMAT
+
     def sample_batch(
         self, split: str, batch_size: int, block_size: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Random windows: x is (batch_size, block_size) int64 ids, y the same windows shifted by one."""
+        """Random windows: x is (batch_size, block_size) int64 ids, y the same windows shifted by one.
+
+        A chat dataset gives random rows instead, padded (see `sample_rows`)."""
+        if self.is_chat:
+            return self.sample_rows(split, batch_size, block_size, rng)
         available = self.num_tokens(split)
         self._require_window(split, available, block_size)
         starts = rng.integers(0, available - block_size, size=batch_size)
@@ -63,10 +87,51 @@ class TokenDataset:
         windows = self.tokens(split)[starts[:, None] + np.arange(block_size + 1)].astype(np.int64)
         return windows[:, :-1], windows[:, 1:]
 
+    def sample_rows(
+        self, split: str, batch_size: int, block_size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Random conversation rows, one per line: targets are -1 where the mask says untrained and on the padding,
+        so no line attends into another conversation. Lines are as long as the longest row, rounded up to a multiple
+        of ROW_LENGTH_MULTIPLE (few shapes for compiled models), at most block_size."""
+        starts, ends = self._row_bounds(split)
+        chosen = rng.integers(0, len(starts), size=batch_size)
+        lengths = np.minimum(ends[chosen] - starts[chosen], block_size + 1)
+        width = min(block_size, -(-(int(lengths.max()) - 1) // ROW_LENGTH_MULTIPLE) * ROW_LENGTH_MULTIPLE)
+        inputs = np.zeros((batch_size, width), dtype=np.int64)
+        targets = np.full((batch_size, width), -1, dtype=np.int64)
+        tokens, mask = self.tokens(split), self._mask(split)
+        for line, (row, length) in enumerate(zip(chosen, lengths)):
+            start = int(starts[row])
+            ids = tokens[start : start + length].astype(np.int64)
+            trained = mask[start + 1 : start + length].astype(bool)
+            inputs[line, : length - 1] = ids[:-1]
+            targets[line, : length - 1] = np.where(trained, ids[1:], -1)
+        return inputs, targets
+
+    def _row_bounds(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split not in self._rows:
+            starts = np.fromfile(self.path / rows_file_name(split), dtype=np.uint64).astype(np.int64)
+            self._rows[split] = (starts, np.append(starts[1:], self.num_tokens(split)))
+        return self._rows[split]
+
+    def _mask(self, split: str) -> np.ndarray:
+        if split not in self._masks:
+            self._masks[split] = np.memmap(self.path / mask_file_name(split), dtype=np.uint8, mode="r")
+        return self._masks[split]
+
     def require_windows(self, block_size: int) -> None:
         """Both splits hold a window of block_size + 1 tokens: checked before training, not at the first eval."""
         for split in SPLITS:
-            self._require_window(split, self.num_tokens(split), block_size)
+            if self.is_chat:
+                self._require_rows(split)
+            else:
+                self._require_window(split, self.num_tokens(split), block_size)
+
+    def _require_rows(self, split: str) -> None:
+        if len(self._row_bounds(split)[0]) == 0:
+            raise UserError(
+                f"the {split} split of {self.path} holds no conversation: prepare it again with more conversations"
+            )
 
     def _require_window(self, split: str, available: int, block_size: int) -> None:
         if available < block_size + 1:
@@ -112,6 +177,8 @@ def _open_prepared(path: Path) -> TokenDataset:
         if not split_path.is_file():
             raise UserError(f"{split_path} is missing: prepare the dataset again with hellogpt prepare ... --force")
         _check_bin(split_path, dtype, meta.get(f"{split}_tokens"))
+        if meta.get("format") == CHAT_FORMAT:
+            _check_chat_bins(path, split, meta)
     tokenizer = tokenizer_from_description(tokenizer_desc)
     return TokenDataset(path, meta, tokenizer, split_paths, dtype)
 
@@ -128,6 +195,16 @@ def _open_legacy(path: Path) -> TokenDataset:
         "dtype": "uint16",
     }
     return TokenDataset(path, meta, tokenizer, split_paths, np.dtype("uint16"))
+
+
+def _check_chat_bins(path: Path, split: str, meta: dict[str, Any]) -> None:
+    """A chat split's mask (one byte per id) and row starts are there and as long as meta.json says."""
+    expected = ((mask_file_name(split), np.uint8, meta.get(f"{split}_tokens")),
+                (rows_file_name(split), np.uint64, (meta.get("rows") or {}).get(split)))
+    for name, dtype, count in expected:
+        if not (path / name).is_file():
+            raise UserError(f"{path / name} is missing: prepare the dataset again with hellogpt prepare ... --force")
+        _check_bin(path / name, np.dtype(dtype), count)
 
 
 def _check_bin(bin_path: Path, dtype: np.dtype, expected_tokens: Any) -> None:

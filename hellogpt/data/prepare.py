@@ -26,6 +26,7 @@ import numpy as np
 from hellogpt import __version__, files
 from hellogpt.config.defaults import DEFAULT_TOKENIZER, DEFAULT_VAL_FRACTION
 from hellogpt.data import workers
+from hellogpt.data.chats import are_chat_sources, chat_glob
 from hellogpt.data.loader import META_FILE, split_file_name
 from hellogpt.data.sources import (
     Document,
@@ -101,9 +102,18 @@ def prepare_dataset(
     encoding_errors: str = "strict",
     progress: Optional[ProgressCallback] = None,
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
+    block_size: Optional[int] = None,
 ) -> PrepareResult:
-    """Tokenise `sources` into `out_dir`; a re-run on unchanged sources and settings does nothing unless `force`."""
+    """Tokenise `sources` into `out_dir`; a re-run on unchanged sources and settings does nothing unless `force`.
+
+    Conversations (.jsonl, builtin:pydoc-chat) go to `chat_prepare`, cut into rows of `block_size` + 1 ids
+    (model.block_size's default when None)."""
     _check_settings(tokenizer, val_fraction, encoding_errors)
+    if are_chat_sources(sources, glob):
+        from hellogpt.data.chat_prepare import prepare_chats
+
+        documents = _outside(Path(out_dir), collect_documents(sources, chat_glob(glob)))
+        return prepare_chats(documents, Path(out_dir), tokenizer, val_fraction, block_size, force, progress)
     started = time.perf_counter()
     out_dir = Path(out_dir)
     documents = _outside(out_dir, collect_documents(sources, glob))

@@ -21,6 +21,8 @@ from hellogpt.errors import UserError
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_PYDOC = "builtin:pydoc"
+# Conversations about Python made from the same help texts (hellogpt/data/pydoc_chat.py), as OpenAI JSONL.
+BUILTIN_PYDOC_CHAT = "builtin:pydoc-chat"
 # The public-domain texts of the seed workflow, shipped as package data (provenance in each SOURCES.md).
 CORPORA_DIR = Path(__file__).parent / "corpora"
 READ_BLOCK_BYTES = 1 << 20
@@ -110,6 +112,14 @@ def pydoc_documents() -> list[Document]:
     ]
 
 
+def pydoc_chat_documents() -> list[Document]:
+    """builtin:pydoc-chat as one JSONL document, made from this Python's help texts."""
+    from hellogpt.data.pydoc_chat import pydoc_chat_jsonl
+
+    data = pydoc_chat_jsonl()
+    return [Document(name=f"{BUILTIN_PYDOC_CHAT}/conversations.jsonl", source=BUILTIN_PYDOC_CHAT, size=len(data), content=data)]
+
+
 def shipped_documents(name: str) -> list[Document]:
     """The .txt files of a corpus shipped in hellogpt/data/corpora/NAME, sorted as a folder source is."""
     source = f"{BUILTIN_PREFIX}{name}"
@@ -117,9 +127,10 @@ def shipped_documents(name: str) -> list[Document]:
     return [Document(name=f"{source}/{file.name}", source=source, size=file.stat().st_size, path=file) for file in files]
 
 
-# Every built-in corpus: its name on the command line and how to list its documents.
+# Every built-in corpus: its name on the command line and how to list its documents (chat sets hold one .jsonl).
 BUILTIN_CORPORA: dict[str, Callable[[], list[Document]]] = {
     BUILTIN_PYDOC: pydoc_documents,
+    BUILTIN_PYDOC_CHAT: pydoc_chat_documents,
     "builtin:edgar_poe": partial(shipped_documents, "edgar_poe"),
     "builtin:poems": partial(shipped_documents, "poems"),
 }
@@ -147,7 +158,7 @@ def hash_sources(documents: list[Document]) -> list[dict[str, object]]:
 
 def builtin_source_note(source: str) -> dict[str, str]:
     """Extra meta for a built-in source: which Python's help texts these are."""
-    return {"python": sys.version.split()[0]} if source == BUILTIN_PYDOC else {}
+    return {"python": sys.version.split()[0]} if source in (BUILTIN_PYDOC, BUILTIN_PYDOC_CHAT) else {}
 
 
 def default_dataset_name(sources: list[str]) -> str:

@@ -30,15 +30,24 @@ def dataset_exists(data_dir: Path) -> bool:
 
 
 def prepare_missing_dataset(
-    data: DataConfig, data_dir: Path, progress: Optional[Callable[[int, int], None]] = None
+    data: DataConfig,
+    data_dir: Path,
+    progress: Optional[Callable[[int, int], None]] = None,
+    block_size: Optional[int] = None,
 ) -> bool:
-    """Prepare `data.source` into `data_dir` when the folder is missing; True when it did."""
+    """Prepare `data.source` into `data_dir` when the folder is missing; True when it did. Conversations are cut
+    into rows of the model's `block_size` (the schema's default when not given)."""
     if dataset_exists(data_dir):
         return False
     if not data.source:
         raise UserError(missing_dataset_message(data, data_dir))
     prepare_dataset(
-        [data.source], data_dir, tokenizer=data.tokenizer, val_fraction=data.val_fraction, progress=progress
+        [data.source],
+        data_dir,
+        tokenizer=data.tokenizer,
+        val_fraction=data.val_fraction,
+        progress=progress,
+        **({"block_size": block_size} if block_size is not None else {}),
     )
     return True
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Generator, Iterator, Optional
 
 from hellogpt.checkpoints.format import Checkpoint
 from hellogpt.config.layers import ResolvedConfig
+from hellogpt.data.chat_template import CHATML_TEMPLATE, is_chat_tokenizer
 from hellogpt.hardware.devices import dtype_name
 from hellogpt.hardware.probes.peak import mfu, raise_cached_peak_flops
 from hellogpt.model.lora import adapter_state_dict
@@ -310,6 +311,7 @@ class _Loop:
             best_val_loss=progress.best_val_loss,
             config=self._config_with_architecture(),
             tokenizer=parts.dataset.tokenizer.description(),
+            chat_template=CHATML_TEMPLATE if is_chat_tokenizer(parts.dataset.tokenizer) else None,
             rng=rng_states[0],
             # Each rank's own: torchrun seeds ranks apart, and rank r's dropout draws from its own GPU's generator.
             rank_rngs=rng_states if self.context.is_distributed else None,

@@ -98,5 +98,5 @@ def test_meta_groups_a_builtin_corpus_under_its_name() -> None:
 def test_an_unknown_builtin_names_every_builtin() -> None:
     with pytest.raises(UserError, match="unknown built-in corpus 'builtin:nope'") as raised:
         collect_documents(["builtin:nope"])
-    assert set(BUILTIN_CORPORA) == {"builtin:pydoc", "builtin:edgar_poe", "builtin:poems"}
+    assert set(BUILTIN_CORPORA) == {"builtin:pydoc", "builtin:pydoc-chat", "builtin:edgar_poe", "builtin:poems"}
     assert all(name in str(raised.value) for name in BUILTIN_CORPORA)
