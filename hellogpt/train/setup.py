@@ -34,6 +34,7 @@ from hellogpt.train.lora import frozen_dtype, lora_spec
 from hellogpt.train.optimizer import build_optimizer, require_same_optimizer
 from hellogpt.train.precision import agree_on_dtype, run_dtype
 from hellogpt.train.rng_state import restore_rng_state
+from hellogpt.train.vocabulary import adds_special_tokens, with_vocabulary_rows
 from hellogpt.train.resume import (
     RunProgress,
     load_resume_checkpoint,
@@ -97,13 +98,15 @@ def build_run(
 ) -> RunParts:
     """Open (or prepare) the data, build or load the model and optimizer, seed everything."""
     config = resolved.config
-    dataset = open_training_data(config.data, context, data_dir, preparing)
+    dataset = open_training_data(config.data, context, data_dir, preparing, config.model.block_size)
     accumulation_steps = local_accumulation_steps(config.train.gradient_accumulation_steps, context.world_size)
     resumed_path, resumed = load_resume_checkpoint(checkpoint_path, config) if resume else (None, None)
     # The architecture, tokenizer and origin decide the dtype, which decides how a LoRA base is loaded.
     outline = weights_of(resumed) if resumed is not None else init
     if outline is not None:
         _check_tokenizer_fits(outline, dataset, resumed_path)
+    if resumed is None and init is not None:
+        init = outline = with_vocabulary_rows(init, dataset.tokenizer.vocab_size)
     model_config = _model_config(resolved, dataset, outline, is_resume=resume)
     dataset.require_windows(model_config.block_size)
     dtype = agree_on_dtype(run_dtype(config.system.dtype, context.device, model_config, resumed, resumed_path), context)
@@ -151,11 +154,13 @@ def build_run(
     )
 
 
-def open_training_data(data: DataConfig, context: DistributedContext, data_dir: Path, preparing: Preparing) -> TokenDataset:
+def open_training_data(
+    data: DataConfig, context: DistributedContext, data_dir: Path, preparing: Preparing, block_size: Optional[int] = None
+) -> TokenDataset:
     """Open the dataset; prepare it first (main rank only, the others wait) when the config names its source."""
     if context.is_main and not dataset_exists(data_dir) and data.source:
         with preparing(data, data_dir):
-            prepare_missing_dataset(data, data_dir)
+            prepare_missing_dataset(data, data_dir, block_size=block_size)
     wait_for_main_rank(context)
     if not dataset_exists(data_dir):
         raise UserError(missing_dataset_message(data, data_dir))
@@ -239,6 +244,8 @@ def _check_tokenizer_fits(source: dict[str, Any], dataset: TokenDataset, checkpo
     description = source.get("tokenizer")
     if description is None or description == dataset.tokenizer.description():
         return
+    if checkpoint_path is None and adds_special_tokens(description, dataset.tokenizer.description()):
+        return  # the chat markers: tuning grows the rows it lacks (with_vocabulary_rows)
     what = str(checkpoint_path) if checkpoint_path else f"the weights to tune ({_origin_name(source)})"
     theirs, ours = description.get("kind", "?"), dataset.tokenizer.name
     detail = f"{theirs} vs {ours}" if theirs != ours else f"two different {ours} vocabularies"
