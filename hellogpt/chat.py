@@ -105,8 +105,7 @@ class ChatSession:
 
     def __post_init__(self) -> None:
         self._generator = torch.Generator(device=self.model.lm_head.weight.device)
-        self._window_notice_given = False
-        self._turns_notice_given = False
+        self._notices_given: set[str] = set()
         self.restart_seed()
 
     @property
@@ -246,10 +245,7 @@ class ChatSession:
             self._notice_turns_left_out()
 
     def _notice_turns_left_out(self) -> None:
-        if self._turns_notice_given:
-            return
-        self._turns_notice_given = True
-        self.on_notice(
+        self._notice_once(
             f"the conversation is longer than the model's {self.model.config.block_size} tokens: "
             "its oldest turns are left out"
         )
@@ -264,13 +260,16 @@ class ChatSession:
         return messages
 
     def _notice_window_slide(self) -> None:
-        if self._window_notice_given:
-            return
-        self._window_notice_given = True
-        self.on_notice(
+        self._notice_once(
             f"the context is longer than the model's {self.model.config.block_size} tokens: "
             "only the most recent ones are used"
         )
+
+    def _notice_once(self, message: str) -> None:
+        """Tell the caller `message` the first time only: a remark repeated on every reply would be noise."""
+        if message not in self._notices_given:
+            self._notices_given.add(message)
+            self.on_notice(message)
 
     def _set(self, argument: str) -> CommandResult:
         if not argument:
