@@ -15,7 +15,8 @@ import torch
 from hellogpt.errors import UserError
 
 SPECIAL_TOKENS_KEY = "special_tokens"
-EMBEDDING = "transformer.wte.weight"
+# The token embedding of each architecture (gpt2, qwen3) and the head; a tied head is the embedding itself.
+EMBEDDINGS = ("transformer.wte.weight", "model.embed_tokens.weight")
 HEAD = "lm_head.weight"
 
 
@@ -44,12 +45,13 @@ def with_vocabulary_rows(init: dict[str, Any], vocab_size: int) -> dict[str, Any
             "checkpoint of ours (trained with rows to spare)"
         )
     state = dict(init["model"])
-    embedding = state[EMBEDDING]
+    [name] = [name for name in EMBEDDINGS if name in state]
+    embedding = state[name]
     head = state.get(HEAD)
-    state[EMBEDDING] = grown_rows(embedding, vocab_size)
+    state[name] = grown_rows(embedding, vocab_size)
     if head is not None:
         tied = head is embedding or head.data_ptr() == embedding.data_ptr()
-        state[HEAD] = state[EMBEDDING] if tied else grown_rows(head, vocab_size)
+        state[HEAD] = state[name] if tied else grown_rows(head, vocab_size)
     return {**init, "model": state, "model_args": {**init["model_args"], "vocab_size": vocab_size}}
 
 

@@ -121,3 +121,11 @@ def test_resume_of_a_chat_tune_continues_the_same_loss_curve(base_checkpoint: Pa
     assert [event.loss for event in events_of(StepEvent, first + second)] == losses
     resumed, uninterrupted = load_checkpoint(split).model, load_checkpoint(tmp_path / "straight.pt").model
     assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)
+
+
+def test_an_untied_head_grows_rows_of_its_own() -> None:
+    embedding, head = torch.randn(10, 4), torch.randn(10, 4)
+    init = {"model_args": {"vocab_size": 10}, "model": {"model.embed_tokens.weight": embedding, "lm_head.weight": head}}
+    grown = with_vocabulary_rows(init, 11)["model"]
+    assert torch.allclose(grown["model.embed_tokens.weight"][10], embedding.mean(0))
+    assert torch.allclose(grown["lm_head.weight"][10], head.mean(0))
