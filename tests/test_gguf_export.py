@@ -20,7 +20,9 @@ from hellogpt.data.bpe import train_bpe
 from hellogpt.data.chat_template import CHATML_TEMPLATE
 from hellogpt.decode.stream import stream_tokens
 from hellogpt.errors import UserError
-from hellogpt.gguf_export import export_gguf
+from hellogpt.data.tokenizer import tokenizer_from_description
+from hellogpt.gguf_export import checkpoint_tokenizer, export_gguf
+from hellogpt.model.architectures import build_model
 from hellogpt.model.gpt import GPT
 from hellogpt.model.lora import LoraSpec, adapter_state_dict, add_adapters
 
@@ -40,11 +42,10 @@ def tiny_config(**changes: Any) -> Any:
     return gpt_config_from_args({**shape, **changes})
 
 
-def trained_tiny_model(config: Any) -> GPT:
+def trained_tiny_model(config: Any, tokenizer: Any) -> Any:
     """Trained until its greedy continuation is confident (near-ties would let rounding pick another token)."""
     torch.manual_seed(0)
-    model = GPT(config)
-    tokenizer = tokenizer_from_checkpoint(Checkpoint(model_args=config, model={}, tokenizer={"kind": "gpt2"}))
+    model = build_model(config)
     ids = torch.tensor([tokenizer.encode(TRAINING_TEXT)[: CONTEXT + 1]])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(40):
@@ -60,7 +61,7 @@ def lora_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
     """LoRA adapters (non-zero) over a trained tiny GPT-2 saved as a checkpoint: a chat model (ChatML markers)."""
     folder = tmp_path_factory.mktemp("gguf")
     config = tiny_config()
-    base = trained_tiny_model(config)
+    base = trained_tiny_model(config, tokenizer_from_description({"kind": "gpt2"}))
     base_path = folder / "base.pt"
     save_checkpoint(base_path, Checkpoint(model_args=config, model=base.state_dict(), tokenizer={"kind": "gpt2"}))
     _, reference = checkpoint_base(base_path, torch.float32)
@@ -232,11 +233,26 @@ def test_a_char_model_is_refused_in_one_line_saying_why(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bpe_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Path]:
-    """A model over a BPE of 300 ids trained by `prepare --tokenizer bpe:300`'s code, and its f32 GGUF."""
+    """A trained Qwen3 over a BPE of 300 ids trained by `prepare --tokenizer bpe:300`'s code, and its f32 GGUF."""
     tokenizer = train_bpe([TRAINING_TEXT * 8, "Once upon a midnight dreary, while I pondered, weak and weary."], 300)
-    config = tiny_config(vocab_size=320)
-    checkpoint = Checkpoint(model_args=config, model=GPT(config).state_dict(), tokenizer=tokenizer.description())
+    config = tiny_config(vocab_size=320, n_embd=64, bias=False, arch="qwen3")
+    model = trained_tiny_model(config, tokenizer)
+    checkpoint = Checkpoint(model_args=config, model=model.state_dict(), tokenizer=tokenizer.description())
     return checkpoint, export_gguf(checkpoint, tmp_path_factory.mktemp("bpe") / "bpe.gguf", tensor_type="f32").path
+
+
+def test_qwen3_is_written_as_llama_cpps_qwen3(bpe_model: tuple[Checkpoint, Path]) -> None:
+    contents = read_gguf(bpe_model[1])
+    keys = contents.keys
+    assert keys["general.architecture"] == "qwen3"
+    assert (keys["qwen3.attention.head_count"], keys["qwen3.attention.head_count_kv"]) == (2, 2)
+    assert (keys["qwen3.attention.key_length"], keys["qwen3.embedding_length"]) == (32, 64)
+    assert keys["qwen3.feed_forward_length"] == 192  # SwiGLU: 8/3 of the width, rounded up to 64
+    assert keys["qwen3.rope.freq_base"] == 10000.0
+    assert keys["qwen3.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-6)
+    assert {"output.weight", "blk.1.attn_q_norm.weight", "blk.1.attn_k_norm.weight"} <= contents.tensors.keys()
+    assert not any(name.endswith(".bias") for name in contents.tensors)  # Qwen3 has none
+    assert contents.tensors["output.weight"][0] == [64, keys["tokenizer.ggml.tokens"].__len__()]  # untied, cut
 
 
 def test_a_trained_bpe_is_written_with_its_own_tokens_merges_and_end_of_text(bpe_model: tuple[Checkpoint, Path]) -> None:
@@ -267,9 +283,8 @@ def test_a_refused_write_is_one_line_and_leaves_nothing(
 
 def hellogpt_greedy(checkpoint: Checkpoint, prompt_ids: list[int]) -> list[int]:
     model = model_from_checkpoint(checkpoint)
-    return list(
-        stream_tokens(model, prompt_ids, max_new_tokens=GREEDY_TOKENS, temperature=0.0, vocab_size=GPT2_VOCAB + 2)
-    )
+    vocab_size = checkpoint_tokenizer(checkpoint, checkpoint.model_args.vocab_size).vocab_size
+    return list(stream_tokens(model, prompt_ids, max_new_tokens=GREEDY_TOKENS, temperature=0.0, vocab_size=vocab_size))
 
 
 def llama_cpp_greedy(path: Path, prompt_ids: list[int]) -> list[int]:
@@ -295,6 +310,14 @@ def test_llama_cpp_decodes_the_f32_gguf_greedily_to_hellogpts_exact_tokens(
     prompt_ids, ours = prompt_and_reference
     assert len(ours) == GREEDY_TOKENS
     assert llama_cpp_greedy(gguf_f32, prompt_ids) == ours
+
+
+def test_llama_cpp_decodes_a_qwen3_gguf_greedily_to_hellogpts_exact_tokens(bpe_model: tuple[Checkpoint, Path]) -> None:
+    checkpoint, path = bpe_model
+    prompt_ids = tokenizer_from_checkpoint(checkpoint).encode(PROMPT)
+    ours = hellogpt_greedy(checkpoint, prompt_ids)
+    assert len(ours) == GREEDY_TOKENS
+    assert llama_cpp_greedy(path, prompt_ids) == ours
 
 
 TOKENIZED_TEXT = "Hello world! Once upon a midnight dreary, 1234 times:\n\tnaïve café ☕  <|im_end|>'s  end"
