@@ -1,13 +1,15 @@
 """Cost of a training step with optim.name=muon against optim.name=adamw, on the same model and batches.
 
-A char-sized GPT (vocabulary 65, block 128, batch 8, fp32 on the CPU) at two shapes, 4 x 128 and 6 x 192. Each step
+A char-sized model (vocabulary 65, block 128, batch 8, fp32 on the CPU) at two shapes, 4 x 128 and 6 x 192. Each step
 is what `hellogpt train` does in one optimizer step without accumulation: forward, backward, gradient clipping, the
-update, zeroing the gradients. Three optimizers, each on its own copy of the same initial weights:
-  adamw        the fused AdamW of build_optimizer (the reference);
-  muon         build_optimizer's MuonWithAdamW (Newton-Schulz batched over the matrices of one shape);
-  torch-muon   torch.optim.Muon (a Python loop of Newton-Schulz per matrix) beside the same fused AdamW.
-Steps rotate between the optimizers so that a busy CPU slows all alike; reported are median ms per step after
-warm-up, the median of the update alone, and each one's ratio to adamw (the goal for muon: at most 1.15).
+update, zeroing the gradients. Each variant (architecture + optimizer) trains its own model from the same seed:
+  gpt2 adamw         model.arch=gpt2 with the fused AdamW of build_optimizer (the reference);
+  gpt2 muon          build_optimizer's MuonWithAdamW (Newton-Schulz batched over the matrices of one shape);
+  qwen3 adamw/muon   the same on model.arch=qwen3 (no biases);
+  gpt2 torch-muon    (--torch-muon) torch.optim.Muon, a Python loop of Newton-Schulz per matrix, beside fused AdamW.
+Each round steps every variant once, in a rotating order, so that a busy CPU slows all alike; reported are median ms
+per step after warm-up, the median of the update alone, and the median of the per-round ratios of the step to the
+same architecture's adamw step (the goal for muon: at most 1.15) and to gpt2 adamw's.
 
     python benchmarks/optimizer_step.py [--steps N] [--warmup N] [--threads N] [--torch-muon]
 """
@@ -28,7 +30,8 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from hellogpt.config.schema import OptimConfig  # noqa: E402
-from hellogpt.model.gpt import GPT, GPTConfig  # noqa: E402
+from hellogpt.model.architectures import build_model  # noqa: E402
+from hellogpt.model.gpt import GPTConfig  # noqa: E402
 from hellogpt.train.optimizer import build_optimizer  # noqa: E402
 
 SHAPES = ((4, 128), (6, 192))
@@ -68,7 +71,8 @@ def _optimizers(model: nn.Module, name: str) -> object:
     return build_optimizer(model, OptimConfig(name=name), torch.device("cpu"))
 
 
-def _step_timer(n_layer: int, n_embd: int, name: str) -> Callable[[torch.Tensor, torch.Tensor], tuple[float, float]]:
+def _step_timer(n_layer: int, n_embd: int, variant: str) -> Callable[[torch.Tensor, torch.Tensor], tuple[float, float]]:
+    arch, name = variant.split()
     torch.manual_seed(SEED)
     config = GPTConfig(
         n_layer=n_layer,
@@ -77,10 +81,10 @@ def _step_timer(n_layer: int, n_embd: int, name: str) -> Callable[[torch.Tensor,
         block_size=BLOCK,
         vocab_size=VOCABULARY,
         dropout=0.0,
-        bias=True,
-        arch="gpt2",
+        bias=arch == "gpt2",
+        arch=arch,
     )
-    model = GPT(config).train()
+    model = build_model(config).train()
     optimizer = _optimizers(model, name)
 
     def step(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
@@ -97,23 +101,30 @@ def _step_timer(n_layer: int, n_embd: int, name: str) -> Callable[[torch.Tensor,
     return step
 
 
-def measure(n_layer: int, n_embd: int, steps: int, warmup: int, names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
-    """Median (step, update) seconds per optimizer, the optimizers' steps interleaved on the same batches."""
+Timing = tuple[float, float]  # seconds: the whole step, the update alone
+REFERENCE = "gpt2 adamw"
+
+
+def measure(n_layer: int, n_embd: int, steps: int, warmup: int, names: tuple[str, ...]) -> list[dict[str, Timing]]:
+    """Per timed round, each variant's (step, update) seconds; a round runs every variant once on the same batch,
+    in a rotating order."""
     timers = {name: _step_timer(n_layer, n_embd, name) for name in names}
     generator = torch.Generator().manual_seed(SEED)
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    rounds: list[dict[str, Timing]] = []
     for index in range(warmup + steps):
         batch = torch.randint(VOCABULARY, (BATCH, BLOCK + 1), generator=generator)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         order = names[index % len(names):] + names[: index % len(names)]
-        for name in order:
-            timing = timers[name](inputs, targets)
-            if index >= warmup:
-                samples[name].append(timing)
-    return {
-        name: (statistics.median(step for step, _ in rows), statistics.median(update for _, update in rows))
-        for name, rows in samples.items()
-    }
+        timings = {name: timers[name](inputs, targets) for name in order}
+        if index >= warmup:
+            rounds.append(timings)
+    return rounds
+
+
+def paired_ratio(rounds: list[dict[str, Timing]], name: str, reference: str) -> float:
+    """The median over rounds of name's step time over reference's in the same round: a load that comes and goes
+    slows both sides of a pair alike, where it would shift two separate medians apart."""
+    return statistics.median(timings[name][0] / timings[reference][0] for timings in rounds)
 
 
 def _cpu_name() -> str:
@@ -129,25 +140,28 @@ def _cpu_name() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per optimizer and shape")
+    parser.add_argument("--steps", type=int, default=40, help="timed rounds per shape")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--torch-muon", action="store_true", help="also time torch.optim.Muon (slow: a loop per matrix)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = ("adamw", "muon", "torch-muon") if args.torch_muon else ("adamw", "muon")
+    names = ("gpt2 adamw", "gpt2 muon", "qwen3 adamw", "qwen3 muon") + (("gpt2 torch-muon",) if args.torch_muon else ())
     print(f"CPU: {_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"vocabulary {VOCABULARY}, block {BLOCK}, batch {BATCH}, fp32; medians of {args.steps} interleaved steps")
-    print(f"{'shape':<10}{'optimizer':<12}{'ms/step':>10}{'update ms':>11}{'step / adamw':>14}")
+    print(f"vocabulary {VOCABULARY}, block {BLOCK}, batch {BATCH}, fp32; medians of {args.steps} interleaved rounds")
+    print(f"{'shape':<10}{'variant':<17}{'ms/step':>9}{'update ms':>11}{'/ adamw':>9}{'/ gpt2 adamw':>14}")
     for n_layer, n_embd in SHAPES:
-        medians = measure(n_layer, n_embd, args.steps, args.warmup, names)
-        reference = medians["adamw"][0]
+        rounds = measure(n_layer, n_embd, args.steps, args.warmup, names)
         for name in names:
-            step, update = medians[name]
+            step = statistics.median(timings[name][0] for timings in rounds)
+            update = statistics.median(timings[name][1] for timings in rounds)
+            same_arch = paired_ratio(rounds, name, f"{name.split()[0]} adamw")
             shape = f"{n_layer}x{n_embd}"
-            print(f"{shape:<10}{name:<12}{step * 1e3:>10.1f}{update * 1e3:>11.2f}{step / reference:>14.2f}")
-
+            print(
+                f"{shape:<10}{name:<17}{step * 1e3:>9.1f}{update * 1e3:>11.2f}{same_arch:>9.2f}"
+                f"{paired_ratio(rounds, name, REFERENCE):>14.2f}"
+            )
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from hellogpt.config.schema import OptimConfig
 from hellogpt.errors import UserError
+from hellogpt.model.architectures import build_model
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.train.muon import MuonWithAdamW, newton_schulz, newton_schulz_spectral, orthogonalize
 from hellogpt.train.optimizer import build_optimizer, optimizer_name_of_state, set_learning_rates
@@ -21,6 +22,11 @@ def tiny_gpt() -> GPT:
     torch.manual_seed(0)
     config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=40, dropout=0.0, bias=True, arch="gpt2")
     return GPT(config)
+
+
+def tiny_qwen3() -> nn.Module:
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=40, dropout=0.0, bias=False, arch="qwen3")
+    return build_model(config)
 
 
 class Stack(nn.Module):
@@ -40,7 +46,7 @@ def groups_by_kind(optimizer: torch.optim.Optimizer) -> dict[str, set[int]]:
     return kinds
 
 
-@pytest.mark.parametrize("make", [tiny_gpt, Stack], ids=["gpt2", "other-names"])
+@pytest.mark.parametrize("make", [tiny_gpt, tiny_qwen3, Stack], ids=["gpt2", "qwen3", "other-names"])
 def test_muon_takes_exactly_the_matrices_inside_the_blocks(make) -> None:
     model = make()
     kinds = groups_by_kind(build_optimizer(model, MUON, CPU))
