@@ -155,7 +155,10 @@ def prepare_dataset(
             meta.update(train_tokens=counts["train"], val_tokens=counts["val"])
             if counts["train"] == 0:
                 raise UserError(f"the corpus is empty: {' '.join(sources)} decode to no text; add text")
+            stale_tokenizer_file = _stale_tokenizer_file(out_dir, tokenizer)
             writer.commit(meta)
+            if stale_tokenizer_file is not None:
+                stale_tokenizer_file.unlink(missing_ok=True)
         except BaseException:
             writer.discard()
             raise
@@ -212,6 +215,20 @@ def _build_tokenizer(
     if name == "char":
         return CharTokenizer(_corpus_characters(documents, encoding_errors, chunk_chars))
     return gpt2_tokenizer()
+
+
+def _stale_tokenizer_file(out_dir: Path, tokenizer: str) -> Optional[Path]:
+    """The tokenizer.json an earlier `bpe:N` preparation left in `out_dir`, when this one writes none: left there, it
+    would describe bins it no longer matches. Only a file that the folder's meta.json says is ours."""
+    path = out_dir / TOKENIZER_FILE
+    if bpe_size(tokenizer) is not None or not path.is_file():
+        return None
+    try:
+        previous = json.loads((out_dir / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    previous_tokenizer = previous.get("tokenizer") if isinstance(previous, dict) else None
+    return path if isinstance(previous_tokenizer, dict) and previous_tokenizer.get("kind") == "bpe" else None
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:

@@ -120,3 +120,12 @@ def test_bits_per_byte_divides_by_the_texts_bytes_and_special_tokens_count_none(
     text = "Nevermore — 東京 🚀"
     assert int(sizes[tokenizer.encode(text)].sum()) == len(text.encode("utf-8"))
     assert all(sizes[token_id] == 0 for token_id in tokenizer.special_tokens.values())
+
+
+def test_preparing_the_folder_again_with_another_tokenizer_removes_the_old_tokenizer_json(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TRAIN_TEXT)
+    prepare_dataset([str(corpus)], tmp_path / "out", tokenizer="bpe:300")
+    assert (tmp_path / "out" / TOKENIZER_FILE).is_file()
+    prepare_dataset([str(corpus)], tmp_path / "out", tokenizer="char")
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["meta.json", "train.bin", "val.bin"]
