@@ -19,8 +19,10 @@ from hellogpt import __version__
 from hellogpt.data.chat_template import TURN_START, chat_tokenizer, render_training
 from hellogpt.data.chats import Conversation, read_conversations
 from hellogpt.data.loader import CHAT_FORMAT, SPLITS, mask_file_name, rows_file_name
+from hellogpt.config.tokenizer_names import bpe_size
 from hellogpt.data.prepare import (
     FORMAT_VERSION,
+    TOKENIZER_FILE,
     PrepareResult,
     ProgressCallback,
     _DatasetWriter,
@@ -82,10 +84,13 @@ def prepare_chats(
             f"{' '.join(document.name for document in documents)} holds {len(conversations)} conversation(s): "
             "training and validation need at least one each; add conversations"
         )
-    chosen = chat_tokenizer(_base_tokenizer(tokenizer, documents, conversations))
     val = _validation_indices(len(conversations), val_fraction)
+    training = [conversation for index, conversation in enumerate(conversations) if index not in val]
+    chosen = chat_tokenizer(_base_tokenizer(tokenizer, documents, conversations, training))
     writer = _ChatWriter(out_dir)
     try:
+        if bpe_size(tokenizer) is not None:
+            writer.add_file(TOKENIZER_FILE, chosen.to_hf_json().encode("utf-8"))
         counts = _write_rows(conversations, val, chosen, block_size, writer, progress, total_bytes)
         tokens = writer.token_counts()
         if tokens["train"] == 0 or tokens["val"] == 0:
@@ -120,13 +125,18 @@ def prepare_chats(
     return PrepareResult(out_dir, False, tokens["train"], tokens["val"], total_bytes, time.perf_counter() - started, meta)
 
 
-def _base_tokenizer(name: str, documents: list[Document], conversations: list[Conversation]) -> Tokenizer:
-    """The tokenizer before the chat markers: GPT-2's, or characters (of the conversations, or of the corpus a
-    built-in chat set was made from)."""
+def _base_tokenizer(
+    name: str, documents: list[Document], conversations: list[Conversation], training: list[Conversation]
+) -> Tokenizer:
+    """The tokenizer before the chat markers: GPT-2's, a BPE trained on the training conversations' text (roles
+    included, as rendered), or characters (of the conversations, or of the corpus a built-in chat set was made from)."""
+    size = bpe_size(name)
+    if size is not None:
+        from hellogpt.data.bpe import train_bpe
+
+        return train_bpe((f"{m['role']}\n{m['content']}\n" for c in training for m in c.messages), size)
     if name == "gpt2":
         return gpt2_tokenizer()
-    if name != "char":
-        raise UserError(f"chat datasets take the gpt2 or char tokenizer, not {name!r}")
     corpora = {CHAR_VOCABULARY_OF.get(document.source) for document in documents}
     if corpora == {BUILTIN_PYDOC}:
         return CharTokenizer(_corpus_characters(pydoc_documents(), "strict", 1 << 16))

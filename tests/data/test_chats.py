@@ -101,3 +101,13 @@ def test_the_builtin_set_is_deterministic_and_prepares_from_the_command_line(tmp
     assert all(message["content"] for conversation in first for message in conversation)
     result = prepare_dataset(["builtin:pydoc-chat"], tmp_path / "chat", tokenizer="char", block_size=128)
     assert result.meta["conversations"]["val"] > 0 and result.meta["dropped_rows"] == 0
+
+
+def test_a_trained_bpe_learns_from_the_training_conversations_and_gets_the_markers(tmp_path: Path) -> None:
+    source = tmp_path / "chats.jsonl"
+    source.write_text("\n".join(json.dumps(record) for record in RECORDS) + "\n")
+    result = prepare_dataset([str(source)], tmp_path / "bpe", tokenizer="bpe:300", block_size=80)
+    dataset = open_dataset(tmp_path / "bpe")
+    assert (tmp_path / "bpe" / "tokenizer.json").is_file() and result.meta["format"] == "chat"
+    assert set(dataset.tokenizer.special_tokens) >= {TURN_START, TURN_END}
+    assert dataset.tokens("train")[0] == dataset.tokenizer.special_tokens[TURN_START]
