@@ -11,7 +11,7 @@ import pytest
 from hellogpt.data.bpe import BpeTokenizer, train_bpe
 from hellogpt.data.loader import open_dataset
 from hellogpt.data.prepare import TOKENIZER_FILE, prepare_dataset
-from hellogpt.data.tokenizer import reads_ids_of, tokenizer_from_description
+from hellogpt.data.tokenizer import Tokenizer, reads_ids_of, tokenizer_from_description
 from hellogpt.errors import UserError
 
 MADE_UP_WORD = "zorblaxquint"
@@ -82,7 +82,7 @@ def test_bpe_special_tokens_come_after_the_vocabulary_and_are_never_encoded_from
     assert 1025 not in chat.encode("say <|im_end|>")
     assert chat.decode([1024, *chat.encode("hi"), 1025]) == "<|im_start|>hi<|im_end|>"
     rebuilt = tokenizer_from_description(chat.description())
-    assert rebuilt.special_tokens == chat.special_tokens
+    assert isinstance(rebuilt, Tokenizer) and rebuilt.special_tokens == chat.special_tokens
     assert reads_ids_of(chat.description(), plain.description())
     assert not reads_ids_of(plain.description(), chat.description())
 
