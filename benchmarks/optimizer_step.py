@@ -32,7 +32,7 @@ import torch.nn as nn  # noqa: E402
 from hellogpt.config.schema import OptimConfig  # noqa: E402
 from hellogpt.model.architectures import build_model  # noqa: E402
 from hellogpt.model.gpt import GPTConfig  # noqa: E402
-from hellogpt.train.optimizer import build_optimizer  # noqa: E402
+from hellogpt.train.optimizer import build_optimizer, hidden_matrix_ids  # noqa: E402
 
 SHAPES = ((4, 128), (6, 192))
 VOCABULARY = 65
@@ -46,8 +46,7 @@ class _TorchMuonBeside:
     """torch.optim.Muon on the block matrices and build_optimizer's fused AdamW on the rest, stepped together."""
 
     def __init__(self, model: nn.Module, optim: OptimConfig) -> None:
-        blocks = [module for module in model.modules() if isinstance(module, nn.ModuleList)]
-        hidden = {id(parameter) for block in blocks for parameter in block.parameters() if parameter.dim() == 2}
+        hidden = hidden_matrix_ids(model)
         matrices = [parameter for parameter in model.parameters() if id(parameter) in hidden]
         self.muon = torch.optim.Muon(matrices, lr=optim.muon_learning_rate, momentum=optim.muon_momentum, weight_decay=0.0)
         for parameter in matrices:

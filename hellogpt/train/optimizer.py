@@ -29,7 +29,7 @@ def build_optimizer(
     nn.ModuleList, whatever they are named). LoRA adapters (`tunes_adapters`) always get AdamW: each is one factor of
     a low-rank update, and orthogonalising the factors apart does not orthogonalise their product."""
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    hidden = _hidden_matrix_ids(model) if optim.name == "muon" and not tunes_adapters else set()
+    hidden = hidden_matrix_ids(model) if optim.name == "muon" and not tunes_adapters else set()
     muon = [parameter for parameter in parameters if id(parameter) in hidden]
     rest = [parameter for parameter in parameters if id(parameter) not in hidden]
     groups = [
@@ -83,7 +83,7 @@ def require_same_optimizer(optimizer: torch.optim.Optimizer, saved: Optional[dic
         )
 
 
-def _hidden_matrix_ids(model: nn.Module) -> set[int]:
+def hidden_matrix_ids(model: nn.Module) -> set[int]:
     """The 2-D weights inside the repeated blocks: the parameters under any nn.ModuleList."""
     block_lists = [module for module in model.modules() if isinstance(module, nn.ModuleList)]
     return {
