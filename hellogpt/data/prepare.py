@@ -56,6 +56,9 @@ BATCH_CHARS = 16 * 1024 * 1024
 # (a 2-core AVX2 EPYC encoded only 1.07x faster on two threads, 1.85x on two processes), while a worker
 # process costs a Python start and its own BPE tables (about half a second) that only a large corpus repays.
 PROCESS_POOL_MIN_BYTES = 32 * 1024 * 1024
+# Loaded, these make forked workers unsafe or noisy: torch's thread pools, and the Rust thread pool of Hugging Face
+# `tokenizers` after training a BPE (it warns on every fork).
+FORK_UNSAFE_MODULES = frozenset({"torch", "tokenizers"})
 # Chunks sent to a worker process at once: fewer, larger messages between the processes.
 CHUNKS_PER_MESSAGE = 8
 # Whole documents make the validation split when some of them add up to roughly the wanted share.
@@ -393,18 +396,13 @@ class _Encoders:
     ) -> None:
         """`processes`: workers already started for this tokenizer (`start_worker_processes`), to use and close."""
         self._encode = workers.array_encoder(tokenizer, dtype)
-        # A trained BPE encodes a whole batch on every core itself (its library's own threads).
-        self._encode_batch = getattr(tokenizer, "encode_batch_to_arrays", None)
-        self._dtype = dtype
         self._pool: Executor
-        if processes is None and self._encode_batch is None:
+        if processes is None:
             processes = start_worker_processes(tokenizer.description(), dtype, total_bytes)
         self.in_processes = processes is not None
         self._pool = processes if processes is not None else ThreadPoolExecutor(_usable_cores())
 
     def map(self, texts: list[str]) -> Iterator[np.ndarray]:
-        if self._encode_batch is not None:
-            return iter(self._encode_batch(texts, self._dtype))
         if self.in_processes:
             return self._pool.map(workers.encode, texts, chunksize=CHUNKS_PER_MESSAGE)
         return self._pool.map(self._encode, texts)
@@ -440,7 +438,7 @@ def _worker_start_method() -> str:
     safe when no other Python thread can hold a lock the child inherits, and torch (whose thread pools a child
     could not use) is not loaded: `hellogpt prepare` itself, whose progress bar starts after the workers. Other
     threads of this process are native library pools that handle fork (OpenBLAS's, under numpy)."""
-    if sys.platform == "linux" and threading.active_count() == 1 and "torch" not in sys.modules:
+    if sys.platform == "linux" and threading.active_count() == 1 and not FORK_UNSAFE_MODULES & sys.modules.keys():
         return "fork"
     return "spawn"
 

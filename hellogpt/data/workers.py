@@ -12,15 +12,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from hellogpt.data.tokenizer import CharTokenizer, Gpt2Tokenizer, Tokenizer, tokenizer_from_description
+from hellogpt.data.tokenizer import Tokenizer, tokenizer_from_description
 
 ArrayEncoder = Callable[[str], np.ndarray]
 
 
 def array_encoder(tokenizer: Tokenizer, dtype: np.dtype) -> ArrayEncoder:
     """text -> ids in the bin's dtype, through the tokenizer's array encoder when it has one."""
-    if isinstance(tokenizer, (Gpt2Tokenizer, CharTokenizer)):
-        return lambda text: tokenizer.encode_to_array(text).astype(dtype, copy=False)
+    encode_to_array = getattr(tokenizer, "encode_to_array", None)
+    if encode_to_array is not None:
+        return lambda text: encode_to_array(text).astype(dtype, copy=False)
     return lambda text: np.asarray(tokenizer.encode(text), dtype=dtype)
 
 

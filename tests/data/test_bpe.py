@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hellogpt.data.bpe import BpeTokenizer, train_bpe
@@ -93,11 +92,11 @@ def test_a_small_corpus_gives_a_smaller_vocabulary_than_asked() -> None:
     assert len(tokenizer.encode(" ab")) == 1
 
 
-def test_batch_encoding_equals_single_encoding(poems_bpe: Path, poems_dir: Path) -> None:
+def test_array_encoding_equals_list_encoding(poems_bpe: Path, poems_dir: Path) -> None:
     tokenizer = open_dataset(poems_bpe).tokenizer
-    texts = [path.read_text(encoding="utf-8")[:3000] for path in sorted(poems_dir.glob("*.txt"))]
-    arrays = tokenizer.encode_batch_to_arrays(texts, np.dtype(np.uint16))
-    assert [array.tolist() for array in arrays] == [tokenizer.encode(text) for text in texts]
+    for path in sorted(poems_dir.glob("*.txt")):
+        text = path.read_text(encoding="utf-8")[:3000]
+        assert tokenizer.encode_to_array(text).tolist() == tokenizer.encode(text)
 
 
 @pytest.mark.parametrize("name", ["bpe:7", "bpe:abc", "bpe:65537", "bpe:", "sentencepiece"])
@@ -129,3 +128,21 @@ def test_preparing_the_folder_again_with_another_tokenizer_removes_the_old_token
     assert (tmp_path / "out" / TOKENIZER_FILE).is_file()
     prepare_dataset([str(corpus)], tmp_path / "out", tokenizer="char")
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["meta.json", "train.bin", "val.bin"]
+
+
+def test_worker_processes_write_the_same_bpe_bins_as_threads(
+    poems_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hellogpt.data import prepare
+
+    threaded = prepare_dataset([str(poems_dir)], tmp_path / "threads", tokenizer="bpe:512", chunk_chars=20_000)
+    assert prepare._worker_start_method() == "spawn"  # tokenizers' threads ran the training: never fork after them
+    encoders: list[prepare._Encoders] = []
+    real_encoders = prepare._Encoders
+    monkeypatch.setattr(prepare, "PROCESS_POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(prepare, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(prepare, "_Encoders", lambda *args: encoders.append(real_encoders(*args)) or encoders[-1])
+    in_processes = prepare_dataset([str(poems_dir)], tmp_path / "processes", tokenizer="bpe:512", chunk_chars=20_000)
+    assert encoders and encoders[0].in_processes
+    for split in ("train", "val"):
+        assert (in_processes.out_dir / f"{split}.bin").read_bytes() == (threaded.out_dir / f"{split}.bin").read_bytes()

@@ -116,8 +116,12 @@ def test_worker_processes_write_the_same_bins_as_threads(
 def test_workers_are_forked_only_from_a_single_python_thread_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(prepare.sys, "platform", "linux")
     monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.delitem(sys.modules, "tokenizers", raising=False)
     monkeypatch.setattr(prepare.threading, "active_count", lambda: 1)
     assert prepare._worker_start_method() == "fork"
+    monkeypatch.setitem(sys.modules, "tokenizers", object())  # its Rust threads, after training a BPE
+    assert prepare._worker_start_method() == "spawn"
+    monkeypatch.delitem(sys.modules, "tokenizers")
     monkeypatch.setattr(prepare.threading, "active_count", lambda: 2)  # e.g. a progress bar's refresh thread
     assert prepare._worker_start_method() == "spawn"
     monkeypatch.setattr(prepare.threading, "active_count", lambda: 1)
