@@ -193,7 +193,8 @@ def main() -> None:
     torch.manual_seed(0)
     work = (options.work or Path(tempfile.mkdtemp(prefix="hellogpt-chat-tuning-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    base = options.base
+    base = options.base.resolve() if options.base is not None else None
+    os.chdir(work)  # the run records (runs/) go to the work folder
     if base is None:
         hellogpt(work, "train", "--profile", "quickstart", "--plain", "--set", f"train.max_iters={options.base_steps}",
                  "--set", f"optim.lr_decay_iters={options.base_steps}")

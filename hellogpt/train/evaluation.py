@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from hellogpt.config.schema import SampleConfig
+from hellogpt.data.chat_template import is_chat_tokenizer, render_prompt, turn_end_id
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.decode.stream import stream_tokens
+from hellogpt.errors import UserError
 from hellogpt.hardware.devices import autocast_context
 from hellogpt.model.gpt import GPT
 from hellogpt.train.batches import BatchSource, Windows
@@ -24,6 +26,7 @@ from hellogpt.train.progress import ProgressClock
 EVAL_SEED_OFFSET = 0xE7A1
 SPLITS = ("train", "val")
 SAMPLE_PROMPT_CHARS = ("\n", " ")
+SAMPLE_QUESTION = "What is this?"
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class Evaluator:
                         temperature=sample.temperature,
                         top_k=sample.top_k,
                         top_p=sample.top_p,
-                        eot_id=tokenizer.eot_id,
+                        eot_id=turn_end_id(tokenizer) if is_chat_tokenizer(tokenizer) else tokenizer.eot_id,
                         vocab_size=tokenizer.vocab_size,
                         generator=generator,
                     )
@@ -108,7 +111,11 @@ def loss_sum_dtype(device: torch.device) -> torch.dtype:
 
 
 def sample_prompt(tokenizer: Tokenizer) -> list[int]:
-    """One token to start the sample from: end-of-text where the tokenizer has one, else a newline or a space."""
+    """A chat model is asked a question (its sample is the reply, up to the end of its turn); else one token to start
+    from: end-of-text where the tokenizer has one, else a newline or a space."""
+    if is_chat_tokenizer(tokenizer):
+        with contextlib.suppress(UserError):  # a char vocabulary may lack the question's characters
+            return render_prompt([{"role": "user", "content": SAMPLE_QUESTION}], tokenizer)
     if tokenizer.eot_id is not None:
         return [tokenizer.eot_id]
     for text in SAMPLE_PROMPT_CHARS:

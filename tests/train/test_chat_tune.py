@@ -129,3 +129,14 @@ def test_an_untied_head_grows_rows_of_its_own() -> None:
     grown = with_vocabulary_rows(init, 11)["model"]
     assert torch.allclose(grown["model.embed_tokens.weight"][10], embedding.mean(0))
     assert torch.allclose(grown["lm_head.weight"][10], head.mean(0))
+
+
+def test_the_training_sample_of_a_chat_model_is_its_reply_to_a_question() -> None:
+    from hellogpt.data.chat_template import chat_tokenizer
+    from hellogpt.data.tokenizer import gpt2_tokenizer
+    from hellogpt.train.evaluation import sample_prompt
+
+    tokenizer = chat_tokenizer(gpt2_tokenizer())
+    expected = f"{TURN_START}user\nWhat is this?{TURN_END}\n{TURN_START}assistant\n"
+    assert tokenizer.decode(sample_prompt(tokenizer)) == expected
+    assert sample_prompt(gpt2_tokenizer()) == [gpt2_tokenizer().eot_id]
