@@ -78,8 +78,10 @@ def _describe_tokenizer(description: Any) -> Optional[dict[str, Any]]:
     if not isinstance(description, dict):
         return None
     kind = description.get("kind")
-    if kind == "char":
-        return {"kind": "char", "vocab_size": len(description.get("chars", ""))}
+    specials = description.get("special_tokens") or []
+    added = {"special_tokens": list(specials)} if specials else {}
+    if kind == "char":  # counted without building it (a char tokenizer is only its characters and specials)
+        return {"kind": "char", "vocab_size": len(description.get("chars", "")) + len(specials), **added}
     from hellogpt.data.tokenizer import tokenizer_from_description
 
-    return {"kind": kind, "vocab_size": tokenizer_from_description(description).vocab_size}
+    return {"kind": kind, "vocab_size": tokenizer_from_description(description).vocab_size, **added}

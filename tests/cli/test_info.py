@@ -50,9 +50,11 @@ def test_info_on_a_corrupt_file_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_describe_says_whether_a_checkpoint_is_a_chat_model(tmp_path: Path) -> None:
-    from tests.chat_models import write_chat_checkpoint
+    from tests.chat_models import CHARS as CHAT_CHARS, write_chat_checkpoint
 
     save_checkpoint(tmp_path / "tiny.pt", tiny_checkpoint())
     assert describe_checkpoint(tmp_path / "tiny.pt")["chat"] == "no template (a base model)"
     chat = describe_checkpoint(write_chat_checkpoint(tmp_path / "chat.pt"))
     assert chat["chat"] == "ChatML template (a chat model)"
+    assert chat["tokenizer"] == {"kind": "char", "vocab_size": len(CHAT_CHARS) + 2,
+                                 "special_tokens": ["<|im_start|>", "<|im_end|>"]}
