@@ -161,7 +161,7 @@ class Scheduler:
         self.decode_threads: int
         self._ready = threading.Event()
         self._startup_error: Optional[BaseException] = None
-        self._device = model.transformer.wte.weight.device
+        self._device = model.input_embeddings().weight.device
         self._waiting: deque[list[_Sequence]] = deque()  # groups: a prompt's samples, admitted together
         self._active: dict[int, _Sequence] = {}
         self._lock = threading.Lock()
