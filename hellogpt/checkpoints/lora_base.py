@@ -17,6 +17,7 @@ from hellogpt.checkpoints.format import Checkpoint, load_checkpoint
 from hellogpt.checkpoints.weights import gpt_from_state_dict, strip_wrapper_prefixes
 from hellogpt.errors import UserError
 from hellogpt.model import hf
+from hellogpt.model.architectures import ARCHITECTURES
 from hellogpt.model.gpt import GPT
 from hellogpt.model.lora import (
     LoraSpec,
@@ -27,7 +28,6 @@ from hellogpt.model.lora import (
     merge_adapters,
 )
 
-TIED_HEAD = "lm_head.weight"
 DIGEST_SHOWN = 12
 
 
@@ -54,7 +54,8 @@ def checkpoint_base(
         state = merged_model(checkpoint, (*loading, path.resolve())).state_dict()
     else:
         state = strip_wrapper_prefixes(checkpoint.model)
-    weights = {name: tensor for name, tensor in state.items() if name != TIED_HEAD}
+    tied = ARCHITECTURES[checkpoint.model_args.arch].tied_weights  # GPT-2's head is its embedding: hashed once
+    weights = {name: tensor for name, tensor in state.items() if name not in tied}
     digest = WeightsDigest().update_all(weights.items()).hexdigest()
     held = {name: tensor.to(frozen_storage_dtype(name, tensor.dim(), matrix_dtype)) for name, tensor in weights.items()}
     return held, {"kind": "checkpoint", "source": str(path.resolve()), "sha256": digest}

@@ -20,8 +20,15 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # torch seeds take 0..2**64-1 (negatives wrap) and numpy's generators only non-negative ones; training seeds
 # rank r with seed + r, so seeds stop at 2**63 and leave every rank room below torch's limit.
 SEED_LIMIT = 2**63
-# The projections of a GPT-2 block that LoRA may adapt, by their module names inside the block.
-LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+# The projections of each architecture's blocks that LoRA may adapt, by their module names inside the block.
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "gpt2": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
+    "qwen3": (
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+    ),
+}
+_ANY_LORA_TARGET = " or ".join(f"{', '.join(names)} ({arch})" for arch, names in LORA_TARGETS.items())
 
 
 def _seed_in_range(seed: int) -> int:
@@ -202,9 +209,10 @@ class LoraConfig(_Section):
     rank: int = Field(8, description="Width r of each adapter (B is out x r, A is r x in): 4-64; 8 suits most tunes.")
     alpha: float = Field(16.0, gt=0.0, description="Scale: the update is alpha / rank * B @ A.")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapters' input while training.")
-    targets: list[str] = Field(
-        default_factory=lambda: list(LORA_TARGETS),
-        description=f"Projections that get adapters, in every block: any of {', '.join(LORA_TARGETS)}.",
+    targets: Optional[list[str]] = Field(
+        None,
+        description=f"Projections that get adapters, in every block; unset = all of the model's architecture: any of "
+        f"{_ANY_LORA_TARGET}.",
     )
 
     @field_validator("rank")
@@ -222,12 +230,15 @@ class LoraConfig(_Section):
 
     @field_validator("targets")
     @classmethod
-    def _known_targets(cls, targets: list[str]) -> list[str]:
+    def _known_targets(cls, targets: Optional[list[str]]) -> Optional[list[str]]:
+        if targets is None:
+            return None
         if not targets:
-            raise ValueError(f"targets must name at least one of {', '.join(LORA_TARGETS)}")
-        unknown = [target for target in targets if target not in LORA_TARGETS]
+            raise ValueError(f"targets must name at least one of {_ANY_LORA_TARGET}")
+        known = {name for names in LORA_TARGETS.values() for name in names}
+        unknown = [target for target in targets if target not in known]
         if unknown:
-            raise ValueError(f"unknown target '{unknown[0]}': use any of {', '.join(LORA_TARGETS)}")
+            raise ValueError(f"unknown target '{unknown[0]}': use any of {_ANY_LORA_TARGET}")
         return list(dict.fromkeys(targets))
 
 

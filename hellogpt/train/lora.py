@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import torch
 
-from hellogpt.config.schema import LoraConfig
+from hellogpt.config.schema import LORA_TARGETS, LoraConfig
 from hellogpt.model.lora import LoraSpec
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
-def lora_spec(config: LoraConfig) -> LoraSpec:
-    """The adapters a run adds, as the model code takes them."""
-    return LoraSpec(rank=config.rank, alpha=config.alpha, dropout=config.dropout, targets=tuple(config.targets))
+def lora_spec(config: LoraConfig, arch: str) -> LoraSpec:
+    """The adapters a run adds to a model of `arch`, as the model code takes them (unset targets: all of its
+    projections)."""
+    targets = tuple(config.targets) if config.targets is not None else LORA_TARGETS[arch]
+    return LoraSpec(rank=config.rank, alpha=config.alpha, dropout=config.dropout, targets=targets)
 
 
 def frozen_dtype(run_dtype: torch.dtype) -> torch.dtype:

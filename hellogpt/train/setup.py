@@ -111,7 +111,7 @@ def build_run(
     dataset.require_windows(model_config.block_size)
     dtype = agree_on_dtype(run_dtype(config.system.dtype, context.device, model_config, resumed, resumed_path), context)
     source = _starting_weights(resumed, dtype) if resumed is not None else init
-    lora = _lora_of_run(resolved, resumed, resumed_path, source)
+    lora = _lora_of_run(resolved, resumed, resumed_path, source, model_config.arch)
 
     torch.manual_seed(config.train.seed + context.rank)
     model = build_model(model_config) if source is None else _model_on(model_config, source["model"])
@@ -172,14 +172,15 @@ def _starting_weights(resumed: Checkpoint, dtype: torch.dtype) -> dict[str, Any]
 
 
 def _lora_of_run(
-    resolved: ResolvedConfig, resumed: Optional[Checkpoint], resumed_path: Optional[Path], source: Optional[dict[str, Any]]
+    resolved: ResolvedConfig, resumed: Optional[Checkpoint], resumed_path: Optional[Path], source: Optional[dict[str, Any]],
+    arch: str,
 ) -> Optional[LoraSpec]:
     """The adapters of this run: a resumed LoRA checkpoint's own (the config may not contradict them), else the
-    `lora` section when enabled, which needs pretrained weights under it."""
+    `lora` section when enabled, which needs pretrained weights under it (unset targets: all of `arch`'s)."""
     config = resolved.config.lora
     if resumed is not None and resumed.is_lora:
         saved = LoraSpec.from_dict(resumed.lora or {})
-        wanted = lora_spec(config)
+        wanted = lora_spec(config, arch)
         conflicts = [
             f"{key} {getattr(wanted, key)} vs {getattr(saved, key)}"
             for key in ("rank", "alpha", "dropout", "targets")
@@ -204,7 +205,7 @@ def _lora_of_run(
         )
     if source.get("base") is None:
         raise ValueError("a LoRA tune needs init['base'], the reference its checkpoint records (load_tuning_source)")
-    return lora_spec(config)
+    return lora_spec(config, arch)
 
 
 def _model_on(model_config: GPTConfig, state_dict: dict[str, torch.Tensor]) -> GPT:

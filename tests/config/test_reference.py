@@ -42,7 +42,7 @@ def test_defaults_are_written_as_yaml_would_take_them() -> None:
     table = render_reference()
     assert "| `model.bias` | `false` |" in table
     assert "| `sample.top_p` | unset |" in table
-    assert "| `lora.targets` | `attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj` |" in table
+    assert "| `lora.targets` | unset |" in table
 
 
 def test_fixed_choices_are_listed_from_the_type() -> None:
