@@ -9,7 +9,7 @@ and the tuning's tokens/s. Then padded rows (what training does) against packed 
 alternative), in real, non-padding tokens per second of forward and backward.
 
     python benchmarks/chat_tuning.py [--base checkpoints/quickstart.pt] [--base-steps 800] [--tune-steps 400]
-                                     [--max-tokens 96] [--work DIR]
+                                     [--max-tokens 96] [--work DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -189,7 +189,10 @@ def main() -> None:
     parser.add_argument("--tune-steps", type=int, default=400)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="a short check: 30 base and 20 tuning steps")
     options = parser.parse_args()
+    if options.quick:
+        options.base_steps, options.tune_steps, options.max_tokens = 30, 20, 48
     torch.manual_seed(0)
     work = (options.work or Path(tempfile.mkdtemp(prefix="hellogpt-chat-tuning-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -277,6 +277,8 @@ def _describe_validation(meta: dict[str, Any]) -> Optional[str]:
     if "split" not in meta:
         return None
     fraction = meta.get("val_fraction")
+    if meta["split"] == "conversations":
+        return f"{(meta.get('conversations') or {}).get('val', '?')} whole conversation(s), asked for {fraction} of them"
     if meta["split"] == "documents":
         return f"{len(meta.get('val_documents', []))} whole document(s), asked for {fraction} of the text"
     return f"the last {fraction} of the text"

@@ -111,3 +111,10 @@ def test_a_trained_bpe_learns_from_the_training_conversations_and_gets_the_marke
     assert (tmp_path / "bpe" / "tokenizer.json").is_file() and result.meta["format"] == "chat"
     assert set(dataset.tokenizer.special_tokens) >= {TURN_START, TURN_END}
     assert dataset.tokens("train")[0] == dataset.tokenizer.special_tokens[TURN_START]
+
+
+def test_info_describes_the_validation_split_in_conversations(chat_dir: Path) -> None:
+    from hellogpt.data.loader import describe_dataset
+
+    described = describe_dataset(chat_dir)
+    assert described["format"] == "chat" and described["validation"] == "4 whole conversation(s), asked for 0.2 of them"
