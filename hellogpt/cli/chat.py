@@ -81,11 +81,16 @@ def chat(
     run_config = with_flags(run_config, {"sample": flags, "system": {"device": device, "quantize": quantize}})
     if interactive:
         view = _TerminalView(_console(), _console(stderr=True))
-        remember = memory if memory is not None else loaded.chat_template is not None
-        _run_interactive(_start_session(loaded, run_config, remember, view.show_notice), view)
+        _run_interactive(_start_session(loaded, run_config, remembers(memory, loaded), view.show_notice), view)
     else:
         output = _PlainOutput()
         _complete(_start_session(loaded, run_config, False, output.show_notice), prompt or "", num_samples, output)
+
+
+def remembers(memory: Optional[bool], loaded: "LoadedModel") -> bool:
+    """Whether the REPL keeps earlier turns: as --memory/--no-memory says, else yes for a chat model (a conversation)
+    and no for a base model (each prompt is text to continue)."""
+    return memory if memory is not None else loaded.chat_template is not None
 
 
 def _start_session(

@@ -180,3 +180,12 @@ def test_a_checkpoint_with_a_foreign_chat_template_is_refused(chat_checkpoint: P
     result = run("-k", str(chat_checkpoint), "--prompt", "hello", *FP32)
     assert result.exit_code == 2
     assert "chat template other than" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_memory_is_on_by_default_for_a_chat_model_only(chat_checkpoint: Path, checkpoint: Path) -> None:
+    from hellogpt.cli.chat import remembers
+    from hellogpt.model_source import load_model
+
+    chat_model, base_model = load_model(str(chat_checkpoint), None), load_model(str(checkpoint), None)
+    assert [remembers(None, chat_model), remembers(None, base_model)] == [True, False]
+    assert [remembers(False, chat_model), remembers(True, base_model)] == [False, True]
