@@ -24,6 +24,7 @@ import torch
 from hellogpt.errors import UserError
 from hellogpt.gpt2 import GPT2_VOCAB_SIZE
 from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.model.hf_qwen3 import qwen3_config_json, qwen3_hf_tensors
 from hellogpt.model.lora import WeightsDigest, frozen_storage_dtype
 
 GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -407,9 +408,13 @@ def write_hf_model(
     `vocab_size` may cut the embedding to the tokenizer's rows (our 50304 padding is never a target); `eot_id` is the
     end-of-text id transformers records as bos/eos (None for a tokenizer without one).
     """
+    qwen3 = config.arch == "qwen3"
     with open_file(HF_CONFIG_FILE, "w", encoding="utf-8") as file:
-        file.write(_hf_config_json(config, vocab_size, eot_id))
-    tensors = dict(_hf_tensors(state, config, vocab_size))
+        file.write(qwen3_config_json(config, vocab_size, eot_id) if qwen3 else _hf_config_json(config, vocab_size, eot_id))
+    try:
+        tensors = dict(qwen3_hf_tensors(state, config, vocab_size) if qwen3 else _hf_tensors(state, config, vocab_size))
+    except KeyError as missing:
+        raise UserError(f"the checkpoint's weights lack {missing}: it is not a complete hellogpt model") from None
     with open_file(WEIGHTS_FILE, "wb") as file:
         _stream_safetensors(file, tensors, metadata={"format": "pt"})
 
