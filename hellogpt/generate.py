@@ -34,7 +34,7 @@ def prepare_for_inference(
 def choose_decode_threads(model: GPT, measure: Optional[str] = None) -> int:
     """Set torch's intra-op threads to whichever decodes `model` faster here, all of them or one, and return it
     (`hellogpt.hardware.probes.threads`; under `measure` off, torch's threads stay as they are)."""
-    if model.transformer.wte.weight.device.type != "cpu" or model.config.block_size < 2:
+    if model.input_embeddings().weight.device.type != "cpu" or model.config.block_size < 2:
         return torch.get_num_threads()
     return choose_threads(_repeatable_decoding_step(model), measure)
 

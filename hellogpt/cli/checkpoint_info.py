@@ -14,7 +14,8 @@ import torch
 from hellogpt.checkpoints.format import Checkpoint, load_checkpoint
 from hellogpt.checkpoints.paths import latest_checkpoint_path
 from hellogpt.checkpoints.weights import count_parameters
-from hellogpt.model.gpt import GPT, GPTConfig
+from hellogpt.model.architectures import build_model
+from hellogpt.model.base import GPTConfig
 from hellogpt.model.lora import count_adapter_parameters
 
 
@@ -59,7 +60,7 @@ def _describe_lora(checkpoint: Checkpoint) -> dict[str, Any]:
 
 def _base_parameters(config: GPTConfig) -> int:
     with torch.device("meta"):
-        return GPT(config).num_parameters()
+        return build_model(config).num_parameters()
 
 
 def _describe_base(reference: Mapping[str, Any]) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def _serve(
     from hellogpt.serve.batching import Scheduler
     from hellogpt.serve.server import build_server, socket_url
 
-    weight = model.transformer.wte.weight
+    weight = model.input_embeddings().weight
     device_text = f"{weight.device} {'int8 weights' if run_config.system.quantize == 'int8' else str(weight.dtype).removeprefix('torch.')}"
     facts = {
         "parameters": format_count(model.num_parameters()),
