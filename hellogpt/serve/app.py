@@ -128,8 +128,9 @@ def create_app(
         body = _parse(CompletionRequest, await request.body())
         _check_model(body.model, served)
         texts, prompts = [], []
-        for number, prompt in enumerate(body.prompt_list()):
-            field_name = "prompt" if len(body.prompt_list()) == 1 else f"prompt.{number}"
+        given = body.prompt_list()
+        for number, prompt in enumerate(given):
+            field_name = "prompt" if len(given) == 1 else f"prompt.{number}"
             if isinstance(prompt, str):
                 _check_length(prompt, field_name, limits)
                 texts.append(prompt)
