@@ -12,15 +12,19 @@ from hellogpt.config.legacy import LEGACY_KEYS
 from hellogpt.config.schema import RunConfig
 
 
-def as_seed_file(config: RunConfig, seed_eval_iters: int) -> RunConfig:
-    """A profile with the two documented departures from its seed file undone: `data.source` (the profiles
+def as_seed_file(config: RunConfig, seed: RunConfig) -> RunConfig:
+    """A profile with the documented departures from its seed file undone: `data.source` (the profiles
     name the shipped corpus to prepare their dataset from; the old tool had no such key and expected it
-    prepared by hand) and `train.eval_iters` (the profiles read the val split about once per evaluation,
-    the old files up to ten times over). Every other value must match."""
+    prepared by hand), `train.eval_iters` (the profiles read the val split about once per evaluation,
+    the old files up to ten times over) and the training recipe (from-scratch profiles train Qwen3's block
+    with Muon at their own rates, benchmarks/README.md). Every other value must match."""
+    recipe = ("name", "learning_rate", "muon_learning_rate", "min_lr")
     return config.model_copy(
         update={
             "data": config.data.model_copy(update={"source": None}),
-            "train": config.train.model_copy(update={"eval_iters": seed_eval_iters}),
+            "train": config.train.model_copy(update={"eval_iters": seed.train.eval_iters}),
+            "model": config.model.model_copy(update={"arch": seed.model.arch}),
+            "optim": config.optim.model_copy(update={key: getattr(seed.optim, key) for key in recipe}),
         }
     )
 
@@ -63,7 +67,7 @@ def test_edgar_poe_config_ext_matches_the_edgar_poe_profile(seed_configs: Path) 
     assert (from_seed.train.batch_size, from_seed.model.block_size, from_seed.optim.beta2) == (16, 256, 0.99)
     profile = resolve_config("edgar_poe").config
     assert profile.data.source == "builtin:edgar_poe" and profile.train.eval_iters == 20
-    assert from_seed == as_seed_file(profile, from_seed.train.eval_iters)
+    assert from_seed == as_seed_file(profile, from_seed)
 
 
 def test_poems_config_from_poe_matches_the_poems_profile(seed_configs: Path) -> None:
@@ -73,7 +77,7 @@ def test_poems_config_from_poe_matches_the_poems_profile(seed_configs: Path) -> 
     assert from_seed.optim.learning_rate == 1e-5 and from_seed.train.max_iters == 2001
     profile = resolve_config("poems").config
     assert profile.data.source == "builtin:poems" and profile.train.eval_iters == 40
-    assert from_seed == as_seed_file(profile, from_seed.train.eval_iters)
+    assert from_seed == as_seed_file(profile, from_seed)
 
 
 def test_poems_config_from_hug_matches_the_gpt2_tune_profile(seed_configs: Path) -> None:
@@ -84,7 +88,7 @@ def test_poems_config_from_hug_matches_the_gpt2_tune_profile(seed_configs: Path)
     assert from_seed.optim.decay_lr is False and from_seed.train.checkpoint_name == "poems_hugs.pt"
     profile = resolve_config("gpt2-tune").config
     assert profile.data.source == "builtin:poems" and profile.train.eval_iters == 20
-    assert from_seed == as_seed_file(profile, from_seed.train.eval_iters)
+    assert from_seed == as_seed_file(profile, from_seed)
 
 
 def test_old_layering_order_is_kept(seed_configs: Path) -> None:

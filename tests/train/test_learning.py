@@ -52,6 +52,7 @@ def test_a_short_poems_run_learns_beyond_word_frequencies(tmp_path: Path, monkey
         "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
         "train.batch_size=16", "train.gradient_accumulation_steps=1", "train.max_iters=100",
         "train.eval_interval=100", "train.eval_iters=5", "optim.learning_rate=1e-2", "optim.min_lr=1e-3",
+        "optim.muon_learning_rate=0.02",  # the profile's Muon rate is a fine-tune's
         "optim.warmup_iters=10", "optim.lr_decay_iters=100", "system.peak_flops=1e12", "sample.max_new_tokens=20",
     ]
     train("--profile", "poems", *[argument for setting in settings for argument in ("--set", setting)])
