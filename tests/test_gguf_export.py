@@ -30,9 +30,15 @@ gguf = pytest.importorskip("gguf", reason="GGUF export needs the gguf package: p
 
 GPT2_VOCAB = 50257
 CHAT_MARKERS = ["<|im_start|>", "<|im_end|>"]
-TRAINING_TEXT = "The raven sat upon the bust of Pallas, and the lamp-light streamed over him. " * 4
-PROMPT = "The raven sat upon"
+TRAINING_TEXT = (
+    "Once upon a midnight dreary, while I pondered, weak and weary, over many a quaint and curious volume of "
+    "forgotten lore, while I nodded, nearly napping, suddenly there came a tapping, as of some one gently rapping, "
+    "rapping at my chamber door. And the raven, never flitting, still is sitting, still is sitting on the pallid "
+    "bust of Pallas just above my chamber door; and his eyes have all the seeming of a demon's that is dreaming. "
+)
+PROMPT = "while I nodded, nearly"
 GREEDY_TOKENS = 32
+TRAINING_WINDOW = 33
 CONTEXT = 64
 
 
@@ -42,14 +48,19 @@ def tiny_config(**changes: Any) -> Any:
     return gpt_config_from_args({**shape, **changes})
 
 
-def trained_tiny_model(config: Any, tokenizer: Any) -> Any:
-    """Trained until its greedy continuation is confident (near-ties would let rounding pick another token)."""
+def trained_tiny_model(config: Any, token_ids: list[int], steps: int) -> Any:
+    """Trained on batches of windows drawn from `token_ids` at random offsets until its greedy continuation is
+    confident (near-ties would let rounding pick another token). Ids of one window's length are memorised by
+    position (a few steps on GPT-2's 50k vocabulary); a longer text makes the model read the words (attention)."""
     torch.manual_seed(0)
     model = build_model(config)
-    ids = torch.tensor([tokenizer.encode(TRAINING_TEXT)[: CONTEXT + 1]])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        _, loss = model(ids[:, :-1], ids[:, 1:])
+    text = torch.tensor(token_ids)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    offsets = len(text) - TRAINING_WINDOW + 1
+    for _ in range(steps):
+        starts = torch.randint(0, offsets, (min(8, offsets),)).tolist()
+        batch = torch.stack([text[start : start + TRAINING_WINDOW] for start in starts])
+        _, loss = model(batch[:, :-1], batch[:, 1:])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -61,7 +72,8 @@ def lora_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
     """LoRA adapters (non-zero) over a trained tiny GPT-2 saved as a checkpoint: a chat model (ChatML markers)."""
     folder = tmp_path_factory.mktemp("gguf")
     config = tiny_config()
-    base = trained_tiny_model(config, tokenizer_from_description({"kind": "gpt2"}))
+    one_window = tokenizer_from_description({"kind": "gpt2"}).encode(TRAINING_TEXT)[:TRAINING_WINDOW]
+    base = trained_tiny_model(config, one_window, steps=30)
     base_path = folder / "base.pt"
     save_checkpoint(base_path, Checkpoint(model_args=config, model=base.state_dict(), tokenizer={"kind": "gpt2"}))
     _, reference = checkpoint_base(base_path, torch.float32)
@@ -236,7 +248,7 @@ def bpe_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Pat
     """A trained Qwen3 over a BPE of 300 ids trained by `prepare --tokenizer bpe:300`'s code, and its f32 GGUF."""
     tokenizer = train_bpe([TRAINING_TEXT * 8, "Once upon a midnight dreary, while I pondered, weak and weary."], 300)
     config = tiny_config(vocab_size=320, n_embd=64, bias=False, arch="qwen3")
-    model = trained_tiny_model(config, tokenizer)
+    model = trained_tiny_model(config, tokenizer.encode(TRAINING_TEXT * 2), steps=40)
     checkpoint = Checkpoint(model_args=config, model=model.state_dict(), tokenizer=tokenizer.description())
     return checkpoint, export_gguf(checkpoint, tmp_path_factory.mktemp("bpe") / "bpe.gguf", tensor_type="f32").path
 
