@@ -23,8 +23,10 @@ import torch
 
 from hellogpt.errors import UserError
 from hellogpt.gpt2 import GPT2_VOCAB_SIZE
+from hellogpt.model.architectures import build_model
+from hellogpt.model.base import CausalLM
 from hellogpt.model.gpt import GPT, GPTConfig
-from hellogpt.model.hf_qwen3 import qwen3_config_json, qwen3_hf_tensors
+from hellogpt.model.hf_qwen3 import qwen3_config_from_hf, qwen3_config_json, qwen3_hf_tensors
 from hellogpt.model.lora import WeightsDigest, frozen_storage_dtype
 
 GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -68,8 +70,9 @@ def is_huggingface_source(spec: str) -> bool:
 
 def load_pretrained(
     spec: str, *, matrix_dtype: torch.dtype = torch.float32, digest: Optional[WeightsDigest] = None
-) -> tuple[GPT, dict[str, Any]]:
-    """Load a transformers GPT-2 (hub name, hub id or local directory) as our GPT on the CPU.
+) -> tuple[CausalLM, dict[str, Any]]:
+    """Load a transformers GPT-2, or a Qwen3 of the shape we export (hub name, hub id or local directory), as our
+    model on the CPU.
 
     The weight files are read tensor by tensor (never memory-mapped, never through transformers' model) and
     each tensor is converted straight into its place: besides the model itself, at most one layer's tensor is
@@ -81,10 +84,10 @@ def load_pretrained(
     tensors = _read_weight_files(_weight_files(spec, source), spec)
     converted = _convert_hf_tensors(tensors, config, spec, matrix_dtype, digest)
     with torch.device("meta"):
-        model = GPT(config)
+        model = build_model(config)
     model.load_state_dict(converted, strict=True, assign=True)
-    # Assigning replaced the tied Parameter with two separate ones: tie them again.
-    model.lm_head.weight = model.transformer.wte.weight
+    # Assigning replaced the tied Parameter with two separate ones: tie them again (and build derived tables).
+    model.finish_loading()
     model.eval()
     # A local directory is recorded absolute, so the origin still names it when read from elsewhere.
     recorded_source = str(Path(source).resolve()) if Path(source).is_dir() else spec
@@ -305,8 +308,18 @@ def _load_error(spec: str, error: Exception) -> UserError:
 def _gpt_config_from_hf(hf_config: Any, spec: str) -> GPTConfig:
     """Our architecture for a transformers GPT-2 config; UserError for anything our GPT cannot reproduce."""
     model_type = getattr(hf_config, "model_type", None)
+    if model_type == "qwen3":
+        qwen3, unsupported_qwen3 = qwen3_config_from_hf(hf_config)
+        if qwen3 is None:
+            raise UserError(
+                f"'{spec}' uses Qwen3 settings hellogpt's qwen3 does not have: {', '.join(unsupported_qwen3)} "
+                "(hellogpt loads the Qwen3 models it exports)"
+            )
+        return qwen3
     if model_type != "gpt2":
-        raise UserError(f"'{spec}' is a {model_type} model, not GPT-2: hellogpt loads GPT-2-architecture models only")
+        raise UserError(
+            f"'{spec}' is a {model_type} model, not GPT-2: hellogpt loads GPT-2 models and the Qwen3 models it exports"
+        )
     unsupported = []
     if hf_config.activation_function not in TANH_GELU_NAMES:
         unsupported.append(f"activation_function={hf_config.activation_function}")
@@ -360,14 +373,17 @@ def _convert_hf_tensors(
     """Rename-free conversion as tensors stream in: transpose the Conv1D weights, drop mask buffers, cast to the
     target dtype, check every key and shape. Only the tensor in hand exists besides the converted ones."""
     with torch.device("meta"):
-        expected_shapes = {name: tensor.shape for name, tensor in GPT(config).state_dict().items()}
-    expected_shapes.pop("lm_head.weight")  # tied to transformer.wte.weight
+        model = build_model(config)
+    expected_shapes = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    for tied in model.tied_weights:
+        expected_shapes.pop(tied)  # GPT-2's head is transformer.wte.weight
     converted: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
     for stored_name, tensor in tensors:
         # Repositories saved from GPT2Model (the original gpt2 ones) lack the `transformer.` prefix.
-        name = stored_name if stored_name.startswith(("transformer.", "lm_head.")) else f"transformer.{stored_name}"
-        if name == "lm_head.weight" or name.endswith(ATTENTION_MASK_SUFFIXES):
+        prefixed = stored_name.startswith(("transformer.", "lm_head.", "model.")) or config.arch != "gpt2"
+        name = stored_name if prefixed else f"transformer.{stored_name}"
+        if name in model.tied_weights or name.endswith(ATTENTION_MASK_SUFFIXES):
             continue
         if name not in expected_shapes:
             unexpected.append(name)
@@ -385,10 +401,11 @@ def _convert_hf_tensors(
     missing = sorted(set(expected_shapes) - set(converted))
     if missing or unexpected:
         raise UserError(
-            f"'{spec}' does not match the GPT-2 layout: missing keys {_short_list(missing)}, "
+            f"'{spec}' does not match the {config.arch} layout: missing keys {_short_list(missing)}, "
             f"unexpected keys {_short_list(sorted(unexpected))}"
         )
-    converted["lm_head.weight"] = converted["transformer.wte.weight"]
+    for tied, source in model.tied_weights.items():
+        converted[tied] = converted[source]
     return converted
 
 

@@ -39,3 +39,27 @@ def test_an_exported_qwen3_loads_in_transformers_with_our_logits_and_greedy_toke
         their_tokens = exported.generate(prompt, max_new_tokens=10, do_sample=False)[0, 12:].tolist()
     our_tokens = list(stream_tokens(model, prompt[0].tolist(), max_new_tokens=10, temperature=0.0, vocab_size=GPT2_VOCAB_SIZE))
     assert our_tokens == their_tokens
+
+
+def test_an_exported_qwen3_loads_back_as_our_qwen3(tmp_path: Path) -> None:
+    from hellogpt.model.hf import load_pretrained
+
+    model = trained_looking(CONFIG)
+    payload = {"model_args": CONFIG.to_dict(), "model": model.state_dict(), "tokenizer": {"kind": "gpt2"}}
+    loaded, origin = load_pretrained(str(export_checkpoint(payload, tmp_path / "exported")))
+    assert loaded.config == GPTConfig(**{**CONFIG.to_dict(), "vocab_size": GPT2_VOCAB_SIZE}) and origin["kind"] == "huggingface"
+    prompt = torch.randint(0, GPT2_VOCAB_SIZE, (1, 12), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(prompt)[0], model(prompt)[0][..., :GPT2_VOCAB_SIZE], atol=0, rtol=0)
+
+
+def test_a_qwen3_of_another_shape_is_refused_in_one_line(tmp_path: Path) -> None:
+    from transformers import Qwen3Config
+
+    from hellogpt.errors import UserError
+    from hellogpt.model.hf import pretrained_architecture
+
+    Qwen3Config(vocab_size=50257, hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                num_hidden_layers=1, intermediate_size=64).save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="num_key_value_heads=1"):
+        pretrained_architecture(str(tmp_path))
