@@ -11,7 +11,7 @@ Pure torch: imports nothing else of ours.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, NamedTuple, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 import torch.nn as nn
@@ -88,14 +88,6 @@ def causal_attention(
                 mask = torch.ones(length, past + length, dtype=torch.bool, device=q.device).tril(diagonal=past)
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
     return y.transpose(1, 2).contiguous().view(batch, length, width)
-
-
-class CausalBlock(Protocol):
-    """What `CausalLM` and the decoding step need of a block: its parts, and its forward over them."""
-
-    def layers(self, dropout: bool = True) -> NamedTuple: ...
-
-    def __call__(self, x: torch.Tensor, layer: int, cache: Optional[KVCache], positions: Any) -> torch.Tensor: ...
 
 
 class CausalLM(nn.Module):
