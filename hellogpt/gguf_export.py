@@ -148,7 +148,8 @@ def gguf_vocabulary(tokenizer: "Tokenizer") -> GgufVocabulary:
     by_id = {token_id: token for token, token_id in model["vocab"].items()}
     by_id.update({added["id"]: added["content"] for added in document.get("added_tokens", [])})
     if sorted(by_id) != list(range(tokenizer.vocab_size)) or tokenizer.eot_id is None:
-        raise ValueError(f"the {tokenizer.name} tokenizer's tokenizer.json does not name ids 0..{tokenizer.vocab_size - 1}")
+        last = tokenizer.vocab_size - 1
+        raise ValueError(f"the {tokenizer.name} tokenizer's tokenizer.json does not name ids 0..{last}")
     special_ids = set(tokenizer.special_tokens.values())
     control, normal = _token_type("CONTROL"), _token_type("NORMAL")
     return GgufVocabulary(

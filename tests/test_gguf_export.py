@@ -1,4 +1,4 @@
-"""GGUF export: the file holds what llama.cpp's converter writes for GPT-2, and llama.cpp decodes it as hellogpt does."""
+"""GGUF export: the file holds what llama.cpp's converter writes, and llama.cpp decodes it as hellogpt does."""
 
 from __future__ import annotations
 
@@ -103,7 +103,9 @@ def gguf_q8(lora_checkpoint: Checkpoint, tmp_path_factory: pytest.TempPathFactor
 
 
 # GGUF's value types (gguf.GGUFValueType) as struct formats; strings and arrays are read by `read_gguf`.
-GGUF_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+GGUF_SCALAR_FORMATS = {
+    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d",
+}
 GGUF_STRING, GGUF_ARRAY = 8, 9
 GGUF_DEFAULT_ALIGNMENT = 32
 
@@ -185,7 +187,8 @@ def test_gguf_tokenizer_is_gpt2_bpe_with_the_chat_markers_as_control_tokens(f32_
     assert {types[50256], types[50257], types[50258]} == {gguf.TokenType.CONTROL} and types[0] == gguf.TokenType.NORMAL
     assert keys["tokenizer.ggml.merges"][0] == "Ġ t"
     assert keys["tokenizer.ggml.bos_token_id"] == 50256
-    assert keys["tokenizer.ggml.eos_token_id"] == keys["tokenizer.ggml.eot_token_id"] == 50258  # a reply ends at <|im_end|>
+    # a chat model's reply ends at <|im_end|>
+    assert keys["tokenizer.ggml.eos_token_id"] == keys["tokenizer.ggml.eot_token_id"] == 50258
     assert keys["tokenizer.ggml.add_bos_token"] is False
     assert keys["tokenizer.chat_template"] == CHATML_TEMPLATE
 
@@ -237,7 +240,8 @@ def test_an_unknown_tensor_type_is_one_line(lora_checkpoint: Checkpoint, tmp_pat
 def test_a_char_model_is_refused_in_one_line_saying_why(tmp_path: Path) -> None:
     chars = "\n !abcdefghijklmnopqrstuvwxyz"
     config = tiny_config(vocab_size=len(chars))
-    checkpoint = Checkpoint(model_args=config, model=GPT(config).state_dict(), tokenizer={"kind": "char", "chars": chars})
+    tokenizer = {"kind": "char", "chars": chars}
+    checkpoint = Checkpoint(model_args=config, model=GPT(config).state_dict(), tokenizer=tokenizer)
     with pytest.raises(UserError, match="GGUF export does not take character-level models .* end-of-text token"):
         export_gguf(checkpoint, tmp_path / "model.gguf")
     assert not (tmp_path / "model.gguf").exists()
@@ -267,7 +271,9 @@ def test_qwen3_is_written_as_llama_cpps_qwen3(bpe_model: tuple[Checkpoint, Path]
     assert contents.tensors["output.weight"][0] == [64, keys["tokenizer.ggml.tokens"].__len__()]  # untied, cut
 
 
-def test_a_trained_bpe_is_written_with_its_own_tokens_merges_and_end_of_text(bpe_model: tuple[Checkpoint, Path]) -> None:
+def test_a_trained_bpe_is_written_with_its_own_tokens_merges_and_end_of_text(
+    bpe_model: tuple[Checkpoint, Path],
+) -> None:
     checkpoint, path = bpe_model
     tokenizer = tokenizer_from_checkpoint(checkpoint)
     keys = read_gguf(path).keys
@@ -342,7 +348,8 @@ def llama_cpp_tokens(path: Path, text: str) -> list[int]:
 
 
 def test_llama_cpp_tokenizes_text_as_hellogpt_does(gguf_f32: Path, lora_checkpoint: Checkpoint) -> None:
-    assert llama_cpp_tokens(gguf_f32, TOKENIZED_TEXT) == tokenizer_from_checkpoint(lora_checkpoint).encode(TOKENIZED_TEXT)
+    ours = tokenizer_from_checkpoint(lora_checkpoint).encode(TOKENIZED_TEXT)
+    assert llama_cpp_tokens(gguf_f32, TOKENIZED_TEXT) == ours
 
 
 def test_llama_cpp_tokenizes_text_with_a_trained_bpe_as_hellogpt_does(bpe_model: tuple[Checkpoint, Path]) -> None:

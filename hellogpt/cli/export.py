@@ -120,4 +120,6 @@ def _export_gguf(checkpoint: str, out_path: Path, force: bool, gguf_type: Option
         f"{written.size_bytes / 1e6:,.1f} MB{chat})"
     )
     console.print(f"run it with: llama-cli -m {written.path}")
-    console.print(f"or in Ollama: a Modelfile holding 'FROM ./{written.path.name}', then: ollama create NAME -f Modelfile")
+    console.print(
+        f"or in Ollama: a Modelfile holding 'FROM ./{written.path.name}', then: ollama create NAME -f Modelfile"
+    )
