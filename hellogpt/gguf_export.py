@@ -91,7 +91,7 @@ def export_gguf(
         writer.add_chat_template(checkpoint.chat_template)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for tensor_name, array in _tensors(model, architecture, len(vocabulary.tokens)):
-        stored, qtype = _stored(array, tensor_name, tensor_type)
+        stored, qtype = encode_tensor(array, tensor_name, tensor_type)
         writer.add_tensor(tensor_name, stored, raw_dtype=qtype)
     _write_file(writer, out_path)
     return GgufExport(
@@ -296,7 +296,7 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
 
 
-def _stored(array: np.ndarray, tensor_name: str, tensor_type: str) -> tuple[np.ndarray, Any]:
+def encode_tensor(array: np.ndarray, tensor_name: str, tensor_type: str) -> tuple[np.ndarray, Any]:
     """The array in the type llama.cpp's converter gives it: 1-D tensors, norms and position embeddings f32, the
     other matrices `tensor_type`; a matrix whose rows q8_0's 32-value blocks do not divide falls back to f16."""
     import gguf

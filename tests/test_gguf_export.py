@@ -21,7 +21,7 @@ from hellogpt.data.chat_template import CHATML_TEMPLATE
 from hellogpt.decode.stream import stream_tokens
 from hellogpt.errors import UserError
 from hellogpt.data.tokenizer import tokenizer_from_description
-from hellogpt.gguf_export import checkpoint_tokenizer, export_gguf
+from hellogpt.gguf_export import encode_tensor, checkpoint_tokenizer, export_gguf
 from hellogpt.model.architectures import build_model
 from hellogpt.model.gpt import GPT
 from hellogpt.model.lora import LoraSpec, adapter_state_dict, add_adapters
@@ -213,6 +213,12 @@ def test_q8_0_quantizes_the_matrices_and_keeps_norms_biases_and_positions_in_f32
     kept = {"position_embd.weight", "output_norm.weight", "blk.0.attn_norm.bias", "blk.1.ffn_up.bias"}
     assert {types[name] for name in kept} == {gguf.GGMLQuantizationType.F32}
     assert contents.keys["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q8_0
+
+
+def test_q8_0_falls_back_to_f16_for_rows_its_32_value_blocks_do_not_divide() -> None:
+    rows = np.arange(4 * 48, dtype=np.float32).reshape(4, 48)
+    assert encode_tensor(rows, "blk.0.ffn_up.weight", "q8_0")[1] == gguf.GGMLQuantizationType.F16
+    assert encode_tensor(rows[:, :32], "blk.0.ffn_up.weight", "q8_0")[1] == gguf.GGMLQuantizationType.Q8_0
 
 
 def test_force_replaced_the_older_file_whole(gguf_f32: Path) -> None:
