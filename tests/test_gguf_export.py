@@ -21,7 +21,7 @@ from hellogpt.data.chat_template import CHATML_TEMPLATE
 from hellogpt.decode.stream import stream_tokens
 from hellogpt.errors import UserError
 from hellogpt.data.tokenizer import tokenizer_from_description
-from hellogpt.gguf_export import encode_tensor, checkpoint_tokenizer, export_gguf
+from hellogpt.gguf_export import checkpoint_tokenizer, encode_tensor, export_gguf
 from hellogpt.model.architectures import build_model
 from hellogpt.model.gpt import GPT
 from hellogpt.model.lora import LoraSpec, adapter_state_dict, add_adapters
