@@ -236,7 +236,7 @@ def run_shakespeare(work: Path, plan: Plan, recipes: dict[str, list[str]], with_
     planned: dict[str, Contender] = {}
     for contender in others if with_planned_run else []:
         # A run of the steps that fit the reference's time, its schedule planned for them (as --max-time would).
-        fitting = min(plan.steps, round(reference_seconds * 1000 / contender.median_ms))
+        fitting = min(plan.steps, round(reference_seconds * 1000 / contender.median_ms / LOG_INTERVAL) * LOG_INTERVAL)
         planned[contender.label] = Contender(
             f"{contender.label}, {fitting} steps", [*plan.settings(fitting), *recipes[contender.label]], data,
             work / "shakespeare" / (slug(contender.label) + "_planned"),
@@ -263,7 +263,9 @@ def run_poe(work: Path, shape: str, minutes: float, recipes: dict[str, tuple[str
     for measured, (label, (tokenizer, settings)) in zip(calibration, recipes.items()):
         steps = max(LOG_INTERVAL, int(budget * 1000 / measured.median_ms))
         timed = Plan(shape, steps, evaluations=1, eval_iters=4)
-        contenders.append(Contender(label, [*timed.settings(), *settings], datasets[tokenizer], work / "poe" / slug(label)))
+        # Every step logged: its time counts (steps past the last log line would not).
+        contenders.append(Contender(label, [*timed.settings(), *settings, "train.log_interval=1"], datasets[tokenizer],
+                                    work / "poe" / slug(label)))
     race(contenders)
     scores = [bits_per_byte(contender, datasets[recipes[contender.label][0]], text_bytes) for contender in contenders]
     print_poe(contenders, [recipes[contender.label][0] for contender in contenders], scores, shape, minutes)
