@@ -111,7 +111,8 @@ def _layer_norm(layer: nn.LayerNorm) -> Rows:
 
 def _rms_norm(layer: nn.RMSNorm) -> Rows:
     shape, weight, eps = layer.normalized_shape, layer.weight, layer.eps
-    return lambda rows: torch.rms_norm(rows, shape, weight, eps)
+    # The input cast to the gain's dtype: under autocast (samples during training) the rows arrive in bf16.
+    return lambda rows: torch.rms_norm(rows.to(weight.dtype), shape, weight, eps)
 
 
 @torch.inference_mode()

@@ -50,6 +50,14 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+class RMSNorm(nn.RMSNorm):
+    """`nn.RMSNorm` of its input cast to the gain's dtype: under autocast the input arrives in bf16 while the gain
+    stays fp32, and torch's fused kernel takes one dtype (transformers normalises in fp32 as well)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.to(self.weight.dtype), self.normalized_shape, self.weight, self.eps)
+
+
 class Qwen3Attention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -58,8 +66,8 @@ class Qwen3Attention(nn.Module):
         self.k_proj = nn.Linear(width, width, bias=False)
         self.v_proj = nn.Linear(width, width, bias=False)
         self.o_proj = nn.Linear(width, width, bias=False)
-        self.q_norm = nn.RMSNorm(head_dim, eps=RMS_NORM_EPS)
-        self.k_norm = nn.RMSNorm(head_dim, eps=RMS_NORM_EPS)
+        self.q_norm = RMSNorm(head_dim, eps=RMS_NORM_EPS)
+        self.k_norm = RMSNorm(head_dim, eps=RMS_NORM_EPS)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
@@ -110,9 +118,9 @@ def block_forward(
 class Qwen3Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.input_layernorm = nn.RMSNorm(config.n_embd, eps=RMS_NORM_EPS)
+        self.input_layernorm = RMSNorm(config.n_embd, eps=RMS_NORM_EPS)
         self.self_attn = Qwen3Attention(config)
-        self.post_attention_layernorm = nn.RMSNorm(config.n_embd, eps=RMS_NORM_EPS)
+        self.post_attention_layernorm = RMSNorm(config.n_embd, eps=RMS_NORM_EPS)
         self.mlp = Qwen3MLP(config)
 
     def layers(self, dropout: bool = True) -> Qwen3Layers:
@@ -147,7 +155,7 @@ class Qwen3(CausalLM):
             dict(
                 embed_tokens=nn.Embedding(config.vocab_size, config.n_embd),
                 layers=nn.ModuleList(Qwen3Block(config) for _ in range(config.n_layer)),
-                norm=nn.RMSNorm(config.n_embd, eps=RMS_NORM_EPS),
+                norm=RMSNorm(config.n_embd, eps=RMS_NORM_EPS),
             )
         )
         self.embedding_dropout = nn.Dropout(config.dropout)
