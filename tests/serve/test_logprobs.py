@@ -71,7 +71,8 @@ def test_a_continuation_scores_the_same_alone_and_batched_with_other_requests(
     """What harnesses do: context + continuation in one prompt, the continuation's log-probabilities summed."""
     ids, _ = eval_window(dataset, BLOCK_SIZE - 1)
     context_length = 20
-    reference = tiny_model(dataset.tokenizer, BLOCK_SIZE)(torch.tensor([ids]))[0]
+    with torch.no_grad():
+        reference = tiny_model(dataset.tokenizer, BLOCK_SIZE)(torch.tensor([ids]))[0]
     positions = torch.arange(context_length - 1, len(ids) - 1)
     expected = float(torch.log_softmax(reference[0].float(), -1)[positions, torch.tensor(ids[context_length:])].sum())
 
