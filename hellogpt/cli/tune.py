@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -78,6 +78,9 @@ def tune_command(
         resolved = resolve_cli_config(profile, config, overrides, defaults=tune_defaults(True))
     max_seconds = parse_duration(max_time) if max_time else None
     data_dir = resolve_data_dir(resolved.config.data, data)
+    chats = data if data is not None and _are_conversations(data) else None
+    if chats is not None:
+        data_dir = chats_data_dir(chats)
     out_dir = Path(resolved.config.train.out_dir)
     checkpoint_path = tuned_checkpoint_path(
         resolved, source, existing_checkpoint(source, out_dir), checkpoint or checked_run_name(name)
@@ -85,6 +88,8 @@ def tune_command(
     # Claimed before the source weights are loaded (or downloaded): a refusal costs nothing.
     with claimed_checkpoint(checkpoint_path, resume=resume, overwrite=overwrite):
         init = None if resume else load_tuning_source(source, out_dir, resolved.config)[0]
+        if chats is not None:
+            _prepare_chats(chats, data_dir, init, checkpoint_path, resolved.config.data.val_fraction)
         run_training(
             resolved,
             data_dir,
@@ -97,3 +102,38 @@ def tune_command(
             plain=plain,
             tensorboard=tensorboard,
         )
+
+
+def chats_data_dir(chats: Path) -> Path:
+    """Where `tune --data CHATS` (a .jsonl file or a folder of them) prepares them: data/<file stem or folder name>."""
+    from hellogpt.train.dataset import DATA_ROOT
+
+    return DATA_ROOT / (chats.stem if chats.is_file() else chats.name)
+
+
+def _are_conversations(data: Path) -> bool:
+    """`--data` names conversations to prepare (a .jsonl file, a folder of .jsonl files), not a prepared folder."""
+    from hellogpt.data.chats import TEXT_GLOB, is_chat_source
+    from hellogpt.train.dataset import dataset_exists
+
+    return not dataset_exists(data) and is_chat_source(str(data), TEXT_GLOB, ())
+
+
+def _prepare_chats(
+    chats: Path, data_dir: Path, init: Optional[dict[str, Any]], checkpoint_path: Path, val_fraction: float
+) -> None:
+    """Prepare `chats` into `data_dir` with the tuned model's tokenizer (plus the chat markers) and block size: the
+    source's, or when resuming the tuned checkpoint's; an up-to-date folder is used as it is."""
+    from hellogpt.checkpoints.format import load_checkpoint
+    from hellogpt.data.chat_prepare import prepare_chats_for_model
+
+    if init is not None:
+        tokenizer, block_size = init.get("tokenizer"), int(init["model_args"]["block_size"])
+    else:
+        resumed = load_checkpoint(checkpoint_path, map_weights=True)
+        tokenizer, block_size = resumed.tokenizer, resumed.model_args.block_size
+    if not tokenizer:
+        raise UserError(f"the model records no tokenizer, so {chats} cannot be prepared for it: prepare it yourself")
+    result = prepare_chats_for_model(chats, data_dir, tokenizer, block_size, val_fraction)
+    what = "already prepared in" if result.skipped else "prepared into"
+    typer.echo(f"{chats}: {what} {data_dir} (the model's tokenizer + chat markers, rows of {block_size})", err=True)

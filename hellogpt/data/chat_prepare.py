@@ -61,9 +61,11 @@ def prepare_chats(
     block_size: Optional[int],
     force: bool = False,
     progress: Optional[ProgressCallback] = None,
+    model_tokenizer: Optional[Tokenizer] = None,
 ) -> PrepareResult:
     """Check, render and write the conversations of `documents` (JSONL) into `out_dir`; a re-run on unchanged
-    sources and settings does nothing unless `force`."""
+    sources and settings does nothing unless `force`. `model_tokenizer` (a model's own, for `tune --data X.jsonl`)
+    replaces the one `tokenizer` names; its description is then one of the settings a re-run must match."""
     started = time.perf_counter()
     if block_size is None:
         from hellogpt.config.schema import ModelConfig  # the schema holds the default (pydantic: imported late)
@@ -73,7 +75,10 @@ def prepare_chats(
         raise UserError(f"--block-size {block_size}: give the model's context length, e.g. 1024")
     total_bytes = sum(document.size for document in documents)
     source_entries = hash_sources(documents)
-    settings = {"tokenizer_name": tokenizer, "val_fraction": val_fraction, "block_size": block_size}
+    settings: dict[str, Any] = {"tokenizer_name": tokenizer, "val_fraction": val_fraction, "block_size": block_size}
+    if model_tokenizer is not None:
+        model_tokenizer = chat_tokenizer(model_tokenizer)
+        settings["tokenizer"] = model_tokenizer.description()
     if not force:
         existing = _up_to_date_meta(out_dir, source_entries, settings)
         if existing is not None and _masks_complete(out_dir, existing):
@@ -86,7 +91,7 @@ def prepare_chats(
         )
     val = _validation_indices(len(conversations), val_fraction)
     training = [conversation for index, conversation in enumerate(conversations) if index not in val]
-    chosen = chat_tokenizer(_base_tokenizer(tokenizer, documents, conversations, training))
+    chosen = model_tokenizer or chat_tokenizer(_base_tokenizer(tokenizer, documents, conversations, training))
     writer = _ChatWriter(out_dir)
     try:
         if bpe_size(tokenizer) is not None:
@@ -123,6 +128,44 @@ def prepare_chats(
         writer.discard()
         raise
     return PrepareResult(out_dir, False, tokens["train"], tokens["val"], total_bytes, time.perf_counter() - started, meta)
+
+
+def prepare_chats_for_model(
+    source: Path, out_dir: Path, model_tokenizer: dict[str, Any], block_size: int, val_fraction: float
+) -> PrepareResult:
+    """Conversations (a .jsonl file or a folder of them) prepared for tuning one model: its tokenizer plus the chat
+    markers, rows of its `block_size`; nothing is done when `out_dir` already holds exactly this. A folder holding
+    a dataset of other sources is refused, never replaced: it is something the user made."""
+    from hellogpt.data.chats import CHAT_GLOB
+    from hellogpt.data.loader import META_FILE
+    from hellogpt.data.sources import collect_documents
+    from hellogpt.data.tokenizer import ordinary_description, tokenizer_from_description
+
+    documents = collect_documents([str(source)], CHAT_GLOB)
+    _refuse_other_dataset(out_dir / META_FILE, hash_sources(documents), source)
+    base = tokenizer_from_description(model_tokenizer)
+    kind = model_tokenizer.get("kind")
+    ordinary = tokenizer_from_description(ordinary_description(model_tokenizer)) if kind == "bpe" else base
+    name = f"bpe:{ordinary.vocab_size}" if kind == "bpe" else str(kind)
+    return prepare_chats(documents, out_dir, name, val_fraction, block_size, model_tokenizer=base)
+
+
+def _refuse_other_dataset(meta_path: Path, sources: list[dict[str, Any]], source: Path) -> None:
+    """UserError when `meta_path` describes a dataset prepared from other files than `sources` (edited versions of
+    the same files are prepared again)."""
+    import json
+
+    if not meta_path.is_file():
+        return
+    try:
+        theirs = [entry.get("path") for entry in json.loads(meta_path.read_text(encoding="utf-8")).get("sources", [])]
+    except (OSError, ValueError, AttributeError):
+        theirs = None
+    if theirs != [entry["path"] for entry in sources]:
+        raise UserError(
+            f"{meta_path.parent} holds another dataset, and tuning on {source} would prepare it there: "
+            f"move that folder, or prepare {source} yourself (hellogpt prepare {source} --out DIR) and pass --data DIR"
+        )
 
 
 def _base_tokenizer(
