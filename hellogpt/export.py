@@ -15,6 +15,7 @@ from typing import IO, Any, ContextManager, Optional
 
 from hellogpt import files
 from hellogpt.checkpoints.format import gpt_config_from_args
+from hellogpt.data.chat_template import template_tokenizer
 from hellogpt.data.tokenizer import Tokenizer, gpt2_data_dir, tokenizer_from_description
 from hellogpt.errors import UserError
 from hellogpt.gpt2 import GPT2_END_OF_TEXT
@@ -43,7 +44,9 @@ def export_checkpoint(payload: dict[str, Any], out_dir: Path, *, force: bool = F
     _check_replaceable(out_dir, force)
     config = gpt_config_from_args(payload["model_args"])
     tokenizer_description = payload.get("tokenizer") or {"kind": "gpt2"}
-    tokenizer = _exported_tokenizer(tokenizer_description, payload.get("chat_template"))
+    tokenizer = template_tokenizer(
+        tokenizer_from_description(tokenizer_description), payload.get("chat_template"), "the checkpoint"
+    )
     vocab_size = min(config.vocab_size, tokenizer.vocab_size)
     staging = None
     try:
@@ -95,16 +98,6 @@ def _check_replaceable(out_dir: Path, force: bool) -> None:
 
 def _is_export_file(entry: Path) -> bool:
     return entry.name in EXPORT_FILE_NAMES and entry.is_file() and not entry.is_symlink()
-
-
-def _exported_tokenizer(description: dict[str, Any], chat_template: Optional[str]) -> Tokenizer:
-    """The checkpoint's tokenizer, with the chat markers when it is a chat model (its template names them)."""
-    tokenizer = tokenizer_from_description(description)
-    if chat_template is None:
-        return tokenizer
-    from hellogpt.data.chat_template import chat_tokenizer
-
-    return chat_tokenizer(tokenizer)
 
 
 class _Staged:

@@ -19,8 +19,8 @@ import torch
 
 from hellogpt import files
 from hellogpt.checkpoints.format import Checkpoint
-from hellogpt.checkpoints.loading import model_from_checkpoint, tokenizer_from_checkpoint
-from hellogpt.data.chat_template import TURN_END, chat_tokenizer, require_supported_template
+from hellogpt.checkpoints.loading import checkpoint_tokenizer, model_from_checkpoint
+from hellogpt.data.chat_template import TURN_END
 from hellogpt.errors import UserError
 
 if TYPE_CHECKING:
@@ -116,20 +116,6 @@ def _check_replaceable(out_path: Path, force: bool) -> None:
         raise UserError(f"{out_path} is a directory: name the file to write, e.g. {out_path / 'model.gguf'}")
     if out_path.exists() and not force:
         raise UserError(f"{out_path} already exists: {GGUF_ELSEWHERE} or pass --force to replace it")
-
-
-def checkpoint_tokenizer(checkpoint: Checkpoint, model_rows: int) -> "Tokenizer":
-    """The checkpoint's tokenizer, with the ChatML markers when it is a chat model (its template names them)."""
-    tokenizer = tokenizer_from_checkpoint(checkpoint)
-    if checkpoint.chat_template is not None:
-        require_supported_template(checkpoint.chat_template, "the checkpoint")
-        tokenizer = chat_tokenizer(tokenizer)
-    if tokenizer.vocab_size > model_rows:
-        raise UserError(
-            f"the checkpoint's tokenizer has {tokenizer.vocab_size} tokens but its model only {model_rows} rows: "
-            "it was not trained with these special tokens; tune it on a chat dataset to make a chat model"
-        )
-    return tokenizer
 
 
 def gguf_vocabulary(tokenizer: "Tokenizer") -> GgufVocabulary:

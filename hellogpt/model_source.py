@@ -48,26 +48,16 @@ def load_model(checkpoint: Optional[str], source: Optional[str]) -> LoadedModel:
         tokenizer.load()
         return LoadedModel(model, tokenizer, name, {"model": source, "origin": origin_text(origin)}, None)
     from hellogpt.checkpoints.format import load_checkpoint
-    from hellogpt.checkpoints.loading import model_from_checkpoint, tokenizer_from_checkpoint
+    from hellogpt.checkpoints.loading import checkpoint_tokenizer, model_from_checkpoint
     from hellogpt.checkpoints.paths import resolve_checkpoint_path
     from hellogpt.data.tokenizer import Gpt2Tokenizer
 
     path = resolve_checkpoint_path(checkpoint or "")
     saved = load_checkpoint(path)
-    tokenizer = tokenizer_from_checkpoint(saved)
-    if saved.chat_template is not None:
-        from hellogpt.data.chat_template import chat_tokenizer, require_supported_template
-
-        require_supported_template(saved.chat_template, path)
-        tokenizer = chat_tokenizer(tokenizer)
+    tokenizer = checkpoint_tokenizer(saved, saved.model_args.vocab_size, path)
     if isinstance(tokenizer, Gpt2Tokenizer):
         tokenizer.load()
     model = model_from_checkpoint(saved)
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise UserError(
-            f"{path}: its tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size} "
-            "rows: it was not trained with these special tokens; tune it on a chat dataset to make a chat model"
-        )
     info = {"model": str(path), "origin": origin_text(saved.origin), "step": saved.step}
     if saved.val_loss is not None:
         info["val loss"] = f"{saved.val_loss:.4f}"

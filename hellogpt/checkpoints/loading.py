@@ -40,3 +40,17 @@ def tokenizer_from_checkpoint(checkpoint: Checkpoint) -> "Tokenizer":
     if description is None:
         raise UserError("this checkpoint has no tokenizer description: it cannot encode text; retrain or re-export it")
     return tokenizer_from_description(description)
+
+
+def checkpoint_tokenizer(checkpoint: Checkpoint, model_rows: int, where: object = "the checkpoint") -> "Tokenizer":
+    """The tokenizer a checkpoint's model reads: the one it was trained with, plus the ChatML markers when it is a
+    chat model; UserError (naming `where`) for a template other than ours or a model without rows for the markers."""
+    from hellogpt.data.chat_template import template_tokenizer
+
+    tokenizer = template_tokenizer(tokenizer_from_checkpoint(checkpoint), checkpoint.chat_template, where)
+    if tokenizer.vocab_size > model_rows:
+        raise UserError(
+            f"{where}: its tokenizer has {tokenizer.vocab_size} tokens but the model only {model_rows} rows: "
+            "it was not trained with these special tokens; tune it on a chat dataset to make a chat model"
+        )
+    return tokenizer

@@ -17,7 +17,7 @@ string at the special tokens and encodes each piece between them on its own, the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
@@ -57,6 +57,15 @@ def require_supported_template(template: str, where: object) -> None:
 def chat_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
     """`tokenizer` with the two ChatML markers as special tokens (ordinary text keeps its ids)."""
     return tokenizer.with_special_tokens(CHAT_MARKERS)
+
+
+def template_tokenizer(tokenizer: Tokenizer, chat_template: Optional[str], where: object) -> Tokenizer:
+    """`tokenizer` as a model stored with `chat_template` reads it: with the ChatML markers when it is a chat model
+    (UserError, naming `where`, for a template other than ours)."""
+    if chat_template is None:
+        return tokenizer
+    require_supported_template(chat_template, where)
+    return chat_tokenizer(tokenizer)
 
 
 def is_chat_tokenizer(tokenizer: Tokenizer) -> bool:
