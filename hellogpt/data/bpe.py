@@ -10,21 +10,18 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from hellogpt.data.tokenizer import GPT2_SPLIT_PATTERN, byte_level_decoder, new_special_names
+from hellogpt.data.tokenizer import GPT2_SPLIT_PATTERN, TiktokenTokenizer, byte_level_decoder, new_special_names
 from hellogpt.errors import UserError
 from hellogpt.gpt2 import GPT2_END_OF_TEXT
-
-if TYPE_CHECKING:
-    import numpy as np
 
 BPE_KIND = "bpe"
 # A pair seen once is noise, not a unit of the corpus: it never becomes a token.
 MIN_PAIR_FREQUENCY = 2
 
 
-class BpeTokenizer:
+class BpeTokenizer(TiktokenTokenizer):
     """A trained byte-level BPE over its tokenizer.json; `added` special tokens take the ids after its vocabulary.
 
     Encoded with tiktoken from the document's vocabulary (a token's id is its merge rank, as the trainer assigns
@@ -57,19 +54,6 @@ class BpeTokenizer:
         return tiktoken.Encoding(
             name=BPE_KIND, pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=self.special_tokens
         )
-
-    def encode(self, text: str) -> list[int]:
-        return self.encoding.encode_ordinary(text)
-
-    def encode_to_array(self, text: str) -> "np.ndarray":
-        """Ordinary encoding straight into a uint32 array (no Python list), for `prepare`."""
-        return self.encoding.encode_to_numpy(text, disallowed_special=())
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.encoding.decode([int(token_id) for token_id in ids])
-
-    def token_bytes(self, token_id: int) -> bytes:
-        return self.encoding.decode_single_token_bytes(int(token_id))
 
     def description(self) -> dict[str, Any]:
         description: dict[str, Any] = {"kind": BPE_KIND, "tokenizer_json": self.tokenizer_json}

@@ -88,7 +88,30 @@ def _special_names_of(desc: dict[str, Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
-class Gpt2Tokenizer:
+class TiktokenTokenizer:
+    """The coding half of a tokenizer that a tiktoken `Encoding` runs (GPT-2's and `bpe:N`): the subclass builds
+    `encoding`, with its special tokens registered so that `decode` writes them as their strings."""
+
+    encoding: Any
+
+    def encode(self, text: str) -> list[int]:
+        """Encode ordinary text; a special token's string in it (`<|endoftext|>`) is text, not the special token."""
+        return self.encoding.encode_ordinary(text)
+
+    def encode_to_array(self, text: str) -> "np.ndarray":
+        """Ordinary encoding straight into a uint32 array: no Python list, and the GIL is released while
+        encoding, so `prepare` runs it on several threads at once (as tiktoken's own batch encoders do)."""
+        return self.encoding.encode_to_numpy(text, disallowed_special=())
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.encoding.decode([int(token_id) for token_id in ids])
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes of one token; a multi-byte character may span several tokens."""
+        return self.encoding.decode_single_token_bytes(int(token_id))
+
+
+class Gpt2Tokenizer(TiktokenTokenizer):
     """GPT-2 byte-level BPE via tiktoken; ids identical to tiktoken's `gpt2` encoding.
 
     The tiktoken `Encoding` is built on first use (a few tenths of a second): `prepare` with worker processes
@@ -115,22 +138,6 @@ class Gpt2Tokenizer:
     def load(self) -> None:
         """Build the tables now: a model about to answer should not spend its first reply on them."""
         self.encoding  # noqa: B018 (the cached property builds on first access)
-
-    def encode(self, text: str) -> list[int]:
-        """Encode ordinary text; a literal `<|endoftext|>` in it is text, not the special token."""
-        return self.encoding.encode_ordinary(text)
-
-    def encode_to_array(self, text: str) -> "np.ndarray":
-        """Ordinary encoding straight into a uint32 array: no Python list, and the GIL is released while
-        encoding, so `prepare` runs it on several threads at once (as tiktoken's own batch encoders do)."""
-        return self.encoding.encode_to_numpy(text, disallowed_special=())
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.encoding.decode([int(token_id) for token_id in ids])
-
-    def token_bytes(self, token_id: int) -> bytes:
-        """The raw bytes of one token; a multi-byte character may span several tokens."""
-        return self.encoding.decode_single_token_bytes(int(token_id))
 
     def description(self) -> dict[str, Any]:
         if not self.added:
