@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from hellogpt import __version__
 from hellogpt.data.chat_template import TURN_START, chat_tokenizer, render_training
 from hellogpt.data.chats import Conversation, read_conversations
 from hellogpt.data.loader import CHAT_FORMAT, SPLITS, mask_file_name, rows_file_name
 from hellogpt.config.tokenizer_names import bpe_size
 from hellogpt.data.prepare import (
-    FORMAT_VERSION,
     TOKENIZER_FILE,
     PrepareResult,
     ProgressCallback,
@@ -29,6 +26,7 @@ from hellogpt.data.prepare import (
     _corpus_characters,
     _up_to_date_meta,
     dtype_for_vocab,
+    meta_header,
 )
 from hellogpt.data.sources import BUILTIN_PYDOC, BUILTIN_PYDOC_CHAT, Document, hash_sources, pydoc_documents
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer
@@ -101,15 +99,7 @@ def prepare_chats(
         if tokens["train"] == 0 or tokens["val"] == 0:
             raise UserError(f"no trained tokens in the {'train' if tokens['train'] == 0 else 'val'} split: check weights")
         meta = {
-            "format": CHAT_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "hellogpt_version": __version__,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **settings,
-            "tokenizer": chosen.description(),
-            "vocab_size": chosen.vocab_size,
-            "eot_id": chosen.eot_id,
-            "dtype": dtype_for_vocab(chosen.vocab_size).name,
+            **meta_header(CHAT_FORMAT, settings, chosen),
             "split": "conversations",
             "conversations": counts.conversations,
             "turns": counts.turns,

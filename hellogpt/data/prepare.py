@@ -135,15 +135,7 @@ def prepare_dataset(
         plan = plan_split([document.size for document in documents], val_fraction)
         chosen = _build_tokenizer(tokenizer, documents, plan, encoding_errors, chunk_chars)
         meta = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "hellogpt_version": __version__,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **settings,
-            "tokenizer": chosen.description(),
-            "vocab_size": chosen.vocab_size,
-            "eot_id": chosen.eot_id,
-            "dtype": dtype_for_vocab(chosen.vocab_size).name,
+            **meta_header(FORMAT_NAME, settings, chosen),
             "split": plan.mode,
             "val_documents": [documents[index].name for index in sorted(plan.val_documents)],
             "documents": len(documents),
@@ -237,6 +229,22 @@ def _stale_tokenizer_file(out_dir: Path, tokenizer: str) -> Optional[Path]:
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
     """The smallest unsigned integer type that holds every id (uint16 for GPT-2's 50257)."""
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def meta_header(format_name: str, settings: dict[str, Any], tokenizer: Tokenizer) -> dict[str, Any]:
+    """What every meta.json (plain text or chats) opens with: its format, who wrote it when, the settings it was
+    prepared with (compared on the next run), and the tokenizer its bins hold ids of."""
+    return {
+        "format": format_name,
+        "format_version": FORMAT_VERSION,
+        "hellogpt_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **settings,
+        "tokenizer": tokenizer.description(),
+        "vocab_size": tokenizer.vocab_size,
+        "eot_id": tokenizer.eot_id,
+        "dtype": dtype_for_vocab(tokenizer.vocab_size).name,
+    }
 
 
 def plan_split(sizes: list[int], val_fraction: float) -> SplitPlan:
