@@ -179,14 +179,18 @@ def _file_type(tensor_type: str) -> int:
     return int(gguf.LlamaFileType[file_types[tensor_type]])
 
 
-def _add_gpt2_hyperparameters(writer: Any, model: Any) -> None:
-    """The `gpt2.*` keys llama.cpp reads (convert_hf_to_gguf.py's GPT2Model writes the same)."""
-    config = model.config
+def _add_block_hyperparameters(writer: Any, config: Any, feed_forward_length: int) -> None:
+    """The `{arch}.*` keys every llama.cpp architecture reads: depth, context, widths and heads."""
     writer.add_block_count(config.n_layer)
     writer.add_context_length(config.block_size)
     writer.add_embedding_length(config.n_embd)
-    writer.add_feed_forward_length(model.transformer.h[0].mlp.c_fc.out_features)
+    writer.add_feed_forward_length(feed_forward_length)
     writer.add_head_count(config.n_head)
+
+
+def _add_gpt2_hyperparameters(writer: Any, model: Any) -> None:
+    """The `gpt2.*` keys llama.cpp reads (convert_hf_to_gguf.py's GPT2Model writes the same)."""
+    _add_block_hyperparameters(writer, model.config, model.transformer.h[0].mlp.c_fc.out_features)
     writer.add_layer_norm_eps(model.transformer.ln_f.eps)
 
 
@@ -196,11 +200,7 @@ def _add_qwen3_hyperparameters(writer: Any, model: Any) -> None:
     from hellogpt.model.qwen3 import ROPE_THETA
 
     config = model.config
-    writer.add_block_count(config.n_layer)
-    writer.add_context_length(config.block_size)
-    writer.add_embedding_length(config.n_embd)
-    writer.add_feed_forward_length(model.model.layers[0].mlp.gate_proj.out_features)
-    writer.add_head_count(config.n_head)
+    _add_block_hyperparameters(writer, config, model.model.layers[0].mlp.gate_proj.out_features)
     writer.add_head_count_kv(config.n_head)
     writer.add_key_length(config.head_dim)
     writer.add_value_length(config.head_dim)
