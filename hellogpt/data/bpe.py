@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-from hellogpt.data.tokenizer import GPT2_SPLIT_PATTERN, TiktokenTokenizer, byte_level_decoder, new_special_names
+from hellogpt.data.byte_level import GPT2_SPLIT_PATTERN, TiktokenTokenizer, byte_level_decoder, new_special_names
 from hellogpt.errors import UserError
 from hellogpt.gpt2 import GPT2_END_OF_TEXT
 
