@@ -17,6 +17,7 @@ from hellogpt.checkpoints.format import Checkpoint, load_checkpoint
 from hellogpt.checkpoints.weights import gpt_from_state_dict, strip_wrapper_prefixes
 from hellogpt.errors import UserError
 from hellogpt.model import hf
+from hellogpt.model.added_rows import add_row_adapters, state_with_rows
 from hellogpt.model.architectures import ARCHITECTURES
 from hellogpt.model.gpt import GPT
 from hellogpt.model.lora import (
@@ -85,8 +86,14 @@ def verified_base(
 def merged_model(checkpoint: Checkpoint, loading: tuple[Path, ...] = ()) -> GPT:
     """A LoRA checkpoint as a plain fp32 GPT: its verified base with the adapters folded into the weights
     (`loading`: see `checkpoint_base`)."""
-    model = gpt_from_state_dict(checkpoint.model_args, verified_base(checkpoint.base, torch.float32, loading))
+    # Token rows added under LoRA (the chat markers) are not in the base: it is grown, and the rows come with the adapters.
+    state, first_added = state_with_rows(
+        verified_base(checkpoint.base, torch.float32, loading), checkpoint.model_args.vocab_size
+    )
+    model = gpt_from_state_dict(checkpoint.model_args, state)
     add_adapters(model, LoraSpec.from_dict(checkpoint.lora))
+    if first_added is not None:
+        add_row_adapters(model, first_added)
     try:
         load_adapter_state_dict(model, checkpoint.model)
     except ValueError as error:

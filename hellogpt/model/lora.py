@@ -16,7 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ADAPTER_SUFFIXES = (".lora_A", ".lora_B")
+from hellogpt.model.added_rows import ADDED_ROWS_SUFFIX, merge_row_adapters
+
+# What a LoRA checkpoint holds: the adapters, and token rows added under LoRA (the chat markers: added_rows.py).
+ADAPTER_SUFFIXES = (".lora_A", ".lora_B", ADDED_ROWS_SUFFIX)
 # Frozen weights held in half precision: the matrices of the blocks (GPT-2's, Qwen3's). Embeddings, the LM head,
 # norms and biases stay fp32: they are small, and the residual stream keeps fp32's precision.
 BLOCK_PREFIXES = ("transformer.h.", "model.layers.")
@@ -127,12 +130,13 @@ def load_adapter_state_dict(model: nn.Module, adapters: Mapping[str, torch.Tenso
 
 
 def merge_adapters(model: nn.Module) -> nn.Module:
-    """Fold every adapter into its weight (in place): the model is a plain GPT again, as fast as one."""
+    """Fold every adapter (and added token rows) into its weight (in place): the model is a plain GPT again, as fast
+    as one."""
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLinear):
             parent_name, _, child_name = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child_name, module.merged())
-    return model
+    return merge_row_adapters(model)
 
 
 def frozen_storage_dtype(name: str, ndim: int, half: torch.dtype) -> torch.dtype:

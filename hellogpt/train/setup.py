@@ -24,6 +24,7 @@ from hellogpt.data.loader import TokenDataset, open_dataset
 from hellogpt.errors import UserError
 from hellogpt.hardware.devices import needs_grad_scaler, refuse_quantized_training
 from hellogpt.hardware.probes.peak import peak_flops
+from hellogpt.model.added_rows import add_row_adapters
 from hellogpt.model.architectures import build_model
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.model.lora import LoraSpec, add_adapters, hold_frozen_weights_in, load_adapter_state_dict
@@ -168,7 +169,10 @@ def open_training_data(
 
 
 def _starting_weights(resumed: Checkpoint, dtype: torch.dtype) -> dict[str, Any]:
-    return lora_weights_of(resumed, dtype) if resumed.is_lora else weights_of(resumed)
+    if not resumed.is_lora:
+        return weights_of(resumed)
+    # Token rows added under LoRA (the chat markers) are not in the base: grown again, then restored with the adapters.
+    return with_vocabulary_rows(lora_weights_of(resumed, dtype), resumed.model_args.vocab_size)
 
 
 def _lora_of_run(
@@ -218,6 +222,8 @@ def _add_lora(model: GPT, lora: LoraSpec, source: dict[str, Any], dtype: torch.d
     """Adapters on the frozen base (restored ones when resuming), the base held in the run's `dtype`."""
     try:
         add_adapters(model, lora)
+        if source.get("added_rows_from") is not None:
+            add_row_adapters(model, int(source["added_rows_from"]))
         if source.get("adapters") is not None:
             load_adapter_state_dict(model, source["adapters"])
     except ValueError as error:

@@ -10,14 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
-
-from hellogpt.errors import UserError
+from hellogpt.model.added_rows import state_with_rows
 
 SPECIAL_TOKENS_KEY = "special_tokens"
-# The token embedding of each architecture (gpt2, qwen3) and the head; a tied head is the embedding itself.
-EMBEDDINGS = ("transformer.wte.weight", "model.embed_tokens.weight")
-HEAD = "lm_head.weight"
 
 
 def adds_special_tokens(weights_tokenizer: Mapping[str, Any], dataset_tokenizer: Mapping[str, Any]) -> bool:
@@ -33,29 +28,12 @@ def adds_special_tokens(weights_tokenizer: Mapping[str, Any], dataset_tokenizer:
 def with_vocabulary_rows(init: dict[str, Any], vocab_size: int) -> dict[str, Any]:
     """`init` (weights to tune) with at least `vocab_size` embedding rows; new rows are the mean of the others.
 
-    A tied head (GPT-2) stays tied: it is the embedding, grown once."""
-    have = int(init["model_args"]["vocab_size"])
-    if have >= vocab_size:
+    A tied head (GPT-2) stays tied: it is the embedding, grown once. Under LoRA (`init["base"]`, a frozen base) the
+    first new row is recorded as `added_rows_from`: only the rows from there on train (`add_row_adapters`)."""
+    state, first = state_with_rows(dict(init["model"]), vocab_size)
+    if first is None:
         return init
+    grown = {**init, "model": state, "model_args": {**init["model_args"], "vocab_size": vocab_size}}
     if init.get("base") is not None:
-        origin = init.get("origin") or {}
-        raise UserError(
-            f"{origin.get('path') or origin.get('source') or 'the base'} has {have} token rows and the chat tokenizer "
-            f"needs {vocab_size}: LoRA adapters cannot add rows; tune it fully (without --lora) or start from a "
-            "checkpoint of ours (trained with rows to spare)"
-        )
-    state = dict(init["model"])
-    [name] = [name for name in EMBEDDINGS if name in state]
-    embedding = state[name]
-    head = state.get(HEAD)
-    state[name] = grown_rows(embedding, vocab_size)
-    if head is not None:
-        tied = head is embedding or head.data_ptr() == embedding.data_ptr()
-        state[HEAD] = state[name] if tied else grown_rows(head, vocab_size)
-    return {**init, "model": state, "model_args": {**init["model_args"], "vocab_size": vocab_size}}
-
-
-def grown_rows(matrix: torch.Tensor, rows: int) -> torch.Tensor:
-    """`matrix` with rows appended up to `rows`, each the mean of the existing rows."""
-    mean = matrix.float().mean(dim=0, keepdim=True).to(matrix.dtype)
-    return torch.cat([matrix, mean.expand(rows - matrix.shape[0], -1)], dim=0).contiguous()
+        grown["added_rows_from"] = first
+    return grown
