@@ -18,17 +18,23 @@ from hellogpt.data.chat_template import TURN_START, chat_tokenizer, render_train
 from hellogpt.data.chats import Conversation, read_conversations
 from hellogpt.data.loader import CHAT_FORMAT, SPLITS, mask_file_name, rows_file_name
 from hellogpt.config.tokenizer_names import bpe_size
-from hellogpt.data.prepare import (
+from hellogpt.data.dataset_files import (
     TOKENIZER_FILE,
+    DatasetWriter,
     PrepareResult,
     ProgressCallback,
-    _DatasetWriter,
-    _corpus_characters,
-    _up_to_date_meta,
     dtype_for_vocab,
     meta_header,
+    up_to_date_meta,
 )
-from hellogpt.data.sources import BUILTIN_PYDOC, BUILTIN_PYDOC_CHAT, Document, hash_sources, pydoc_documents
+from hellogpt.data.sources import (
+    BUILTIN_PYDOC,
+    BUILTIN_PYDOC_CHAT,
+    Document,
+    corpus_characters,
+    hash_sources,
+    pydoc_documents,
+)
 from hellogpt.data.tokenizer import CharTokenizer, Tokenizer, gpt2_tokenizer
 from hellogpt.errors import UserError
 
@@ -78,7 +84,7 @@ def prepare_chats(
         model_tokenizer = chat_tokenizer(model_tokenizer)
         settings["tokenizer"] = model_tokenizer.description()
     if not force:
-        existing = _up_to_date_meta(out_dir, source_entries, settings)
+        existing = up_to_date_meta(out_dir, source_entries, settings)
         if existing is not None and _masks_complete(out_dir, existing):
             return PrepareResult(out_dir, True, existing["train_tokens"], existing["val_tokens"], total_bytes, 0.0, existing)
     conversations = [conversation for document in documents for conversation in read_conversations(document)]
@@ -172,7 +178,7 @@ def _base_tokenizer(
         return gpt2_tokenizer()
     corpora = {CHAR_VOCABULARY_OF.get(document.source) for document in documents}
     if corpora == {BUILTIN_PYDOC}:
-        return CharTokenizer(_corpus_characters(pydoc_documents(), "strict", 1 << 16))
+        return CharTokenizer(corpus_characters(pydoc_documents(), "strict", 1 << 16))
     texts = [ROLE_TEXT, *(message["content"] for conversation in conversations for message in conversation.messages)]
     return CharTokenizer.from_texts(texts)
 
@@ -220,7 +226,7 @@ def _write_rows(
     return counts
 
 
-class _ChatWriter(_DatasetWriter):
+class _ChatWriter(DatasetWriter):
     """The dataset writer with a mask bin and a row-start bin beside each split's ids."""
 
     def __init__(self, out_dir: Path) -> None:

@@ -13,25 +13,34 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from hellogpt import __version__, files
 from hellogpt.config.defaults import DEFAULT_TOKENIZER, DEFAULT_VAL_FRACTION
 from hellogpt.data import workers
 from hellogpt.data.chats import are_chat_sources, chat_glob
-from hellogpt.data.loader import META_FILE, split_file_name
+from hellogpt.data.loader import META_FILE
+from hellogpt.data.dataset_files import (
+    TOKENIZER_FILE,
+    DatasetWriter as _DatasetWriter,  # by this name here: tests replace it to fail a write
+    PrepareResult,
+    ProgressCallback,
+    dtype_for_vocab,
+    meta_header,
+    up_to_date_meta,
+)
 from hellogpt.data.sources import (
+    CHAR_DOCUMENT_SEPARATOR,
     Document,
     TextChunk,
     collect_documents,
+    corpus_characters,
     default_dataset_name,
     hash_sources,
     read_text_chunks,
@@ -42,12 +51,8 @@ from hellogpt.errors import UserError
 from hellogpt.gpt2 import GPT2_VOCAB_SIZE
 
 FORMAT_NAME = "hellogpt-tokens"
-FORMAT_VERSION = 1
 # The schema is the one home of a setting's default; `prepare` and its command take theirs from it.
 ENCODING_ERROR_MODES = ("strict", "replace")
-# What a failed write of the dataset suggests besides freeing space.
-WRITE_ELSEWHERE = "choose another --out"
-CHAR_DOCUMENT_SEPARATOR = "\n\n"
 DEFAULT_CHUNK_CHARS = 64 * 1024
 # Characters handed to the encoding threads at once: many chunks to keep every core busy, while the
 # text and ids of one batch stay near a hundred megabytes whatever the corpus size.
@@ -63,25 +68,6 @@ FORK_UNSAFE_MODULES = frozenset({"torch", "tokenizers"})
 CHUNKS_PER_MESSAGE = 8
 # Whole documents make the validation split when some of them add up to roughly the wanted share.
 WHOLE_DOCUMENT_TOLERANCE = 0.5
-# A trained BPE's tokenizer.json, written beside the bins (meta.json carries the same text in its description).
-TOKENIZER_FILE = "tokenizer.json"
-
-ProgressCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class PrepareResult:
-    """What `prepare_dataset` did: where, whether it was already up to date, and how many tokens."""
-
-    out_dir: Path
-    skipped: bool
-    train_tokens: int
-    val_tokens: int
-    source_bytes: int = 0
-    seconds: float = 0.0
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class SplitPlan:
     """Which text goes to validation: whole documents, or the tail from a byte offset of one document."""
@@ -126,7 +112,7 @@ def prepare_dataset(
     source_entries = hash_sources(documents)
     settings = {"tokenizer_name": tokenizer, "val_fraction": val_fraction, "encoding_errors": encoding_errors}
     if not force:
-        existing = _up_to_date_meta(out_dir, source_entries, settings)
+        existing = up_to_date_meta(out_dir, source_entries, settings)
         if existing is not None:
             return PrepareResult(
                 out_dir, True, existing["train_tokens"], existing["val_tokens"], total_bytes, 0.0, existing
@@ -208,7 +194,7 @@ def _build_tokenizer(
         pieces = _pieces(documents, plan, encoding_errors, chunk_chars)
         return train_bpe((piece.text for piece in pieces if piece.split == "train"), size)
     if name == "char":
-        return CharTokenizer(_corpus_characters(documents, encoding_errors, chunk_chars))
+        return CharTokenizer(corpus_characters(documents, encoding_errors, chunk_chars))
     return gpt2_tokenizer()
 
 
@@ -224,27 +210,6 @@ def _stale_tokenizer_file(out_dir: Path, tokenizer: str) -> Optional[Path]:
         return None
     previous_tokenizer = previous.get("tokenizer") if isinstance(previous, dict) else None
     return path if isinstance(previous_tokenizer, dict) and previous_tokenizer.get("kind") == "bpe" else None
-
-
-def dtype_for_vocab(vocab_size: int) -> np.dtype:
-    """The smallest unsigned integer type that holds every id (uint16 for GPT-2's 50257)."""
-    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
-
-
-def meta_header(format_name: str, settings: dict[str, Any], tokenizer: Tokenizer) -> dict[str, Any]:
-    """What every meta.json (plain text or chats) opens with: its format, who wrote it when, the settings it was
-    prepared with (compared on the next run), and the tokenizer its bins hold ids of."""
-    return {
-        "format": format_name,
-        "format_version": FORMAT_VERSION,
-        "hellogpt_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **settings,
-        "tokenizer": tokenizer.description(),
-        "vocab_size": tokenizer.vocab_size,
-        "eot_id": tokenizer.eot_id,
-        "dtype": dtype_for_vocab(tokenizer.vocab_size).name,
-    }
 
 
 def plan_split(sizes: list[int], val_fraction: float) -> SplitPlan:
@@ -272,16 +237,6 @@ def plan_split(sizes: list[int], val_fraction: float) -> SplitPlan:
             return SplitPlan(frozenset(range(index + 1, len(sizes))), cut_document=index, cut_offset=cut - start)
         start += size
     return SplitPlan(frozenset(), cut_document=len(sizes) - 1, cut_offset=sizes[-1])
-
-
-def _corpus_characters(documents: list[Document], encoding_errors: str, chunk_chars: int) -> str:
-    """Every character of the corpus, sorted, plus the newline that joins documents (the char vocabulary)."""
-    code_points = np.frombuffer(CHAR_DOCUMENT_SEPARATOR.encode("utf-32-le"), dtype=np.uint32)
-    for document in documents:
-        for chunk in read_text_chunks(document, encoding_errors=encoding_errors, chunk_chars=chunk_chars):
-            chunk_points = np.unique(np.frombuffer(chunk.text.encode("utf-32-le"), dtype=np.uint32))
-            code_points = np.union1d(code_points, chunk_points)
-    return code_points.astype("<u4").tobytes().decode("utf-32-le")
 
 
 @dataclass(frozen=True)
@@ -465,112 +420,6 @@ def _usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
-
-
-class _DatasetWriter:
-    """Appends ids to temporary bins in the output folder; `commit` fsyncs and renames them, `discard` removes them.
-
-    A failed write (full disk, read-only, permission) removes the temporary files and is raised as one line
-    naming the file; whatever the folder held before is left as it was.
-    """
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.created_dir = not out_dir.exists()
-        self._files: dict[str, BinaryIO] = {}
-        self._temp_paths: dict[str, Path] = {}
-        self._counts = {"train": 0, "val": 0}
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UserError(f"--out {out_dir} is a file, not a folder: choose another --out")
-        with self._reported_as(out_dir):
-            out_dir.mkdir(parents=True, exist_ok=True)
-        for split in ("train", "val"):
-            self._open_temp_file(split_file_name(split))
-
-    def write(self, split: str, ids: np.ndarray) -> None:
-        """Append `ids` as raw bytes (through `write`, not `tofile`, so any file object will do)."""
-        name = split_file_name(split)
-        with self._reported_as(self.out_dir / name):
-            self._files[name].write(memoryview(np.ascontiguousarray(ids)).cast("B"))
-        self._counts[split] += len(ids)
-
-    def token_counts(self) -> dict[str, int]:
-        return dict(self._counts)
-
-    def add_file(self, name: str, data: bytes) -> None:
-        """One more file for the folder (the trained tokenizer.json), renamed into place with the bins."""
-        self._open_temp_file(name)
-        with self._reported_as(self.out_dir / name):
-            self._files[name].write(data)
-
-    def commit(self, meta: dict[str, Any]) -> None:
-        """Fsync every file, then rename them into place, meta.json last: a folder with a meta.json is complete."""
-        self._open_temp_file(META_FILE)
-        with self._reported_as(self.out_dir / META_FILE):
-            self._files[META_FILE].write(json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
-        for name, handle in self._files.items():
-            with self._reported_as(self.out_dir / name):
-                handle.flush()
-                os.fsync(handle.fileno())
-                handle.close()
-        bins = [name for name in self._temp_paths if name != META_FILE]
-        with self._reported_as(self.out_dir / META_FILE):
-            (self.out_dir / META_FILE).unlink(missing_ok=True)
-        for name in [*bins, META_FILE]:
-            with self._reported_as(self.out_dir / name):
-                os.replace(self._temp_paths[name], self.out_dir / name)
-        self._temp_paths.clear()
-        files.fsync_directory(self.out_dir)
-
-    def discard(self) -> None:
-        """Remove every temporary file (and the output folder when this run created it and it is empty)."""
-        for handle in self._files.values():
-            with suppress(OSError):
-                handle.close()  # closing flushes, which fails again on a full disk
-        for path in self._temp_paths.values():
-            path.unlink(missing_ok=True)
-        self._temp_paths.clear()
-        if self.created_dir and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
-            self.out_dir.rmdir()
-
-    def _open_temp_file(self, final_name: str) -> None:
-        """A new hidden file beside the final one, created with the user's umask."""
-        path = files.temporary_path(self.out_dir / final_name)
-        with self._reported_as(self.out_dir / final_name):
-            self._files[final_name] = files.open_for_writing(path, "xb")
-        self._temp_paths[final_name] = path
-
-    @contextmanager
-    def _reported_as(self, path: Path) -> Iterator[None]:
-        """Turn a failed write into one line naming `path`, after removing the temporary files."""
-        try:
-            yield
-        except OSError as error:
-            self.discard()
-            raise files.write_error(error, path, WRITE_ELSEWHERE) from None
-
-
-def _up_to_date_meta(out_dir: Path, source_entries: list[dict[str, Any]], settings: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The existing meta when `out_dir` already holds these sources prepared with these settings."""
-    meta_path = out_dir / META_FILE
-    if not meta_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        return None
-    if meta.get("sources") != source_entries or any(meta.get(key) != value for key, value in settings.items()):
-        return None
-    if meta.get("dtype") not in ("uint16", "uint32"):
-        return None
-    itemsize = np.dtype(meta["dtype"]).itemsize
-    for split in ("train", "val"):
-        bin_path = out_dir / split_file_name(split)
-        if not bin_path.is_file() or bin_path.stat().st_size != meta.get(f"{split}_tokens", -1) * itemsize:
-            return None
-    return meta
 
 
 def default_out_dir(sources: list[str]) -> Path:

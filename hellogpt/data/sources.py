@@ -33,6 +33,8 @@ _WHITESPACE_BOUNDARY = re.compile(r"(?<=\S)(?=\s)")
 # Text with no whitespace boundary for this many characters is cut anyway (bounded memory; the ids
 # at that one seam may then differ from the whole text's).
 FORCED_CUT_CHARS = 4 * 1024 * 1024
+# What joins two documents in a character-level dataset (so it is in every char vocabulary).
+CHAR_DOCUMENT_SEPARATOR = "\n\n"
 
 
 @dataclass(frozen=True)
@@ -240,3 +242,15 @@ def find_chunk_boundary(text: str, start: int, chunk_chars: int, at_end: bool) -
     if at_end:
         return len(text)
     return start + chunk_chars if len(text) - start >= max(chunk_chars, FORCED_CUT_CHARS) else None
+
+
+def corpus_characters(documents: list[Document], encoding_errors: str, chunk_chars: int) -> str:
+    """Every character of the corpus, sorted, plus the newline that joins documents (the char vocabulary)."""
+    import numpy as np
+
+    code_points = np.frombuffer(CHAR_DOCUMENT_SEPARATOR.encode("utf-32-le"), dtype=np.uint32)
+    for document in documents:
+        for chunk in read_text_chunks(document, encoding_errors=encoding_errors, chunk_chars=chunk_chars):
+            chunk_points = np.unique(np.frombuffer(chunk.text.encode("utf-32-le"), dtype=np.uint32))
+            code_points = np.union1d(code_points, chunk_points)
+    return code_points.astype("<u4").tobytes().decode("utf-32-le")
