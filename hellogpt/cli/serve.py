@@ -25,7 +25,7 @@ from hellogpt.cli.model_options import (
 )
 from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
 from hellogpt.errors import UserError
-from hellogpt.model_source import LoadedModel, load_model, model_for_inference
+from hellogpt.model_source import LoadedModel, float32_scoring_model, load_model, model_for_inference
 from hellogpt.serve.limits import ServeLimits
 
 API_KEY_ENV = "HELLOGPT_API_KEY"
@@ -100,6 +100,9 @@ def serve(
     loaded = load_model(checkpoint, source)
     run_config = resolve_cli_config(profile, config, set_, defaults=loaded.sample_defaults).config
     run_config = with_flags(run_config, {"system": {"device": device, "quantize": quantize}})
+    # Log-probabilities come from fp32 weights even when decoding is bf16 or int8 (docs/serving.md#the-api says why):
+    # copied now, before the decoding model is made from the loaded one in place.
+    scoring_model = float32_scoring_model(loaded, run_config)
     model = model_for_inference(loaded, run_config, choose_threads=False)
     sock = bind_socket(host, port)
     if not is_loopback(host) and not api_key:
@@ -113,7 +116,7 @@ def serve(
         read_timeout_seconds=read_timeout,
     )
     access = _Access(api_key, is_loopback(host), tuple(allow_origin or ()))
-    _serve(loaded, model, run_config, sock, access, limits, max_batch, decode_threads)
+    _serve(loaded, model, scoring_model, run_config, sock, access, limits, max_batch, decode_threads)
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,8 @@ def _reply_end_id(loaded: LoadedModel) -> Optional[int]:
 
 
 def _serve(
-    loaded: LoadedModel, model: Any, run_config: Any, sock: Any, access: _Access, limits: ServeLimits, max_batch: int,
-    decode_threads: int,
+    loaded: LoadedModel, model: Any, scoring_model: Any, run_config: Any, sock: Any, access: _Access,
+    limits: ServeLimits, max_batch: int, decode_threads: int,
 ) -> None:
     from hellogpt.formatting import format_count
     from hellogpt.serve.app import ServedModel, create_app
@@ -170,7 +173,7 @@ def _serve(
     api_key = access.api_key
     scheduler = Scheduler(
         model, loaded.tokenizer, max_batch, threads=decode_threads, max_waiting=limits.max_waiting,
-        measure=run_config.system.measure, eot_id=_reply_end_id(loaded),
+        measure=run_config.system.measure, eot_id=_reply_end_id(loaded), scoring_model=scoring_model,
     )
     app = create_app(
         scheduler, loaded.tokenizer, served, run_config.sample, api_key, limits, access.loopback, access.allowed_origins

@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from hellogpt.decode.cache import BatchedKVCache, prefill_slot
 from hellogpt.model.gpt import GPT
 
 
@@ -49,6 +50,33 @@ def score_prompt(model: GPT, prompt_ids: Sequence[int], top: int, vocab_size: in
     for position, token in enumerate(prompt_ids[1:]):
         scored.append(TokenLogprob(int(token), chosen[position], _top(logprobs[position], top)))
     return scored
+
+
+class ContextScorer:
+    """Next-token logits of one growing context from a scoring model (the fp32 copy a bf16 or int8 server keeps),
+    through a one-slot KV cache of its own: a context that grew by one token since the last call costs one cached
+    step, any other (the first call, a window that slid) a prefill of the whole context."""
+
+    def __init__(self, model: GPT) -> None:
+        self.model = model
+        self._cache: Optional[BatchedKVCache] = None  # made on first use: only sequences that ask for scores pay it
+        self._cached: list[int] = []  # the tokens the cache holds
+
+    @torch.inference_mode()
+    def next_logits(self, context: Sequence[int]) -> torch.Tensor:
+        """The logits that follow `context` (at most the model's block size of tokens)."""
+        if self._cache is None:
+            self._cache = BatchedKVCache(self.model, slots=1)
+        cached = len(self._cached)
+        if 0 < cached == len(context) - 1 and list(context[:cached]) == self._cached:
+            device = self._cache.keys.device
+            ids = torch.tensor([[int(context[-1])]], dtype=torch.long, device=device)
+            logits = self.model.next_token_logits(ids, self._cache.sequences(0))[0]
+        else:
+            self._cached = []
+            logits = prefill_slot(self.model, self._cache, 0, context)
+        self._cached = [int(token) for token in context]
+        return logits
 
 
 def _top(logprobs: torch.Tensor, top: int) -> tuple[tuple[int, float], ...]:

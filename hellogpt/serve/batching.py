@@ -36,7 +36,7 @@ from hellogpt.config.schema import fresh_seed
 from hellogpt.data.tokenizer import Tokenizer
 from hellogpt.errors import UserError
 from hellogpt.decode.cache import BatchedKVCache, prefill_slot
-from hellogpt.decode.logprobs import TokenLogprob, score_prompt, score_token
+from hellogpt.decode.logprobs import ContextScorer, TokenLogprob, score_prompt, score_token
 from hellogpt.decode.sampling import greedy_tokens
 from hellogpt.decode.step import DecodingModel, decode_step
 from hellogpt.decode.sequence import DecodingSequence
@@ -119,6 +119,7 @@ class _Sequence:
     pieces: list[str] = field(default_factory=list)
     scored: list[TokenLogprob] = field(default_factory=list)  # chosen tokens' log-probabilities not yet delivered
     prompt_scores: Optional[tuple[TokenLogprob, ...]] = None  # the prompt's, until delivered
+    scorer: Optional[ContextScorer] = None  # the fp32 scoring model's view of this context (see `Scheduler`)
     text_delivered: bool = False
 
     @property
@@ -136,14 +137,19 @@ class Scheduler:
     def __init__(
         self, model: GPT, tokenizer: Tokenizer, max_batch: int, threads: Optional[int] = None,
         max_waiting: Optional[int] = None, measure: Optional[str] = None, eot_id: Optional[int] = None,
+        scoring_model: Optional[GPT] = None,
     ) -> None:
         """`threads`: the intra-op threads to choose from for decoding (timed on this thread's first steps, as
         `chat` does); None keeps torch's setting as it is. `max_waiting`: requests that may wait for a slot (None:
         any number). `eot_id`: the token that ends a reply (a chat model's end of turn; default: the tokenizer's
-        end-of-text)."""
+        end-of-text). `scoring_model`: the same weights in float32, when `model` decodes in another precision (bf16,
+        int8): every log-probability a request asks for (prompt and generated tokens) comes from its forward passes
+        instead of the decoding ones, so that the numbers are `hellogpt eval`'s whatever the server decodes in; the
+        tokens are still drawn from `model`'s logits."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model = model
+        self.scoring_model = scoring_model
         self.tokenizer = tokenizer
         self.eot_id = eot_id if eot_id is not None else tokenizer.eot_id
         self.max_batch = max_batch
@@ -250,7 +256,11 @@ class Scheduler:
             eot_id=self.eot_id, stops=settings.stops, text=self.tokenizer,
             frequency_penalty=settings.frequency_penalty, presence_penalty=settings.presence_penalty,
         )
-        return _Sequence(handle=handle, prompt_tokens=len(prompt_ids), state=state, settings=settings, choice=choice)
+        scores_tokens = settings.logprobs is not None and settings.max_tokens > 0
+        return _Sequence(
+            handle=handle, prompt_tokens=len(prompt_ids), state=state, settings=settings, choice=choice,
+            scorer=ContextScorer(self.scoring_model) if self.scoring_model is not None and scores_tokens else None,
+        )
 
     def _withdraw(self, handle: SequenceHandle) -> None:
         """A cancelled request still waiting for a slot leaves the queue now and ends (on the event loop's thread)."""
@@ -379,7 +389,7 @@ class Scheduler:
 
     def _score_prompt(self, sequence: _Sequence) -> list[TokenLogprob]:
         top = sequence.settings.logprobs or 0
-        return score_prompt(self.model, sequence.context, top, self.tokenizer.vocab_size)
+        return score_prompt(self.scoring_model or self.model, sequence.context, top, self.tokenizer.vocab_size)
 
     def _prefill_group(self, group: list[_Sequence]) -> None:
         """Prefill the first sample's slot (and score its prompt, if asked), copy it into the others' slots, and draw
@@ -418,6 +428,8 @@ class Scheduler:
         """Append a chosen token (with its log-probability, if asked) and turn it into text, or end the sequence."""
         top = sequence.settings.logprobs
         if top is not None and token != self.eot_id:  # end-of-text ends the reply without joining it
+            if sequence.scorer is not None:  # the fp32 model's logits on the same context, one cached step
+                logits = sequence.scorer.next_logits(sequence.context)
             sequence.scored.append(score_token(logits, token, top, self.tokenizer.vocab_size))
         sequence.pieces.append(sequence.state.accept(token))
         if sequence.state.finish_reason is not None:

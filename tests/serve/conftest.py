@@ -75,11 +75,14 @@ def _servers() -> Iterator[StartServer]:
         model: Optional[GPT] = None, tokenizer: Optional[Tokenizer] = None, *, max_batch: int = 8,
         api_key: Optional[str] = None, defaults: Optional[SampleConfig] = None, limits: ServeLimits = ServeLimits(),
         allowed_origins: tuple[str, ...] = (), chat_template: Optional[str] = None,
+        scoring_model: Optional[GPT] = None,
     ) -> LiveServer:
         tokenizer = tokenizer or char_tokenizer()
         model = model or tiny_model(tokenizer)
         eot_id = turn_end_id(tokenizer) if chat_template is not None else None
-        scheduler = Scheduler(model, tokenizer, max_batch, max_waiting=limits.max_waiting, eot_id=eot_id)
+        scheduler = Scheduler(
+            model, tokenizer, max_batch, max_waiting=limits.max_waiting, eot_id=eot_id, scoring_model=scoring_model
+        )
         served = ServedModel(MODEL_ID, model.config.block_size, {"tokenizer": tokenizer.name}, chat_template=chat_template)
         app = create_app(
             scheduler, tokenizer, served, defaults or SampleConfig(max_new_tokens=20), api_key, limits,

@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from hellogpt.data.loader import TokenDataset, open_dataset
+from hellogpt.decode.logprobs import score_prompt
 from hellogpt.evaluate import evaluate_model, window_starts
+from hellogpt.generate import prepare_int8_for_inference
 from tests.serve.conftest import MODEL_ID, LiveServer, _servers, tiny_model
 from tests.train.conftest import write_char_dataset
 
@@ -195,3 +197,37 @@ def test_penalties_change_a_greedy_reply(scoring_server: LiveServer) -> None:
     text, repeated = plain.choices[0].text, penalised.choices[0].text
     assert repeated != text
     assert len(set(repeated)) > len(set(text))  # a penalised reply repeats itself less
+
+
+@pytest.fixture(scope="module")
+def int8_server(dataset: TokenDataset) -> Iterator[LiveServer]:
+    """The scoring server's model decoding with int8 weights, beside its fp32 copy for scoring (as `serve
+    --quantize int8` runs it)."""
+    decoding = prepare_int8_for_inference(tiny_model(dataset.tokenizer, BLOCK_SIZE), torch.device("cpu"))
+    servers = _servers()
+    yield next(servers)(decoding, dataset.tokenizer, scoring_model=tiny_model(dataset.tokenizer, BLOCK_SIZE))
+    next(servers, None)
+
+
+def test_an_int8_server_scores_in_fp32_as_hellogpt_eval_does(int8_server: LiveServer, dataset: TokenDataset) -> None:
+    """The echoed prompt and the generated tokens, scored by the fp32 copy: `eval`'s numbers, which the int8
+    forward alone misses by more than the tolerance."""
+    ids, total = eval_window(dataset, 20)
+    prompt = ids[:-1]
+    int8_alone = score_prompt(int8_server.scheduler.model, ids, 0, dataset.tokenizer.vocab_size)
+    assert not math.isclose(sum(score.logprob for score in int8_alone[1:]), total, abs_tol=TOLERANCE)
+    scored = client(int8_server).completions.create(model=MODEL_ID, prompt=ids, max_tokens=0, echo=True, logprobs=0)
+    assert math.isclose(sum(scored.choices[0].logprobs.token_logprobs[1:]), total, abs_tol=TOLERANCE)
+
+    request = dict(model=MODEL_ID, prompt=prompt, max_tokens=BLOCK_SIZE - len(prompt), temperature=0, echo=True, logprobs=2)
+    generated = client(int8_server).completions.create(**request)
+    streamed = list(client(int8_server).completions.create(**request, stream=True))
+    logprobs = generated.choices[0].logprobs
+    tokens = [token for text in logprobs.tokens for token in dataset.tokenizer.encode(text)]
+    assert tokens[: len(prompt)] == prompt and len(tokens) > len(prompt)
+    with torch.no_grad():
+        reference = torch.log_softmax(tiny_model(dataset.tokenizer, BLOCK_SIZE)(torch.tensor([tokens]))[0][0], -1)
+    expected = [float(reference[position - 1, token]) for position, token in enumerate(tokens) if position > 0]
+    assert logprobs.token_logprobs[1:] == pytest.approx(expected, abs=TOLERANCE)
+    joined = [value for chunk in streamed if chunk.choices[0].logprobs for value in chunk.choices[0].logprobs.token_logprobs]
+    assert joined[1:] == pytest.approx(expected, abs=TOLERANCE)  # streamed chunks carry the fp32 numbers as they go
