@@ -146,7 +146,8 @@ class GPT(CausalLM):
     def embed(self, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Token plus learned position embeddings (dropout while training)."""
         transformer = self.transformer
-        return transformer.drop(F.embedding(token_ids, transformer.wte.weight) + F.embedding(positions, transformer.wpe.weight))
+        tokens = F.embedding(token_ids, transformer.wte.weight)
+        return transformer.drop(tokens + F.embedding(positions, transformer.wpe.weight))
 
     def input_embeddings(self) -> nn.Embedding:
         return self.transformer.wte

@@ -44,7 +44,9 @@ def qwen3_config_json(config: GPTConfig, vocab_size: int, eot_id: Optional[int])
     return hf_config.to_json_string(use_diff=True)
 
 
-def qwen3_hf_tensors(state: dict[str, torch.Tensor], config: GPTConfig, vocab_size: int) -> Iterator[tuple[str, torch.Tensor]]:
+def qwen3_hf_tensors(
+    state: dict[str, torch.Tensor], config: GPTConfig, vocab_size: int
+) -> Iterator[tuple[str, torch.Tensor]]:
     """Our state dict as transformers names it (the same names), fp32, vocabulary rows cut to `vocab_size`.
     KeyError names the first tensor `state` lacks."""
     with torch.device("meta"):
@@ -60,7 +62,9 @@ def qwen3_config_from_hf(hf_config: Any) -> tuple[Optional[GPTConfig], list[str]
     """Our qwen3 config for a transformers Qwen3 config, and what of it our model cannot reproduce (a list of
     `key=value`; the config is None when it is not empty)."""
     head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
-    rope = getattr(hf_config, "rope_parameters", None) or {"rope_type": "default", "rope_theta": getattr(hf_config, "rope_theta", None)}
+    rope = getattr(hf_config, "rope_parameters", None) or {
+        "rope_type": "default", "rope_theta": getattr(hf_config, "rope_theta", None)
+    }
     config = GPTConfig(
         n_layer=hf_config.num_hidden_layers, n_head=hf_config.num_attention_heads, n_embd=hf_config.hidden_size,
         block_size=hf_config.max_position_embeddings, vocab_size=hf_config.vocab_size, dropout=0.0, bias=False,

@@ -37,7 +37,8 @@ def intermediate_size(config: GPTConfig) -> int:
 def rotary_tables(config: GPTConfig, device: Optional[torch.device] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of every position's rotation angles, (block_size, head_dim), computed as transformers does."""
     head_dim = config.head_dim
-    inverse_frequencies = 1.0 / (ROPE_THETA ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=device) / head_dim))
+    even_dims = torch.arange(0, head_dim, 2, dtype=torch.float, device=device)
+    inverse_frequencies = 1.0 / (ROPE_THETA ** (even_dims / head_dim))
     positions = torch.arange(config.block_size, dtype=torch.float, device=device)
     angles = positions[:, None] * inverse_frequencies[None, :]
     angles = torch.cat((angles, angles), dim=-1)
