@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from hellogpt.checkpoints.format import load_checkpoint
+from hellogpt.config.schema import DEFAULT_VAL_FRACTION
+from hellogpt.data.chat_prepare import prepare_chats_for_model
 from hellogpt.data.chat_template import CHATML_TEMPLATE
 from hellogpt.data.loader import open_dataset
 from tests.chat_models import write_chat_checkpoint
@@ -44,8 +46,12 @@ def test_tune_prepares_a_jsonl_file_with_the_models_tokenizer_and_reuses_it(work
     assert json.loads((workdir / "data" / "chats" / "meta.json").read_text())["block_size"] == model.model_args.block_size
     tuned = load_checkpoint(workdir / "checkpoints" / "a.pt")
     assert tuned.step == 2 and tuned.chat_template == CHATML_TEMPLATE
-    again = invoke("tune", "--from", "chat.pt", "--data", "chats.jsonl", "--checkpoint", "b.pt", "--plain", *TUNE)
-    assert again.exit_code == 0 and "already prepared in data/chats" in again.output, again.output
+    # The same file for the same model: the folder is used as it is; an edited file is prepared again.
+    again = prepare_chats_for_model(workdir / "chats.jsonl", workdir / "data" / "chats", model.tokenizer, 64, DEFAULT_VAL_FRACTION)
+    assert again.skipped
+    with (workdir / "chats.jsonl").open("a") as chats:
+        chats.write(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo."}]}))
+    assert not prepare_chats_for_model(workdir / "chats.jsonl", workdir / "data" / "chats", model.tokenizer, 64, DEFAULT_VAL_FRACTION).skipped
 
 
 def test_tune_refuses_to_prepare_chats_over_another_dataset(workdir: Path) -> None:

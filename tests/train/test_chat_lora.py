@@ -28,7 +28,7 @@ GPT2_ROWS = 50257
 SETTINGS = (
     "model.block_size=64", "lora.enabled=true", "lora.rank=2", "lora.dropout=0.0", "optim.learning_rate=1e-2",
     "optim.warmup_iters=0", "train.eval_interval=3", "train.eval_iters=1", "optim.lr_decay_iters=3",
-    "sample.max_new_tokens=8",
+    "sample.max_new_tokens=8", "train.batch_size=2", "train.gradient_accumulation_steps=1",
 )
 
 
@@ -92,3 +92,30 @@ def test_a_lora_chat_tune_with_added_rows_resumes_exactly(
     assert [e.loss for e in events_of(StepEvent, resumed)] == [e.loss for e in events_of(StepEvent, straight[1])][2:]
     split, whole = load_checkpoint(tmp_path / "split.pt").model, load_checkpoint(straight[0]).model
     assert split.keys() == whole.keys() and all(torch.equal(split[name], whole[name]) for name in whole)
+
+
+def test_an_untied_head_gets_added_rows_of_its_own_and_merges_exactly() -> None:
+    from dataclasses import replace
+
+    from hellogpt.model.architectures import build_model
+    from hellogpt.model.gpt import GPTConfig
+    from hellogpt.model.lora import merge_adapters
+
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=10, dropout=0.0, bias=False, arch="qwen3")
+    state, first = state_with_rows(build_model(config).state_dict(), 12)
+    model = gpt_from_state_dict(replace(config, vocab_size=12), state)
+    add_adapters(model, LoraSpec(2, 4.0, 0.0, ("self_attn.q_proj",)))
+    add_row_adapters(model, first)
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert {name for name in trainable if name.endswith(".added_rows")} == {
+        "model.embed_tokens.parametrizations.weight.0.added_rows", "lm_head.parametrizations.weight.0.added_rows"
+    }
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter))
+    ids = torch.tensor([[10, 3, 11, 5]])
+    before = model.eval()(ids)[0]
+    merged = merge_adapters(model)
+    assert merged.lm_head.weight is not merged.model.embed_tokens.weight
+    torch.testing.assert_close(merged(ids)[0], before, atol=1e-5, rtol=0)
