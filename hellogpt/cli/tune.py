@@ -10,7 +10,6 @@ import typer
 from hellogpt.cli.options import ConfigOption, ProfileOption, SetOption, resolve_cli_config
 from hellogpt.cli.train import (
     CheckpointOption,
-    DataOption,
     MaxTimeOption,
     NameOption,
     OverwriteOption,
@@ -41,7 +40,15 @@ def tune_command(
     profile: ProfileOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
-    data: DataOption = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--data",
+            "-d",
+            help="Dataset folder from `hellogpt prepare`, or conversations (a .jsonl file or a folder of them), "
+            "prepared with the model's tokenizer into data/<name>; default: data.dataset, else data/<dataset>.",
+        ),
+    ] = None,
     name: NameOption = None,
     max_time: MaxTimeOption = None,
     checkpoint: CheckpointOption = None,

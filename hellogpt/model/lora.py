@@ -155,7 +155,13 @@ def hold_frozen_weights_in(model: nn.Module, half: torch.dtype) -> None:
 
 
 def count_adapter_parameters(adapters: Mapping[str, torch.Tensor]) -> int:
-    return sum(tensor.numel() for name, tensor in adapters.items() if name.endswith(ADAPTER_SUFFIXES))
+    """The trained numbers; a tensor stored under two names (the added rows of a tied head) counts once."""
+    unique = {
+        (tensor.data_ptr(), tuple(tensor.shape)) if tensor.data_ptr() else name: tensor.numel()
+        for name, tensor in adapters.items()
+        if name.endswith(ADAPTER_SUFFIXES)
+    }
+    return sum(unique.values())
 
 
 class WeightsDigest:

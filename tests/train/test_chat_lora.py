@@ -18,7 +18,13 @@ from hellogpt.data.chat_template import TURN_END, TURN_START
 from hellogpt.data.prepare import prepare_dataset
 from hellogpt.model import hf
 from hellogpt.model.added_rows import add_row_adapters, state_with_rows
-from hellogpt.model.lora import ADAPTER_SUFFIXES, LoraSpec, add_adapters, load_adapter_state_dict
+from hellogpt.model.lora import (
+    ADAPTER_SUFFIXES,
+    LoraSpec,
+    add_adapters,
+    count_adapter_parameters,
+    load_adapter_state_dict,
+)
 from hellogpt.train.events import StepEvent
 from hellogpt.train.loop import train
 from hellogpt.train.tune import load_tuning_source
@@ -66,6 +72,8 @@ def test_a_lora_chat_tune_trains_the_marker_rows_and_loads_as_the_trained_model(
     checkpoint = load_checkpoint(straight[0])
     assert checkpoint.is_lora and checkpoint.model_args.vocab_size == GPT2_ROWS + 2
     assert all(name.endswith(ADAPTER_SUFFIXES) for name in checkpoint.model)
+    lora_numbers = sum(tensor.numel() for name, tensor in checkpoint.model.items() if ".lora_" in name)
+    assert count_adapter_parameters(checkpoint.model) == lora_numbers + 2 * 32  # the tied head's rows count once
     added = checkpoint.model["transformer.wte.parametrizations.weight.0.added_rows"]
     base = GPT2LMHeadModel.from_pretrained(folder / "hf").transformer.wte.weight.detach()
     assert added.shape == (2, 32) and not torch.allclose(added, base.mean(0).expand(2, -1))  # trained, not the mean
