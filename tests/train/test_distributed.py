@@ -58,18 +58,22 @@ def what_failed(run: subprocess.CompletedProcess) -> str:
 def test_two_gloo_ranks_agree_save_once_and_track_a_single_process(tmp_path: Path) -> None:
     write_char_dataset(tmp_path / "data" / "tiny", shakespeare_text())
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    # With Muon (a step of its own beside AdamW's): the ranks must still make the same updates.
-    distributed = run_hellogpt(torchrun, tmp_path, "ddp.pt", "optim.name=muon")
+    # The profiles' recipe, Qwen3's block with Muon (a step of its own beside AdamW's): the ranks must still make the
+    # same updates. GPT-2's block runs under DDP in the LoRA and dtype tests below.
+    recipe = ("model.arch=qwen3", "model.bias=false", "optim.name=muon")
+    distributed = run_hellogpt(torchrun, tmp_path, "ddp.pt", *recipe)
     # The loop compares the ranks' weight digests at the end and fails loudly if they differ.
     assert distributed.returncode == 0, what_failed(distributed)
     assert "device cpu x2" in distributed.stdout
     assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["ddp.pt"]
     assert distributed.stdout.count("run records") == 1
-    single = run_hellogpt([sys.executable], tmp_path, "single.pt", "optim.name=muon")
+    single = run_hellogpt([sys.executable], tmp_path, "single.pt", *recipe)
     assert single.returncode == 0, what_failed(single)
     ddp_loss, single_loss = (float(VAL_LOSS.search(run.stdout).group(1)) for run in (distributed, single))
     assert abs(ddp_loss - single_loss) < 0.1
-    assert load_checkpoint(tmp_path / "checkpoints" / "ddp.pt").sampler["world_size"] == 2
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "ddp.pt")
+    assert checkpoint.sampler["world_size"] == 2
+    assert checkpoint.model_args.arch == "qwen3"
 
 
 @pytest.mark.slow
