@@ -78,9 +78,9 @@ def checkpoint_target(spec: str) -> EvalTarget:
 
 
 def huggingface_target(spec: str) -> EvalTarget:
-    from hellogpt.model.hf import pretrained_architecture
+    from hellogpt.model.hf import pretrained_architecture, pretrained_tokenizer
 
-    return EvalTarget(spec, "huggingface", spec, pretrained_architecture(spec), {"kind": "gpt2"})
+    return EvalTarget(spec, "huggingface", spec, pretrained_architecture(spec), pretrained_tokenizer(spec)[0])
 
 
 def check_tokenizer(target: EvalTarget, dataset: TokenDataset) -> None:

@@ -20,13 +20,16 @@ from hellogpt.data.tokenizer import Tokenizer, gpt2_data_dir, tokenizer_from_des
 from hellogpt.errors import UserError
 from hellogpt.gpt2 import GPT2_END_OF_TEXT
 from hellogpt.model.gpt import GPTConfig
-from hellogpt.model.hf import CHAR_VOCABULARY_FILE, HF_CONFIG_FILE, WEIGHTS_FILE, write_hf_model
+from hellogpt.model.hf import (
+    CHAR_VOCABULARY_FILE, HF_CONFIG_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_DESCRIPTION_FILE, WEIGHTS_FILE,
+    write_hf_model,
+)
 
 # Every file an export holds (generation_config.json too, which transformers' save_pretrained adds): a directory
 # holding only these is a previous export, which --force may replace.
 EXPORT_FILE_NAMES = frozenset({
     HF_CONFIG_FILE, "generation_config.json", WEIGHTS_FILE, "vocab.json", "merges.txt",
-    "special_tokens_map.json", "tokenizer_config.json", CHAR_VOCABULARY_FILE, "tokenizer.json",
+    "special_tokens_map.json", TOKENIZER_CONFIG_FILE, TOKENIZER_DESCRIPTION_FILE, CHAR_VOCABULARY_FILE, "tokenizer.json",
 })
 TOKENIZER_JSON_FILE = "tokenizer.json"
 EXPORT_ELSEWHERE = "choose another OUT_DIR"
@@ -122,7 +125,7 @@ def _write_tokenizer_files(
     staged: _Staged, config: GPTConfig, tokenizer: Tokenizer, chat_template: Optional[str]
 ) -> None:
     """tokenizer.json (what AutoTokenizer loads, special tokens included) and its tokenizer_config.json; GPT-2's
-    BPE files too (vocab.json, merges.txt: what older tools read); a char vocabulary also as our own JSON."""
+    BPE files too (vocab.json, merges.txt: what older tools read); and our description, which `--from DIR` reads."""
     with staged.open(TOKENIZER_JSON_FILE, "w", encoding="utf-8") as file:
         file.write(tokenizer.to_hf_json())
     is_gpt2 = tokenizer.name == "gpt2"
@@ -131,8 +134,7 @@ def _write_tokenizer_files(
         for source_name, exported_name in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")):
             with staged.open(exported_name) as file:
                 file.write(_read_tokenizer_file(bpe_data / source_name))
-    elif tokenizer.name == "char":
-        staged.write_json(CHAR_VOCABULARY_FILE, tokenizer.description())
+    staged.write_json(TOKENIZER_DESCRIPTION_FILE, tokenizer.description())
     special_tokens: dict[str, str] = {}
     if tokenizer.eot_id is not None:
         special_tokens = {"bos_token": GPT2_END_OF_TEXT, "eos_token": GPT2_END_OF_TEXT, "unk_token": GPT2_END_OF_TEXT}
@@ -148,7 +150,7 @@ def _write_tokenizer_files(
         tokenizer_config["add_prefix_space"] = False
     if chat_template is not None:
         tokenizer_config["chat_template"] = chat_template
-    staged.write_json("tokenizer_config.json", tokenizer_config)
+    staged.write_json(TOKENIZER_CONFIG_FILE, tokenizer_config)
 
 
 def _read_tokenizer_file(path: Path) -> bytes:

@@ -35,22 +35,26 @@ class LoadedModel:
 
 
 def load_model(checkpoint: Optional[str], source: Optional[str]) -> LoadedModel:
-    """Load a Hugging Face GPT-2 (`source`) or a hellogpt checkpoint, with the sample section it was saved with."""
+    """Load a Hugging Face model (`source`: GPT-2, or our export with the tokenizer it records) or a hellogpt
+    checkpoint, with the sample section it was saved with."""
     from hellogpt.config.layers import Layer
 
+    from hellogpt.checkpoints.loading import checkpoint_tokenizer, model_from_checkpoint, model_tokenizer
+    from hellogpt.data.tokenizer import Gpt2Tokenizer
+
     if source is not None:
-        from hellogpt.data.tokenizer import gpt2_tokenizer
-        from hellogpt.model.hf import load_pretrained
+        from hellogpt.model.hf import load_pretrained, pretrained_tokenizer
 
         model, origin = load_pretrained(source)
         name = source.rstrip("/\\") or source
-        tokenizer = gpt2_tokenizer()
-        tokenizer.load()
-        return LoadedModel(model, tokenizer, name, {"model": source, "origin": origin_text(origin)}, None)
+        description, chat_template = pretrained_tokenizer(source)
+        tokenizer = model_tokenizer(description, chat_template, model.config.vocab_size, source)
+        if isinstance(tokenizer, Gpt2Tokenizer):
+            tokenizer.load()
+        info = {"model": source, "origin": origin_text(origin)}
+        return LoadedModel(model, tokenizer, name, info, None, chat_template)
     from hellogpt.checkpoints.format import load_checkpoint
-    from hellogpt.checkpoints.loading import checkpoint_tokenizer, model_from_checkpoint
     from hellogpt.checkpoints.paths import resolve_checkpoint_path
-    from hellogpt.data.tokenizer import Gpt2Tokenizer
 
     path = resolve_checkpoint_path(checkpoint or "")
     saved = load_checkpoint(path)

@@ -56,3 +56,66 @@ def test_a_chat_model_exports_its_markers_and_template_and_keeps_their_rows(make
     for name, token_id in tokenizer.special_tokens.items():
         assert loaded.convert_tokens_to_ids(name) == token_id
     assert loaded.chat_template == CHATML_TEMPLATE
+
+
+def _qwen3_payload(tokenizer: Tokenizer, **extra: object) -> dict:
+    from hellogpt.model.base import GPTConfig
+    from tests.model.test_qwen3 import trained_looking
+
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64, vocab_size=tokenizer.vocab_size, dropout=0.0,
+                       bias=False, arch="qwen3")
+    return {"model_args": config.to_dict(), "model": trained_looking(config).state_dict(),
+            "tokenizer": tokenizer.description(), **extra}
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char", "bpe-chat", "gpt2-chat"])
+def test_an_export_loads_back_from_its_folder_with_the_tokenizer_it_was_trained_with(kind: str, tmp_path: Path) -> None:
+    """`chat`/`serve --from DIR` (load_model), `eval --from DIR` and `tune --from DIR` read what the export recorded:
+    a trained BPE or a char table (not GPT-2's BPE), and a chat model's markers and template."""
+    from hellogpt.data.chat_template import CHATML_TEMPLATE, chat_tokenizer
+    from hellogpt.evaluate import huggingface_target
+    from hellogpt.model_source import load_model
+
+    base = {
+        "bpe": lambda: train_bpe([TEXT * 20, "The raven, nevermore.\n" * 20], 300),
+        "char": lambda: CharTokenizer.from_texts([TEXT]),
+        "bpe-chat": lambda: train_bpe([TEXT * 20], 290),
+        "gpt2-chat": gpt2_tokenizer,
+    }[kind]()
+    chat = kind.endswith("chat")
+    tokenizer = chat_tokenizer(base) if chat else base
+    extra = {"chat_template": CHATML_TEMPLATE} if chat else {}
+    out_dir = export_checkpoint(_qwen3_payload(tokenizer, **extra), tmp_path / "exported")
+
+    loaded = load_model(None, str(out_dir))
+    assert loaded.tokenizer.description() == tokenizer.description()
+    assert loaded.tokenizer.encode(TEXT) == tokenizer.encode(TEXT)
+    assert loaded.chat_template == (CHATML_TEMPLATE if chat else None)
+    assert loaded.model.config.vocab_size == tokenizer.vocab_size
+    assert huggingface_target(str(out_dir)).tokenizer == tokenizer.description()
+
+
+def test_a_chat_export_of_a_trained_bpe_chats_from_its_folder(tmp_path: Path) -> None:
+    """Before exports recorded their tokenizer, `chat --from` encoded with GPT-2's BPE: ids past a 292-row model."""
+    from typer.testing import CliRunner
+
+    from hellogpt.cli import app
+    from hellogpt.data.chat_template import CHATML_TEMPLATE, chat_tokenizer
+
+    tokenizer = chat_tokenizer(train_bpe([TEXT * 20], 290))
+    out_dir = export_checkpoint(_qwen3_payload(tokenizer, chat_template=CHATML_TEMPLATE), tmp_path / "exported")
+    result = CliRunner().invoke(
+        app, ["chat", "--from", str(out_dir), "--prompt", "hello", "--max-new-tokens", "4", "--temperature", "0",
+              "--set", "system.dtype=float32"],
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_a_char_export_from_before_the_tokenizer_file_still_loads_with_its_table(tmp_path: Path) -> None:
+    from hellogpt.model.hf import CHAR_VOCABULARY_FILE, TOKENIZER_DESCRIPTION_FILE
+    from hellogpt.model_source import load_model
+
+    tokenizer = CharTokenizer.from_texts([TEXT])
+    out_dir = export_checkpoint(_qwen3_payload(tokenizer), tmp_path / "exported")
+    (out_dir / TOKENIZER_DESCRIPTION_FILE).rename(out_dir / CHAR_VOCABULARY_FILE)  # what such exports held
+    assert load_model(None, str(out_dir)).tokenizer.encode(TEXT) == tokenizer.encode(TEXT)

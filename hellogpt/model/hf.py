@@ -38,7 +38,12 @@ ATTENTION_MASK_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 GPT2_LAYER_NORM_EPSILON = 1e-5
 _HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# The tokenizer's description (`Tokenizer.description()`), written by `hellogpt export` beside tokenizer.json, so that
+# `--from DIR` rebuilds the very tokenizer the model was trained with (a trained BPE, characters, chat markers).
+TOKENIZER_DESCRIPTION_FILE = "hellogpt_tokenizer.json"
+# The same description under the name character-level exports had before every export carried one.
 CHAR_VOCABULARY_FILE = "hellogpt_char_vocab.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 HF_CONFIG_FILE = "config.json"
 # The config.json key that points transformers at Python files shipped with the model (trust_remote_code).
 REMOTE_CODE_KEY = "auto_map"
@@ -99,16 +104,44 @@ def pretrained_architecture(spec: str) -> GPTConfig:
     return _gpt_config_from_hf(_load_hf_config(spec, _transformers_source(spec)), spec)
 
 
+def pretrained_tokenizer(spec: str) -> tuple[dict[str, Any], Optional[str]]:
+    """The tokenizer description and chat template of a model that `--from` names: what our export recorded
+    (TOKENIZER_DESCRIPTION_FILE, and tokenizer_config.json's chat_template), else GPT-2's BPE, every GPT-2's."""
+    description_file = _tokenizer_description_file(spec)
+    if description_file is None:
+        return {"kind": "gpt2"}, None
+    description = _read_json_object(description_file)
+    config_file = description_file.parent / TOKENIZER_CONFIG_FILE
+    template = _read_json_object(config_file).get("chat_template") if config_file.is_file() else None
+    return description, template if isinstance(template, str) else None
+
+
+def _tokenizer_description_file(spec: str) -> Optional[Path]:
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        return None
+    for name in (TOKENIZER_DESCRIPTION_FILE, CHAR_VOCABULARY_FILE):
+        if (path / name).is_file():
+            return path / name
+    return None
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read {path} ({error}): export the model again") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is not a JSON object: export the model again")
+    return value
+
+
 def _transformers_source(spec: str) -> str:
     """What transformers' from_pretrained gets: an existing directory as a path, anything else as a hub id."""
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{path} has no config.json: pass a directory written by save_pretrained or hellogpt export")
-        if (path / CHAR_VOCABULARY_FILE).is_file():
-            raise UserError(
-                f"{path} is a character-level export, which has no GPT-2 tokenizer: use the .pt checkpoint it came from"
-            )
         return str(path)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise UserError(f"{spec} does not exist: pass gpt2, gpt2-medium, gpt2-large, gpt2-xl, a hub id or a model directory")
@@ -336,7 +369,7 @@ def _gpt_config_from_hf(hf_config: Any, spec: str) -> GPTConfig:
         unsupported.append("tie_word_embeddings=false")
     if unsupported:
         raise UserError(f"'{spec}' uses GPT-2 variants hellogpt's model does not have: {', '.join(unsupported)}")
-    if hf_config.vocab_size < GPT2_VOCAB_SIZE:
+    if hf_config.vocab_size < GPT2_VOCAB_SIZE and _tokenizer_description_file(spec) is None:
         raise UserError(
             f"'{spec}' has {hf_config.vocab_size} tokens; hellogpt reads Hugging Face models with the GPT-2 "
             f"tokenizer ({GPT2_VOCAB_SIZE} tokens)"

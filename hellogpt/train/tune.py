@@ -68,7 +68,7 @@ def existing_checkpoint(spec: str, checkpoints_dir: Path) -> Optional[Path]:
 
 
 def _huggingface_init(spec: str, config: RunConfig) -> dict[str, Any]:
-    init: dict[str, Any] = {"tokenizer": {"kind": "gpt2"}}
+    init: dict[str, Any] = {"tokenizer": hf.pretrained_tokenizer(spec)[0]}
     if config.lora.enabled:
         architecture = hf.pretrained_architecture(spec)
         init["model"], init["base"] = huggingface_base(spec, _base_dtype(config, architecture))

@@ -16,7 +16,7 @@ from hellogpt.decode.cache import BatchedKVCache
 from hellogpt.errors import UserError
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.export import export_checkpoint
-from hellogpt.model.hf import CHAR_VOCABULARY_FILE, _convert_hf_state_dict, is_huggingface_source, load_pretrained
+from hellogpt.model.hf import TOKENIZER_DESCRIPTION_FILE, _convert_hf_state_dict, is_huggingface_source, load_pretrained
 
 GPT2_VOCAB = 50257
 
@@ -208,14 +208,15 @@ def test_char_model_exports_weights_and_its_character_table(tmp_path: Path) -> N
     chars = "\n !abcdefghijklmnopqrstuvwxyz"
     payload = tiny_payload(vocab_size=len(chars), tokenizer={"kind": "char", "chars": chars})
     out_dir = export_checkpoint(payload, tmp_path / "exported")
-    assert json.loads((out_dir / CHAR_VOCABULARY_FILE).read_text()) == {"kind": "char", "chars": chars}
+    assert json.loads((out_dir / TOKENIZER_DESCRIPTION_FILE).read_text()) == {"kind": "char", "chars": chars}
     assert not (out_dir / "vocab.json").exists()
     hf_model = GPT2LMHeadModel.from_pretrained(out_dir).eval()
     ids = random_ids(30, vocab=len(chars))
     with torch.no_grad():
         torch.testing.assert_close(hf_model(ids).logits, our_logits(payload, ids), atol=1e-5, rtol=0)
-    with pytest.raises(UserError, match="character-level export"):
-        load_pretrained(str(out_dir))
+    model, _ = load_pretrained(str(out_dir))  # and back, with its table (tests/test_export_tokenizers.py)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids)[0], our_logits(payload, ids), atol=1e-5, rtol=0)
 
 
 def test_export_refuses_an_existing_directory_unless_forced(tmp_path: Path) -> None:
@@ -233,7 +234,7 @@ def test_force_replaces_a_previous_export_whole(tmp_path: Path) -> None:
     out_dir = export_checkpoint(tiny_payload(vocab_size=len(chars), tokenizer={"kind": "char", "chars": chars}),
                                 tmp_path / "exported")
     export_checkpoint(tiny_payload(seed=1), out_dir, force=True)
-    assert not (out_dir / CHAR_VOCABULARY_FILE).exists()  # nothing of the old export is left over
+    assert json.loads((out_dir / TOKENIZER_DESCRIPTION_FILE).read_text()) == {"kind": "gpt2"}  # not the old one
     assert GPT2LMHeadModel.from_pretrained(out_dir).config.vocab_size == GPT2_VOCAB
     assert sorted(path.name for path in tmp_path.iterdir()) == ["exported"]
 
