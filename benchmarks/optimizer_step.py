@@ -1,6 +1,6 @@
 """Cost of a training step with optim.name=muon against optim.name=adamw, on the same model and batches.
 
-A char-sized model (vocabulary 65, block 128, batch 8, fp32 on the CPU) at two shapes, 4 x 128 and 6 x 192. Each step
+A char-sized model (vocabulary 65, block 128, batch 8 or --batch, fp32 on the CPU) at 4 x 128 and 6 x 192. Each step
 is what `hellogpt train` does in one optimizer step without accumulation: forward, backward, gradient clipping, the
 update, zeroing the gradients. Each variant (architecture + optimizer) trains its own model from the same seed:
   gpt2 adamw         model.arch=gpt2 with the fused AdamW of build_optimizer (the reference);
@@ -11,7 +11,8 @@ Each round steps every variant once, in a rotating order, so that a busy CPU slo
 per step after warm-up, the median of the update alone, and the median of the per-round ratios of the step to the
 same architecture's adamw step (the goal for muon: at most 1.15) and to gpt2 adamw's.
 
-    python benchmarks/optimizer_step.py [--steps N] [--warmup N] [--threads N] [--torch-muon]
+    python benchmarks/optimizer_step.py [--steps N] [--warmup N] [--threads N] [--batch N] [--shapes 4x128,6x192]
+                                        [--torch-muon]
 """
 
 from __future__ import annotations
@@ -104,14 +105,16 @@ Timing = tuple[float, float]  # seconds: the whole step, the update alone
 REFERENCE = "gpt2 adamw"
 
 
-def measure(n_layer: int, n_embd: int, steps: int, warmup: int, names: tuple[str, ...]) -> list[dict[str, Timing]]:
+def measure(
+    n_layer: int, n_embd: int, steps: int, warmup: int, names: tuple[str, ...], batch_size: int = BATCH
+) -> list[dict[str, Timing]]:
     """Per timed round, each variant's (step, update) seconds; a round runs every variant once on the same batch,
     in a rotating order."""
     timers = {name: _step_timer(n_layer, n_embd, name) for name in names}
     generator = torch.Generator().manual_seed(SEED)
     rounds: list[dict[str, Timing]] = []
     for index in range(warmup + steps):
-        batch = torch.randint(VOCABULARY, (BATCH, BLOCK + 1), generator=generator)
+        batch = torch.randint(VOCABULARY, (batch_size, BLOCK + 1), generator=generator)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         order = names[index % len(names):] + names[: index % len(names)]
         timings = {name: timers[name](inputs, targets) for name in order}
@@ -142,16 +145,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed rounds per shape")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help="sequences per step (Muon's update costs the same at any batch; the profiles use 32-64)")
+    parser.add_argument("--shapes", default=",".join(f"{n}x{w}" for n, w in SHAPES), help="LAYERSxWIDTH,...")
     parser.add_argument("--torch-muon", action="store_true", help="also time torch.optim.Muon (slow: a loop per matrix)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     names = ("gpt2 adamw", "gpt2 muon", "qwen3 adamw", "qwen3 muon") + (("gpt2 torch-muon",) if args.torch_muon else ())
     print(f"CPU: {_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"vocabulary {VOCABULARY}, block {BLOCK}, batch {BATCH}, fp32; medians of {args.steps} interleaved rounds")
+    print(f"vocabulary {VOCABULARY}, block {BLOCK}, batch {args.batch}, fp32; medians of {args.steps} interleaved rounds")
     print(f"{'shape':<10}{'variant':<17}{'ms/step':>9}{'update ms':>11}{'/ adamw':>9}{'/ gpt2 adamw':>14}")
-    for n_layer, n_embd in SHAPES:
-        rounds = measure(n_layer, n_embd, args.steps, args.warmup, names)
+    shapes = [tuple(int(part) for part in shape.split("x")) for shape in args.shapes.split(",")]
+    for n_layer, n_embd in shapes:
+        rounds = measure(n_layer, n_embd, args.steps, args.warmup, names, args.batch)
         for name in names:
             step = statistics.median(timings[name][0] for timings in rounds)
             update = statistics.median(timings[name][1] for timings in rounds)
