@@ -75,6 +75,9 @@ def test_the_page_streams_a_reply_and_its_stop_button_stops_it(
 
     page.click("#toggle-settings")
     page.fill("#max-tokens", "8000")
+    page.fill("#system", "hello there")  # characters the tiny char-level model knows
+    bodies: list[Any] = []
+    page.on("request", lambda request: bodies.append(request.post_data_json) if request.method == "POST" else None)
     page.fill("#input", "tell me more")
     page.click("#send")
     page.wait_for_function(
@@ -89,6 +92,8 @@ def test_the_page_streams_a_reply_and_its_stop_button_stops_it(
     time.sleep(0.3)
     assert len(second.text_content()) == shown
 
+    assert [message["role"] for message in bodies[0]["messages"]] == ["system", "user", "assistant", "user"]
+    assert bodies[0]["messages"][0]["content"] == "hello there"  # the settings' system message goes first
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # nothing wider than a phone
     assert all(url.startswith(server.url) for url in requested), requested  # nothing fetched from elsewhere
 
