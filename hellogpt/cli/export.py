@@ -94,13 +94,10 @@ def export(
     files = ", ".join(sorted(path.name for path in written.iterdir()))
     console.print(f"exported {checkpoint_path} to {written}/ ({files})")
     console.print(
-        "load it with: from transformers import AutoTokenizer, GPT2LMHeadModel; "
-        f"GPT2LMHeadModel.from_pretrained('{written}'); AutoTokenizer.from_pretrained('{written}')"
+        "load it with: from transformers import AutoModelForCausalLM, AutoTokenizer; "
+        f"AutoModelForCausalLM.from_pretrained('{written}'); AutoTokenizer.from_pretrained('{written}')"
     )
-    if (loaded.tokenizer or {}).get("kind") != "gpt2":  # hellogpt reads only GPT-2-tokenizer exports back
-        console.print(f"or talk to it: hellogpt chat --checkpoint {checkpoint_path}")
-        return
-    console.print(f"or talk to it: hellogpt chat --from {written}")
+    console.print(f"or talk to it: hellogpt chat --from {written}")  # with its own tokenizer (hellogpt_tokenizer.json)
 
 
 def _export_gguf(checkpoint: str, out_path: Path, force: bool, gguf_type: Optional[GgufType]) -> None:

@@ -69,6 +69,7 @@ def test_export_command_gives_a_char_model_a_tokenizer_that_auto_tokenizer_loads
     )
     result = CliRunner().invoke(app, ["export", str(checkpoint_path), str(tmp_path / "exported")])
     assert result.exit_code == 0, result.output
-    assert "AutoTokenizer.from_pretrained" in result.output and "hellogpt chat --checkpoint" in result.output
+    assert "AutoModelForCausalLM.from_pretrained" in result.output
+    assert f"hellogpt chat --from {tmp_path / 'exported'}" in result.output  # it reads the char table back
     assert (tmp_path / "exported" / "model.safetensors").exists()
     assert AutoTokenizer.from_pretrained(tmp_path / "exported")("ABC")["input_ids"] == [33, 34, 35]
