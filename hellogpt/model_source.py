@@ -40,7 +40,7 @@ def load_model(checkpoint: Optional[str], source: Optional[str]) -> LoadedModel:
     from hellogpt.config.layers import Layer
 
     from hellogpt.checkpoints.loading import checkpoint_tokenizer, model_from_checkpoint, model_tokenizer
-    from hellogpt.data.tokenizer import Gpt2Tokenizer
+    from hellogpt.data.tokenizer import Gpt2Tokenizer, tokenizer_from_description
 
     if source is not None:
         from hellogpt.model.hf import load_pretrained, pretrained_tokenizer
@@ -48,7 +48,8 @@ def load_model(checkpoint: Optional[str], source: Optional[str]) -> LoadedModel:
         model, origin = load_pretrained(source)
         name = source.rstrip("/\\") or source
         description, chat_template = pretrained_tokenizer(source)
-        tokenizer = model_tokenizer(description, chat_template, model.config.vocab_size, source)
+        base = tokenizer_from_description(description)
+        tokenizer = model_tokenizer(base, chat_template, model.config.vocab_size, source)
         if isinstance(tokenizer, Gpt2Tokenizer):
             tokenizer.load()
         info = {"model": source, "origin": origin_text(origin)}

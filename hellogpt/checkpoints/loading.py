@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
@@ -45,20 +45,15 @@ def tokenizer_from_checkpoint(checkpoint: Checkpoint) -> "Tokenizer":
 def checkpoint_tokenizer(checkpoint: Checkpoint, model_rows: int, where: object = "the checkpoint") -> "Tokenizer":
     """The tokenizer a checkpoint's model reads: the one it was trained with, plus the ChatML markers when it is a
     chat model; UserError (naming `where`) for a template other than ours or a model without rows for the markers."""
-    if checkpoint.tokenizer is None:
-        raise UserError("this checkpoint has no tokenizer description: it cannot encode text; retrain or re-export it")
-    return model_tokenizer(checkpoint.tokenizer, checkpoint.chat_template, model_rows, where)
+    return model_tokenizer(tokenizer_from_checkpoint(checkpoint), checkpoint.chat_template, model_rows, where)
 
 
-def model_tokenizer(
-    description: dict[str, Any], chat_template: Optional[str], model_rows: int, where: object
-) -> "Tokenizer":
-    """The tokenizer `description` names, with the markers of `chat_template` (ours or none), checked against the
-    `model_rows` of the model that reads it: a checkpoint's, or an exported directory's (`hf.pretrained_tokenizer`)."""
+def model_tokenizer(base: "Tokenizer", chat_template: Optional[str], model_rows: int, where: object) -> "Tokenizer":
+    """`base` with the markers of `chat_template` (ours or none), checked against the `model_rows` of the model that
+    reads it: a checkpoint's, or an exported directory's (`hf.pretrained_tokenizer`)."""
     from hellogpt.data.chat_template import template_tokenizer
-    from hellogpt.data.tokenizer import tokenizer_from_description
 
-    tokenizer = template_tokenizer(tokenizer_from_description(description), chat_template, where)
+    tokenizer = template_tokenizer(base, chat_template, where)
     if tokenizer.vocab_size > model_rows:
         raise UserError(
             f"{where}: its tokenizer has {tokenizer.vocab_size} tokens but the model only {model_rows} rows: "
