@@ -114,6 +114,12 @@ class OptimConfig(_Section):
         0.02, gt=0.0, description="Peak Muon learning rate of the block matrices (optim.name=muon); same schedule."
     )
     muon_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="Muon's Nesterov momentum (optim.name=muon).")
+    embedding_learning_rate: Optional[float] = Field(
+        None,
+        gt=0.0,
+        description="Peak AdamW rate of an untied token embedding (qwen3), without weight decay; same schedule. "
+        "Unset: learning_rate, with weight decay. A tied one (gpt2) is also the head and keeps learning_rate.",
+    )
     weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay, applied to matrices only.")
     beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW decay rate of the gradient's running mean.")
     beta2: float = Field(0.95, ge=0.0, lt=1.0, description="AdamW decay rate of the squared gradient's running mean.")

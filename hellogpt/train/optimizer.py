@@ -18,6 +18,8 @@ from hellogpt.train.schedule import learning_rate_at
 # The private foreach kernels MuonWithAdamW steps with; torch has had them since before our floor.
 _MUON_TORCH_OPS = ("_foreach_lerp_", "_foreach_lerp", "_foreach_add_", "_foreach_div")
 MUON_MIN_TORCH = "2.6"
+# The param group of an untied token embedding: AdamW at a rate of its own (optim.embedding_learning_rate).
+EMBEDDING_ROLE = "embedding"
 
 
 def build_optimizer(
@@ -32,10 +34,20 @@ def build_optimizer(
     hidden = hidden_matrix_ids(model) if optim.name == "muon" and not tunes_adapters else set()
     muon = [parameter for parameter in parameters if id(parameter) in hidden]
     rest = [parameter for parameter in parameters if id(parameter) not in hidden]
+    matrices = [parameter for parameter in rest if parameter.dim() >= 2]
+    embedding = None if tunes_adapters else untied_input_embedding(model)
     groups = [
-        {"params": [parameter for parameter in rest if parameter.dim() >= 2], "weight_decay": optim.weight_decay},
+        {"params": [parameter for parameter in matrices if parameter is not embedding], "weight_decay": optim.weight_decay},
         {"params": [parameter for parameter in rest if parameter.dim() < 2], "weight_decay": 0.0},
     ]
+    if embedding is not None and any(parameter is embedding for parameter in matrices):
+        # Where it sat in the matrices' group before it had a group of its own: older checkpoints resume (see
+        # `saved_state_in_layout`).
+        place = next(index for index, parameter in enumerate(matrices) if parameter is embedding)
+        groups.append({
+            "params": [embedding], "role": EMBEDDING_ROLE, "split_from": [0, place],
+            "lr": embedding_learning_rate(optim), "weight_decay": embedding_weight_decay(optim),
+        })
     extra = {"fused": True} if _fused_adamw_available(device) else {}
     betas = (optim.beta1, optim.beta2)
     if not muon:
@@ -56,13 +68,57 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, optim: Optim
     """Each group's rate for the optimizer step with 0-based index `step`: the schedule (warmup, decay) applied to
     the group's own peak rate. Muon's momentum is set here too, so a resumed run follows the config, not the file."""
     adamw_rate = learning_rate_at(step, optim)
-    muon_rate = adamw_rate * (optim.muon_learning_rate / optim.learning_rate)
     for group in optimizer.param_groups:
         if group.get("kind") == "muon":
-            group["lr"] = muon_rate
+            group["lr"] = adamw_rate * (optim.muon_learning_rate / optim.learning_rate)
             group["momentum"] = optim.muon_momentum
+        elif group.get("role") == EMBEDDING_ROLE:
+            group["lr"] = adamw_rate * (embedding_learning_rate(optim) / optim.learning_rate)
+            group["weight_decay"] = embedding_weight_decay(optim)
         else:
             group["lr"] = adamw_rate
+
+
+def embedding_learning_rate(optim: OptimConfig) -> float:
+    """The untied embedding's peak rate. nanochat gives it ~50x the head's: each row gets a gradient only from the
+    positions holding its token, and at the head's rate the rows of a short run barely leave their random start."""
+    return optim.embedding_learning_rate if optim.embedding_learning_rate is not None else optim.learning_rate
+
+
+def embedding_weight_decay(optim: OptimConfig) -> float:
+    """None at a rate of its own (at 0.2, 0.1 of decay would shrink every row by 2% a step, used or not); unset, the
+    embedding decays as the other matrices, as it did before it had a group of its own."""
+    return 0.0 if optim.embedding_learning_rate is not None else optim.weight_decay
+
+
+def untied_input_embedding(model: nn.Module) -> Optional[nn.Parameter]:
+    """The token embedding's weight when it is not also the LM head (qwen3's); None for GPT-2's tied one."""
+    if not hasattr(model, "input_embeddings"):
+        return None
+    weight = model.input_embeddings().weight
+    head = getattr(getattr(model, "lm_head", None), "weight", None)
+    return None if head is weight or not isinstance(weight, nn.Parameter) else weight
+
+
+def saved_state_in_layout(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with the untied embedding moved into a group of its own where `optimizer` has one and the state,
+    written before that group existed, does not: its moments move with it, so such a checkpoint resumes."""
+    saved_groups = saved.get("param_groups")
+    current = optimizer.param_groups
+    position = next((index for index, group in enumerate(current) if group.get("role") == EMBEDDING_ROLE), None)
+    if not isinstance(saved_groups, list) or position is None or len(saved_groups) != len(current) - 1:
+        return saved
+    if any(isinstance(group, dict) and group.get("role") == EMBEDDING_ROLE for group in saved_groups):
+        return saved
+    source, place = current[position]["split_from"]
+    ids = list(saved_groups[source].get("params", []))
+    if place >= len(ids):
+        return saved
+    moved = ids.pop(place)
+    groups = [dict(group) for group in saved_groups]
+    groups[source]["params"] = ids
+    groups.insert(position, {**{key: value for key, value in current[position].items() if key != "params"}, "params": [moved]})
+    return {**saved, "param_groups": groups}
 
 
 def optimizer_name_of_state(state: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ from hellogpt.train.batches import BatchSource
 from hellogpt.train.dataset import dataset_exists, missing_dataset_message, prepare_missing_dataset
 from hellogpt.train.distributed import DistributedContext, local_accumulation_steps, wait_for_main_rank
 from hellogpt.train.lora import frozen_dtype, lora_spec
-from hellogpt.train.optimizer import build_optimizer, require_same_optimizer
+from hellogpt.train.optimizer import build_optimizer, require_same_optimizer, saved_state_in_layout
 from hellogpt.train.precision import agree_on_dtype, run_dtype
 from hellogpt.train.rng_state import restore_rng_state
 from hellogpt.train.vocabulary import adds_special_tokens, with_vocabulary_rows
@@ -236,7 +236,7 @@ def _load_optimizer_state(
 ) -> None:
     require_same_optimizer(optimizer, checkpoint.optimizer, path)
     try:
-        optimizer.load_state_dict(checkpoint.optimizer or {})
+        optimizer.load_state_dict(saved_state_in_layout(optimizer, checkpoint.optimizer or {}))
         if checkpoint.scaler and scaler.is_enabled():
             scaler.load_state_dict(checkpoint.scaler)
     except (ValueError, KeyError, TypeError, RuntimeError) as error:

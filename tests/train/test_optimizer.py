@@ -11,7 +11,13 @@ from hellogpt.errors import UserError
 from hellogpt.model.architectures import build_model
 from hellogpt.model.gpt import GPT, GPTConfig
 from hellogpt.train.muon import MuonWithAdamW, newton_schulz, newton_schulz_spectral, orthogonalize
-from hellogpt.train.optimizer import build_optimizer, optimizer_name_of_state, set_learning_rates
+from hellogpt.train.optimizer import (
+    EMBEDDING_ROLE,
+    build_optimizer,
+    optimizer_name_of_state,
+    saved_state_in_layout,
+    set_learning_rates,
+)
 from hellogpt.train.schedule import learning_rate_at
 
 CPU = torch.device("cpu")
@@ -84,6 +90,47 @@ def test_each_group_follows_the_schedule_relative_to_its_own_peak_rate() -> None
         assert rates["adamw"] == learning_rate_at(step, MUON)
         assert rates["muon"] == pytest.approx(learning_rate_at(step, MUON) * 20)
     assert rates["muon"] == pytest.approx(2e-3)  # min_lr / learning_rate of Muon's peak after the decay
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+def test_an_untied_embedding_gets_its_own_rate_without_decay_and_a_tied_one_stays_with_the_head(name: str) -> None:
+    optim = MUON.model_copy(update={"name": name, "embedding_learning_rate": 0.2})
+    model = tiny_qwen3()
+    optimizer = build_optimizer(model, optim, CPU)
+    (embedding_group,) = [group for group in optimizer.param_groups if group.get("role") == EMBEDDING_ROLE]
+    assert embedding_group["params"] == [model.input_embeddings().weight]
+    assert all(model.input_embeddings().weight is not parameter
+               for group in optimizer.param_groups if group is not embedding_group for parameter in group["params"])
+    for step in (0, 3, 25):
+        set_learning_rates(optimizer, step, optim)
+        assert embedding_group["lr"] == pytest.approx(learning_rate_at(step, optim) * 200)
+        assert embedding_group["weight_decay"] == 0.0
+    unset = build_optimizer(tiny_qwen3(), MUON, CPU)
+    (unset_group,) = [group for group in unset.param_groups if group.get("role") == EMBEDDING_ROLE]
+    set_learning_rates(unset, 3, MUON)
+    assert unset_group["lr"] == learning_rate_at(3, MUON) and unset_group["weight_decay"] == MUON.weight_decay
+    assert not [group for group in build_optimizer(tiny_gpt(), optim, CPU).param_groups if group.get("role")]
+
+
+def test_a_state_saved_before_the_embedding_had_its_own_group_loads_with_its_moments() -> None:
+    model = tiny_qwen3()
+    optimizer = build_optimizer(model, MUON, CPU)
+    _, loss = model(torch.randint(40, (2, 16)), torch.randint(40, (2, 16)))
+    loss.backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    # The layout of before: the embedding first among the matrices' group, no group of its own.
+    position = next(index for index, group in enumerate(state["param_groups"]) if group.get("role") == EMBEDDING_ROLE)
+    embedding_group = state["param_groups"][position]
+    old = {**state, "param_groups": [dict(group) for index, group in enumerate(state["param_groups"]) if index != position]}
+    source, place = embedding_group["split_from"]
+    old["param_groups"][source]["params"] = list(old["param_groups"][source]["params"])
+    old["param_groups"][source]["params"].insert(place, embedding_group["params"][0])
+    fresh = build_optimizer(model, MUON, CPU)
+    fresh.load_state_dict(saved_state_in_layout(fresh, old))
+    weight = model.input_embeddings().weight
+    assert torch.equal(fresh.state[weight]["exp_avg"], optimizer.state[weight]["exp_avg"])
+    assert saved_state_in_layout(fresh, state) is state
 
 
 def test_a_muon_step_moves_the_matrices_and_a_skipped_step_moves_nothing() -> None:
