@@ -10,15 +10,19 @@ the loop's own step times (evaluation and saving excluded); per-step costs are m
   GPT-2 recipe's final val loss (interpolated between evaluations; time = steps x median step time), and the val loss
   of a `qwen3`+Muon run planned (schedule included) for the GPT-2 recipe's wall time. Goals: <= 0.4x, >= 0.25 lower.
 - `poe`: the shipped Edgar Allan Poe at a fixed training-time budget (`--minutes`), 6 layers x 256, block 256, batch 8:
-  GPT-2 BPE + `gpt2` (today's default) vs `qwen3` + GPT-2 BPE vs `qwen3` + a BPE of 8192 trained on the corpus. Each
+  GPT-2 BPE + `gpt2` (today's default) vs `qwen3` + GPT-2 BPE vs `qwen3` + a BPE of 8192 trained on the corpus, both
+  `qwen3` at the `poe-sweep`'s rates. Each
   run's step time is measured first (a few steps each, side by side); each then trains for as many steps as fit its
   budget, with its schedule planned for them. Scored by `hellogpt eval`'s bits per byte on the val split's first
   windows (fair across tokenizers). Goal: the best >= 15% lower than today's.
+- `poe-sweep`: `qwen3`+Muon with bpe:8192 on Poe, 4 layers x 128, block 256, batch 8, 300 steps, over rate triples
+  (the untied embedding's own rate, AdamW's for head and vectors, Muon's); bits per byte at the end.
 - `sweep`: short `qwen3`+Muon runs on the `shakespeare` setup over a grid of the Muon rate and the AdamW rate (of the
   embeddings, head and 1-D parameters), side by side; val loss at the end.
 
     python benchmarks/recipe.py [--experiments shakespeare,poe] [--minutes 10] [--quick]
     python benchmarks/recipe.py --experiments sweep [--sweep-steps 600]
+    python benchmarks/recipe.py --experiments poe-sweep [--poe-sweep-steps 300]
 """
 
 from __future__ import annotations
@@ -69,6 +73,13 @@ HEAD_SIZE = 32
 GPT2_RATES = ["optim.learning_rate=1e-3", "optim.min_lr=1e-4", "optim.beta2=0.99"]
 # Qwen3 + Muon: the Muon rate for hidden matrices, AdamW's for embeddings, head and vectors (see the sweep).
 QWEN3_RATES = ["optim.muon_learning_rate=0.02", "optim.learning_rate=4e-3", "optim.min_lr=4e-4", "optim.beta2=0.99"]
+# On a BPE corpus the untied embedding's rows each train only where their token occurs: at a rate of their own they
+# leave their random start in a few hundred steps (the poe-sweep's winner; the head and vectors take 16e-3).
+POE_QWEN3_RATES = [*QWEN3_RATES, "optim.embedding_learning_rate=0.2", "optim.learning_rate=16e-3", "optim.min_lr=16e-4"]
+# The poe-sweep: (embedding rate, AdamW rate of head and vectors, Muon rate), the first without a rate of its own.
+POE_SWEEP = [(None, 4e-3, 0.02), (0.2, 4e-3, 0.02), (0.2, 4e-3, 0.04), (0.2, 8e-3, 0.01), (0.2, 8e-3, 0.02),
+             (0.5, 8e-3, 0.02), (0.1, 16e-3, 0.02), (0.2, 16e-3, 0.02), (0.2, 32e-3, 0.02)]
+POE_SWEEP_SHAPE = "4x128/256/8"
 
 
 @dataclass
@@ -290,6 +301,28 @@ def run_sweep(work: Path, plan: Plan, muon_rates: list[float], adamw_rates: list
     print_sweep(contenders, plan)
 
 
+def run_poe_sweep(work: Path, shape: str, steps: int, text_bytes: int) -> None:
+    """qwen3 + Muon with bpe:8192 on Poe, a fixed number of steps per rate triple, side by side; bits per byte."""
+    data = prepared(work, "poe_bpe_8192", ["builtin:edgar_poe"], "bpe:8192")
+    plan = Plan(shape, steps, evaluations=1, eval_iters=4)
+    contenders = []
+    for embedding, adamw, muon in POE_SWEEP:
+        rates = [f"optim.muon_learning_rate={muon}", f"optim.learning_rate={adamw}", f"optim.min_lr={adamw / 10}"]
+        if embedding is not None:
+            rates.append(f"optim.embedding_learning_rate={embedding}")
+        label = f"embedding {'as adamw' if embedding is None else f'{embedding:g}'}, adamw {adamw:g}, muon {muon:g}"
+        contenders.append(Contender(label, [*plan.settings(), *QWEN3_MUON, *QWEN3_RATES, *rates], data,
+                                    work / "poe_sweep" / slug(label)))
+    race(contenders)
+    scores = [bits_per_byte(contender, data, text_bytes)[1] for contender in contenders]
+    table = new_table(f"qwen3 + Muon learning rates, edgar_poe bpe:8192, {describe_shape(shape)}, {steps} steps",
+                      ["rates", "val bits/byte", "ms/step"])
+    for contender, bits in zip(contenders, scores):
+        mark = "**" if bits == min(scores) else ""
+        table.add_row(contender.label, f"{mark}{bits:.4f}{mark}", f"{contender.median_ms:.1f}")
+    show(table, cpu_line())
+
+
 def bits_per_byte(contender: Contender, data_dir: Path, text_bytes: int) -> tuple[float, float, int]:
     """`hellogpt eval`'s scoring of the final weights on the windows that cover the val split's first `text_bytes`
     bytes (the same text whatever the tokenizer): (loss per token, bits per byte, bytes scored)."""
@@ -424,7 +457,7 @@ def rates(text: str) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiments", default="shakespeare,poe", help="Comma-separated: shakespeare, poe, sweep.")
+    parser.add_argument("--experiments", default="shakespeare,poe", help="Comma-separated: shakespeare, poe, sweep, poe-sweep.")
     parser.add_argument("--quick", action="store_true", help="Few steps and seconds: checks that it runs.")
     parser.add_argument("--shape", default=SHAKESPEARE_SHAPE, help="shakespeare and sweep: LAYERSxWIDTH/BLOCK/BATCH.")
     parser.add_argument("--steps", type=int, default=2000, help="shakespeare: steps of each recipe.")
@@ -439,19 +472,22 @@ def main() -> None:
     parser.add_argument("--sweep-steps", type=int, default=600, help="sweep: steps of each run.")
     parser.add_argument("--muon-rates", default="0.01,0.02,0.04", help="sweep: Muon rates.")
     parser.add_argument("--adamw-rates", default="0.002,0.004,0.008", help="sweep: AdamW rates (embeddings, head).")
+    parser.add_argument("--poe-sweep-shape", default=POE_SWEEP_SHAPE, help="poe-sweep: LAYERSxWIDTH/BLOCK/BATCH.")
+    parser.add_argument("--poe-sweep-steps", type=int, default=300, help="poe-sweep: steps of each run.")
     parser.add_argument("--full-grid", action="store_true", help="sweep: every pair (default: one rate moved at a time).")
     parser.add_argument("--gpt2-only", action="store_true", help="Only the GPT-2 recipe (a check of the script).")
     parser.add_argument("--work", type=Path, default=None, help="Work folder (default: a temporary one, removed).")
     options = parser.parse_args()
     if options.quick:
         options.steps, options.minutes, options.calibration_steps, options.sweep_steps = 40, 0.25, 4, 20
+        options.poe_sweep_steps = 4
         options.eval_iters, options.poe_bytes = 4, 2000
     experiments = [name.strip() for name in options.experiments.split(",") if name.strip()]
     shakespeare_recipes = {"gpt2 + AdamW": [*GPT2_ADAMW, *GPT2_RATES], "qwen3 + Muon": [*QWEN3_MUON, *QWEN3_RATES]}
     poe_recipes = {
         "gpt2 + AdamW (today)": ("gpt2", [*GPT2_ADAMW, *GPT2_RATES]),
-        "qwen3 + Muon": ("gpt2", [*QWEN3_MUON, *QWEN3_RATES]),
-        "qwen3 + Muon, bpe:8192": ("bpe:8192", [*QWEN3_MUON, *QWEN3_RATES]),
+        "qwen3 + Muon": ("gpt2", [*QWEN3_MUON, *POE_QWEN3_RATES]),
+        "qwen3 + Muon, bpe:8192": ("bpe:8192", [*QWEN3_MUON, *POE_QWEN3_RATES]),
     }
     if options.gpt2_only:
         shakespeare_recipes = dict(list(shakespeare_recipes.items())[:1])
@@ -464,6 +500,8 @@ def main() -> None:
             run_shakespeare(work, plan, shakespeare_recipes, options.planned)
         if "poe" in experiments:
             run_poe(work, options.poe_shape, options.minutes, poe_recipes, options.calibration_steps, options.poe_bytes)
+        if "poe-sweep" in experiments:
+            run_poe_sweep(work, options.poe_sweep_shape, options.poe_sweep_steps, options.poe_bytes)
         if "sweep" in experiments:
             plan = Plan(options.shape, options.sweep_steps, 1, options.eval_iters)
             run_sweep(work, plan, rates(options.muon_rates), rates(options.adamw_rates), options.full_grid)

@@ -1,5 +1,6 @@
 """The optimizer of a run: AdamW (weight decay on matrices only, as GPT-2 and nanoGPT), or Muon for the matrices
-inside the transformer blocks with AdamW for the rest; and the per-step learning rate of each of its groups."""
+inside the transformer blocks with AdamW for the rest; an untied token embedding at a rate of its own; and the
+per-step learning rate of each of its groups."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def build_optimizer(
 
     With optim.name=muon, Muon takes the 2-D weights inside the blocks (any model whose blocks sit in an
     nn.ModuleList, whatever they are named). LoRA adapters (`tunes_adapters`) always get AdamW: each is one factor of
-    a low-rank update, and orthogonalising the factors apart does not orthogonalise their product."""
+    a low-rank update, and orthogonalising the factors apart does not orthogonalise their product. An untied token
+    embedding (qwen3's) is an AdamW group of its own, at optim.embedding_learning_rate when that is set."""
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     hidden = hidden_matrix_ids(model) if optim.name == "muon" and not tunes_adapters else set()
     muon = [parameter for parameter in parameters if id(parameter) in hidden]
@@ -37,7 +39,7 @@ def build_optimizer(
     matrices = [parameter for parameter in rest if parameter.dim() >= 2]
     embedding = None if tunes_adapters else untied_input_embedding(model)
     groups = [
-        {"params": [parameter for parameter in matrices if parameter is not embedding], "weight_decay": optim.weight_decay},
+        {"params": [matrix for matrix in matrices if matrix is not embedding], "weight_decay": optim.weight_decay},
         {"params": [parameter for parameter in rest if parameter.dim() < 2], "weight_decay": 0.0},
     ]
     if embedding is not None and any(parameter is embedding for parameter in matrices):
@@ -117,7 +119,8 @@ def saved_state_in_layout(optimizer: torch.optim.Optimizer, saved: dict[str, Any
     moved = ids.pop(place)
     groups = [dict(group) for group in saved_groups]
     groups[source]["params"] = ids
-    groups.insert(position, {**{key: value for key, value in current[position].items() if key != "params"}, "params": [moved]})
+    settings = {key: value for key, value in current[position].items() if key != "params"}
+    groups.insert(position, {**settings, "params": [moved]})
     return {**saved, "param_groups": groups}
 
 
