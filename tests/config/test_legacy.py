@@ -18,7 +18,7 @@ def as_seed_file(config: RunConfig, seed: RunConfig) -> RunConfig:
     prepared by hand), `train.eval_iters` (the profiles read the val split about once per evaluation,
     the old files up to ten times over) and the training recipe (from-scratch profiles train Qwen3's block
     with Muon at their own rates, benchmarks/README.md). Every other value must match."""
-    recipe = ("name", "learning_rate", "muon_learning_rate", "min_lr")
+    recipe = ("name", "learning_rate", "muon_learning_rate", "embedding_learning_rate", "min_lr")
     return config.model_copy(
         update={
             "data": config.data.model_copy(update={"source": None}),
