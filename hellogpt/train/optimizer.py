@@ -42,10 +42,10 @@ def build_optimizer(
         {"params": [matrix for matrix in matrices if matrix is not embedding], "weight_decay": optim.weight_decay},
         {"params": [parameter for parameter in rest if parameter.dim() < 2], "weight_decay": 0.0},
     ]
-    if embedding is not None and any(parameter is embedding for parameter in matrices):
-        # Where it sat in the matrices' group before it had a group of its own: older checkpoints resume (see
-        # `saved_state_in_layout`).
-        place = next(index for index, parameter in enumerate(matrices) if parameter is embedding)
+    # Where it sat in the matrices' group before it had a group of its own: older checkpoints resume (see
+    # `saved_state_in_layout`). None when it is not trained here (tied, frozen, or no such model).
+    place = next((index for index, matrix in enumerate(matrices) if matrix is embedding), None)
+    if place is not None:
         groups.append({
             "params": [embedding], "role": EMBEDDING_ROLE, "split_from": [0, place],
             "lr": embedding_learning_rate(optim), "weight_decay": embedding_weight_decay(optim),
@@ -88,7 +88,7 @@ def embedding_learning_rate(optim: OptimConfig) -> float:
 
 
 def embedding_weight_decay(optim: OptimConfig) -> float:
-    """None at a rate of its own (at 0.2, 0.1 of decay would shrink every row by 2% a step, used or not); unset, the
+    """No decay at a rate of its own (at 0.2, 0.1 of decay would shrink every row by 2% a step, used or not); unset, the
     embedding decays as the other matrices, as it did before it had a group of its own."""
     return 0.0 if optim.embedding_learning_rate is not None else optim.weight_decay
 
